@@ -1,0 +1,95 @@
+"""Frame sources for the replay client: a video file or a folder of images.
+
+Frames come out as 640x480 (by default) JPEG bytes, as a phone would send them.
+Video decoding needs OpenCV (``pip install 'seealoud[replay]'``); image folders
+need only Pillow.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+class FrameSourceError(Exception):
+    """The source cannot be read; the message says why and what to install."""
+
+
+@dataclass(kw_only=True, repr=False)
+class EncodedFrame:
+    """One frame ready to send."""
+
+    jpeg: bytes
+    width: int
+    height: int
+
+    def __repr__(self) -> str:
+        return f"EncodedFrame({self.width}x{self.height}, {len(self.jpeg)} bytes)"
+
+
+def encode_jpeg(image: Image.Image, *, size: tuple[int, int] | None, quality: int) -> EncodedFrame:
+    """Resize (keeping nothing but the target size, as a phone camera does) and encode."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    if size is not None and image.size != size:
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return EncodedFrame(jpeg=buf.getvalue(), width=image.width, height=image.height)
+
+
+def video_fps(path: Path) -> float:
+    """The frame rate a video file declares (10 if it declares none)."""
+    cv2 = _cv2()
+    cap = cv2.VideoCapture(str(path))
+    try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    finally:
+        cap.release()
+    return fps if 0 < fps < 240 else 10.0
+
+
+def iter_images(source: Path) -> Iterator[Image.Image]:
+    """Decoded frames, in order, from a video file or an image folder."""
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FrameSourceError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {source}")
+        for file in files:
+            with Image.open(file) as img:
+                yield img.convert("RGB")
+        return
+    if not source.exists():
+        raise FrameSourceError(f"{source} does not exist")
+    if source.suffix.lower() in IMAGE_SUFFIXES:
+        with Image.open(source) as img:
+            yield img.convert("RGB")
+        return
+    cv2 = _cv2()
+    cap = cv2.VideoCapture(str(source))
+    if not cap.isOpened():
+        raise FrameSourceError(f"cannot open video {source}")
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            yield Image.fromarray(bgr[:, :, ::-1])
+    finally:
+        cap.release()
+
+
+def _cv2():  # type: ignore[no-untyped-def]
+    try:
+        import cv2
+    except ImportError as exc:
+        raise FrameSourceError(
+            "reading video files needs OpenCV: pip install 'seealoud[replay]'"
+        ) from exc
+    return cv2

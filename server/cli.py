@@ -1,0 +1,167 @@
+"""The ``seealoud`` command: serve, manage accounts, replay a video.
+
+Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from server.auth import AuthError, UserStore
+from server.config import ConfigError, ServerConfig
+
+log = logging.getLogger("seealoud")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seealoud", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--config", type=Path, help="TOML file with a [server] table")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--db", dest="db_path", type=Path, help="SQLite file (users, settings)")
+    serve.add_argument("--tls-cert", type=Path)
+    serve.add_argument("--tls-key", type=Path)
+    serve.add_argument("--origin", dest="origins", action="append",
+                       help="extra allowed browser Origin (repeatable)")
+    serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    users = sub.add_parser("users", help="manage accounts and tokens")
+    users.add_argument("--config", type=Path)
+    users.add_argument("--db", dest="db_path", type=Path)
+    usub = users.add_subparsers(dest="users_command", required=True)
+    add = usub.add_parser("add", help="create an account and print its token once")
+    add.add_argument("name")
+    add.add_argument("--role", choices=["user", "caregiver"], default="user")
+    usub.add_parser("list", help="list accounts (never tokens)")
+    remove = usub.add_parser("remove", help="delete an account; its token stops working")
+    remove.add_argument("name")
+    assign = usub.add_parser("assign", help="let a caregiver manage a user's settings")
+    assign.add_argument("caregiver")
+    assign.add_argument("user")
+
+    replay = sub.add_parser("replay", help="stream a video or image folder as a phone would")
+    replay.add_argument("source", type=Path, help="video file, image or folder of images")
+    replay.add_argument("--server", default="ws://127.0.0.1:8765/ws", help="websocket URL")
+    replay.add_argument("--token", required=True, help="a user token (seealoud users add)")
+    replay.add_argument("--fps", type=float, help="frame rate (default: the video's own)")
+    replay.add_argument("--duration", type=float, help="stop after this many seconds")
+    replay.add_argument("--loop", action="store_true", help="repeat the source")
+    replay.add_argument("--ask", action="append", default=[], metavar="SECONDS:TEXT",
+                        help="ask a typed question at a time, e.g. '2:what is ahead?'")
+    replay.add_argument("--wav", type=Path, help="a spoken question (mono PCM16 WAV)")
+    replay.add_argument("--linger", type=float, default=3.0,
+                        help="seconds to wait for answers after the last frame")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "users":
+            return _users(args)
+        if args.command == "replay":
+            return _replay(args)
+    except (ConfigError, AuthError) as exc:
+        print(f"seealoud: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+def _config(args: argparse.Namespace, **extra: object) -> ServerConfig:
+    return ServerConfig.load(getattr(args, "config", None),
+                             db_path=getattr(args, "db_path", None), **extra)
+
+
+def _store(config: ServerConfig) -> UserStore:
+    from server.db import connect
+
+    return UserStore(connect(config.db_path))
+
+
+def _users(args: argparse.Namespace) -> int:
+    config = _config(args)
+    store = _store(config)
+    if args.users_command == "add":
+        token = store.add(args.name, role=args.role)
+        print(f"created {args.role} {args.name!r}. Token (shown once, keep it secret):")
+        print(token)
+    elif args.users_command == "list":
+        for account in store.list():
+            print(f"{account.name}\t{account.role}\t{account.created_at}")
+    elif args.users_command == "remove":
+        store.remove(args.name)
+        print(f"removed {args.name!r}")
+    elif args.users_command == "assign":
+        store.assign(args.caregiver, args.user)
+        print(f"{args.caregiver!r} now manages {args.user!r}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = _config(args, host=args.host, port=args.port, tls_cert=args.tls_cert,
+                     tls_key=args.tls_key, origins=args.origins, log_level=args.log_level)
+    logging.basicConfig(level=config.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # websockets logs every HTTP probe at INFO; our own session lines are enough.
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
+    store = _store(config)
+    if not store.list():
+        log.warning("no accounts yet: create one with `seealoud users add NAME` "
+                    "(the token it prints goes into the phone)")
+    asyncio.run(serve_until_signalled(config, store))
+    return 0
+
+
+async def serve_until_signalled(config: ServerConfig, store: UserStore) -> None:
+    """Run the server until SIGTERM or SIGINT, then close every session with 1001."""
+    from server.app import SeeAloudServer
+
+    server = SeeAloudServer(config, store=store)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: closing %d sessions", len(server.sessions))
+    await server.close()
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from seealoud_client.frames import FrameSourceError
+    from seealoud_client.replay import ReplayError, run_replay
+
+    questions: dict[float, str] = {}
+    for item in args.ask:
+        at, sep, text = item.partition(":")
+        try:
+            questions[float(at)] = text
+        except ValueError:
+            sep = ""
+        if not sep or not text:
+            print(f"seealoud: --ask wants SECONDS:TEXT, got {item!r}", file=sys.stderr)
+            return 2
+    try:
+        asyncio.run(run_replay(args.source, url=args.server, token=args.token, fps=args.fps,
+                               questions=questions, duration_s=args.duration, wav=args.wav,
+                               loop=args.loop, linger_s=args.linger))
+    except (FrameSourceError, ReplayError, OSError) as exc:
+        print(f"seealoud replay: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Server configuration: one dataclass, loaded from TOML and overridden by the CLI.
+
+Defaults are the embedded set-up on the user's own laptop: SQLite next to the
+user's data, the in-process model. Frames and audio are never written to disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def default_data_dir() -> Path:
+    """Where the settings database lives unless configured (XDG data dir)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "seealoud"
+
+
+class ConfigError(ValueError):
+    """The configuration file or an option is invalid; the message says which."""
+
+
+@dataclass(kw_only=True)
+class ServerConfig:
+    """Everything ``seealoud serve`` needs.
+
+    Attributes:
+        host: Interface to bind. ``0.0.0.0`` so a phone on the LAN can connect.
+        port: TCP port; 0 picks a free one (tests).
+        db_path: SQLite file for users, tokens and settings.
+        tls_cert: PEM certificate; with ``tls_key`` the server speaks wss/https,
+            which phone browsers require for camera and microphone.
+        tls_key: PEM private key for ``tls_cert``.
+        origins: Extra allowed ``Origin`` values for browser clients. Same-origin
+            pages and clients that send no Origin (native apps) are always allowed.
+        max_frame_bytes: Largest camera frame accepted. 640x480 JPEG is 30-90 KB;
+            the default leaves room for 1280x720 at high quality.
+        max_message_bytes: Hard websocket limit (``max_size``); above it the
+            connection is closed with 1009. Between ``max_frame_bytes`` and this,
+            a frame is refused with a non-fatal ``frame-too-large`` error.
+        max_text_bytes: Largest JSON text message.
+        max_audio_ms: Longest single utterance accepted from the microphone.
+        audio_rate: Reference microphone rate the server asks for.
+        frame_age_budget_ms: Observations about older frames are not spoken.
+        hello_timeout_s: A connection that sends no ``hello`` in time is closed.
+        log_level: Python logging level name.
+    """
+
+    host: str = "0.0.0.0"
+    port: int = 8765
+    db_path: Path = field(default_factory=lambda: default_data_dir() / "seealoud.db")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    origins: list[str] = field(default_factory=list)
+    max_frame_bytes: int = 1_000_000
+    max_message_bytes: int = 4_000_000
+    max_text_bytes: int = 65_536
+    max_audio_ms: int = 30_000
+    audio_rate: int = 16_000
+    frame_age_budget_ms: int = 1_500
+    hello_timeout_s: float = 10.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls_cert and tls_key must be given together")
+        if not 0 < self.max_frame_bytes <= self.max_message_bytes:
+            raise ConfigError("need 0 < max_frame_bytes <= max_message_bytes")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is out of range")
+
+    @classmethod
+    def load(cls, path: Path | None = None, **overrides: Any) -> ServerConfig:
+        """Read ``[server]`` from a TOML file, then apply non-None overrides."""
+        values: dict[str, Any] = {}
+        if path is not None:
+            try:
+                doc = tomllib.loads(Path(path).read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config {path}: {exc}") from exc
+            values.update(doc.get("server", {}))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        for key in ("db_path", "tls_cert", "tls_key"):
+            if isinstance(values.get(key), str):
+                values[key] = Path(values[key]).expanduser()
+        return cls(**values)

@@ -1,0 +1,77 @@
+"""Shared fixtures: a real server on a loopback port 0, accounts, JPEG frames."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from PIL import Image
+
+from server.analysis import Analyzer
+from server.app import SeeAloudServer
+from server.auth import UserStore
+from server.config import ServerConfig
+from server.db import connect
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def jpeg_bytes(width: int = 64, height: int = 48, colour: tuple[int, int, int] = (90, 120, 200),
+               quality: int = 80) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@dataclass
+class Accounts:
+    store: UserStore
+    user_token: str
+    other_token: str
+    caregiver_token: str
+
+
+@pytest.fixture
+def accounts(tmp_path: Path) -> Accounts:
+    store = UserStore(connect(tmp_path / "test.db"))
+    return Accounts(
+        store=store,
+        user_token=store.add("alice"),
+        other_token=store.add("bob"),
+        caregiver_token=store.add("carol", role="caregiver"),
+    )
+
+
+class ServerFactory:
+    def __init__(self, accounts: Accounts) -> None:
+        self.accounts = accounts
+        self.servers: list[SeeAloudServer] = []
+
+    async def __call__(self, analyzer: Analyzer | None = None, **config: object) -> SeeAloudServer:
+        values: dict[str, object] = {"hello_timeout_s": 2.0, **config}
+        cfg = ServerConfig(host="127.0.0.1", port=0, db_path=Path(":memory:"),
+                           **values)  # type: ignore[arg-type]
+        server = SeeAloudServer(cfg, store=self.accounts.store, analyzer=analyzer)
+        await server.start()
+        self.servers.append(server)
+        return server
+
+
+@pytest_asyncio.fixture
+async def make_server(accounts: Accounts) -> AsyncIterator[ServerFactory]:
+    factory = ServerFactory(accounts)
+    yield factory
+    for server in factory.servers:
+        await server.close()
+
+
+def ws_url(server: SeeAloudServer) -> str:
+    return f"ws://127.0.0.1:{server.port}/ws"

@@ -11,6 +11,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -85,7 +86,7 @@ def iter_images(source: Path) -> Iterator[Image.Image]:
         cap.release()
 
 
-def _cv2():  # type: ignore[no-untyped-def]
+def _cv2() -> Any:
     try:
         import cv2
     except ImportError as exc:

@@ -84,11 +84,13 @@ class ReplayClient:
 
     async def connect(self, *, open_timeout: float = 10.0) -> Ready:
         """Open the socket, say hello, and wait for ready (or raise ReplayError)."""
-        self._ws = await connect(self.url, compression=None, open_timeout=open_timeout,
-                                 max_size=None)
+        self._ws = await connect(
+            self.url, compression=None, open_timeout=open_timeout, max_size=None
+        )
         started = time.perf_counter()
-        await self._ws.send(encode(Hello(protocol=PROTOCOL_VERSION, token=self.token,
-                                         client=self.client_name)))
+        await self._ws.send(
+            encode(Hello(protocol=PROTOCOL_VERSION, token=self.token, client=self.client_name))
+        )
         first = decode(await asyncio.wait_for(self._ws.recv(), open_timeout))
         self.stats.hello_to_ready_ms = (time.perf_counter() - started) * 1000
         if isinstance(first, ErrorMsg):
@@ -115,13 +117,25 @@ class ReplayClient:
 
     async def send_frame(self, frame: EncodedFrame, *, capture_ms: int | None = None) -> None:
         ts = capture_ms if capture_ms is not None else int(time.time() * 1000)
-        await self.send(CameraFrame(seq=next(self._seq), ts=ts, width=frame.width,
-                                    height=frame.height, payload=frame.jpeg))
+        await self.send(
+            CameraFrame(
+                seq=next(self._seq),
+                ts=ts,
+                width=frame.width,
+                height=frame.height,
+                payload=frame.jpeg,
+            )
+        )
         self.stats.frames_sent += 1
 
-    async def stream(self, frames: Iterable[EncodedFrame], *, fps: float,
-                     questions: dict[float, str] | None = None,
-                     duration_s: float | None = None) -> None:
+    async def stream(
+        self,
+        frames: Iterable[EncodedFrame],
+        *,
+        fps: float,
+        questions: dict[float, str] | None = None,
+        duration_s: float | None = None,
+    ) -> None:
         """Send frames at ``fps`` (real time), asking each question at its time."""
         pending = sorted((questions or {}).items())
         start = time.monotonic()
@@ -153,8 +167,14 @@ class ReplayClient:
                 delay = start + index * chunk_ms / 1000 - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)  # pacing to the microphone's rate
-            await self.send(AudioChunk(seq=index, ts=int(time.time() * 1000), rate=rate,
-                                       payload=pcm[offset : offset + step]))
+            await self.send(
+                AudioChunk(
+                    seq=index,
+                    ts=int(time.time() * 1000),
+                    rate=rate,
+                    payload=pcm[offset : offset + step],
+                )
+            )
         await self.send(AudioStop())
 
     async def close(self) -> None:
@@ -169,8 +189,13 @@ class ReplayClient:
             self._ws = None
 
 
-def load_frames(source: Path, *, size: tuple[int, int] | None = (640, 480),
-                quality: int = 80, limit: int | None = None) -> list[EncodedFrame]:
+def load_frames(
+    source: Path,
+    *,
+    size: tuple[int, int] | None = (640, 480),
+    quality: int = 80,
+    limit: int | None = None,
+) -> list[EncodedFrame]:
     """Decode and encode a source's frames up front, so pacing is not disturbed."""
     images = iter_images(source)
     if limit is not None:
@@ -194,23 +219,34 @@ def describe(item: Received) -> str:
     return f"{item.at:8.3f}s {msg.wire_type()} {body[:300]}"
 
 
-async def run_replay(source: Path, *, url: str, token: str, fps: float | None,
-                     questions: dict[float, str], duration_s: float | None,
-                     wav: Path | None,
-                     loop: bool, linger_s: float,
-                     printer: Callable[[str], None] = print) -> ReplayStats:
+async def run_replay(
+    source: Path,
+    *,
+    url: str,
+    token: str,
+    fps: float | None,
+    questions: dict[float, str],
+    duration_s: float | None,
+    wav: Path | None,
+    loop: bool,
+    linger_s: float,
+    printer: Callable[[str], None] = print,
+) -> ReplayStats:
     """The ``seealoud replay`` command: stream, print what comes back, summarise."""
     frames = load_frames(source)
     rate = fps or source_fps(source)
     client = ReplayClient(url, token)
     ready = await client.connect()
-    printer(f"ready: session {ready.session} as {ready.user} ({ready.role}), "
-            f"hello->ready {client.stats.hello_to_ready_ms:.1f} ms")
+    printer(
+        f"ready: session {ready.session} as {ready.user} ({ready.role}), "
+        f"hello->ready {client.stats.hello_to_ready_ms:.1f} ms"
+    )
     client.on_message = lambda item: printer(describe(item))
     sequence: Iterable[EncodedFrame] = itertools.cycle(frames) if loop else frames
     try:
         streaming = asyncio.create_task(
-            client.stream(sequence, fps=rate, questions=questions, duration_s=duration_s))
+            client.stream(sequence, fps=rate, questions=questions, duration_s=duration_s)
+        )
         if wav is not None:
             await client.send_wav(wav)
         await streaming
@@ -218,6 +254,8 @@ async def run_replay(source: Path, *, url: str, token: str, fps: float | None,
     finally:
         await client.close()
     s = client.stats
-    printer(f"sent {s.frames_sent} frames at {rate:.1f} fps ({s.frames_late} late); "
-            f"received {len(s.received)} messages")
+    printer(
+        f"sent {s.frames_sent} frames at {rate:.1f} fps ({s.frames_late} late); "
+        f"received {len(s.received)} messages"
+    )
     return s

@@ -143,7 +143,9 @@ class SeeAloudServer:
         if path == "/healthz":
             return connection.respond(http.HTTPStatus.OK, "ok\n")
         if path == "/readyz":
-            return _json_response(http.HTTPStatus.OK, {"capabilities": _asdict(self.capabilities())})
+            return _json_response(
+                http.HTTPStatus.OK, {"capabilities": _asdict(self.capabilities())}
+            )
         if path == "/metrics":
             return _json_response(http.HTTPStatus.OK, self.metrics.snapshot())
         if path != WS_PATH:
@@ -177,15 +179,25 @@ class SeeAloudServer:
             self.metrics.handler_crashes += 1
             log.exception("session %s crashed", session.id if session else "(before ready)")
             with contextlib.suppress(ConnectionClosed):
-                await ws.send(encode(ErrorMsg(code=ErrorCode.INTERNAL,
-                                              message="internal server error", fatal=True)))
+                await ws.send(
+                    encode(
+                        ErrorMsg(
+                            code=ErrorCode.INTERNAL, message="internal server error", fatal=True
+                        )
+                    )
+                )
             await ws.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             if session is not None:
                 self._end_session(session)
 
-    async def _refuse(self, ws: ServerConnection, code: ErrorCode, text: str,
-                      close: CloseCode = CloseCode.POLICY_VIOLATION) -> tuple[None, None]:
+    async def _refuse(
+        self,
+        ws: ServerConnection,
+        code: ErrorCode,
+        text: str,
+        close: CloseCode = CloseCode.POLICY_VIOLATION,
+    ) -> tuple[None, None]:
         with contextlib.suppress(ConnectionClosed):
             await ws.send(encode(ErrorMsg(code=code, message=text, fatal=True)))
         await ws.close(close, code.value)
@@ -195,19 +207,21 @@ class SeeAloudServer:
         try:
             raw = await asyncio.wait_for(ws.recv(), self.config.hello_timeout_s)
         except TimeoutError:
-            return await self._refuse(ws, ErrorCode.NOT_AUTHENTICATED,
-                                      "no hello received in time")
+            return await self._refuse(ws, ErrorCode.NOT_AUTHENTICATED, "no hello received in time")
         try:
             hello = decode(raw, max_bytes=self.config.max_text_bytes)
         except ProtocolError as exc:
             return await self._refuse(ws, exc.code, exc.message)
         if not isinstance(hello, Hello):
-            return await self._refuse(ws, ErrorCode.NOT_AUTHENTICATED,
-                                      "the first message must be hello")
+            return await self._refuse(
+                ws, ErrorCode.NOT_AUTHENTICATED, "the first message must be hello"
+            )
         if hello.protocol != PROTOCOL_VERSION:
             return await self._refuse(
-                ws, ErrorCode.UNSUPPORTED_VERSION,
-                f"protocol {hello.protocol} is not supported; this server speaks {PROTOCOL_VERSION}",
+                ws,
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"protocol {hello.protocol} is not supported; "
+                f"this server speaks {PROTOCOL_VERSION}",
                 CloseCode.PROTOCOL_ERROR,
             )
         account = self.store.authenticate(hello.token)
@@ -230,14 +244,25 @@ class SeeAloudServer:
         async def send(message: Message) -> None:
             await ws.send(encode(message))
 
-        session = Session(server=self, session_id=session_id, account=account, send=send,
-                          analyzer=self.analyzer if account.role == "user" else None)
+        session = Session(
+            server=self,
+            session_id=session_id,
+            account=account,
+            send=send,
+            analyzer=self.analyzer if account.role == "user" else None,
+        )
         session.resume_token = secrets.token_urlsafe(24)
         self.sessions[session_id] = session
         self.metrics.sessions_active += 1
         self.metrics.sessions_total += 1
-        log.info("session %s opened for %s (%s) from %s%s", session_id, account.name,
-                 account.role, _peer(ws), " (resumed)" if resumed else "")
+        log.info(
+            "session %s opened for %s (%s) from %s%s",
+            session_id,
+            account.name,
+            account.role,
+            _peer(ws),
+            " (resumed)" if resumed else "",
+        )
         session.ready = Ready(
             protocol=PROTOCOL_VERSION,
             session=session_id,
@@ -264,13 +289,11 @@ class SeeAloudServer:
         receiver = asyncio.create_task(self._receive(ws, session), name=f"recv-{session.id}")
         analysis = asyncio.create_task(session.run_analysis(), name=f"analysis-{session.id}")
         try:
-            done, _ = await asyncio.wait({receiver, analysis},
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if receiver not in done:
+            done, _ = await asyncio.wait({receiver, analysis}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver not in done and analysis.exception() is None:
                 # The analysis loop only returns at once when there is no analyzer.
-                if analysis.exception() is None:
-                    await receiver
-                    return
+                await receiver
+                return
             for task in done:
                 task.result()  # re-raise a crash so _handler logs it and closes 1011
         finally:
@@ -300,12 +323,18 @@ class SeeAloudServer:
         self.metrics.sessions_active -= 1
         if session.resume_token:
             self._resumable[session.resume_token] = _Resumable(
-                session_id=session.id, user=session.account.name,
+                session_id=session.id,
+                user=session.account.name,
                 expires_at=time.monotonic() + RESUME_TTL_S,
             )
-        log.info("session %s closed: frames received=%d dropped=%d rejected=%d analyses=%d",
-                 session.id, session.slot.received, session.slot.dropped,
-                 session.frames_rejected, session.analyses)
+        log.info(
+            "session %s closed: frames received=%d dropped=%d rejected=%d analyses=%d",
+            session.id,
+            session.slot.received,
+            session.slot.dropped,
+            session.frames_rejected,
+            session.analyses,
+        )
 
 
 def _peer(ws: ServerConnection) -> str:
@@ -321,6 +350,11 @@ def _asdict(value: Any) -> Any:
 
 def _json_response(status: http.HTTPStatus, body: dict[str, Any]) -> Response:
     data = json.dumps(body, separators=(",", ":")).encode()
-    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(data))),
-                       ("Cache-Control", "no-store")])
+    headers = Headers(
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            ("Cache-Control", "no-store"),
+        ]
+    )
     return Response(status.value, status.phrase, headers, data)

@@ -91,7 +91,7 @@ class UserStore:
         if cur.rowcount == 0:
             raise UnknownAccount(f"no account named {name!r}")
 
-    def list(self) -> list[Account]:
+    def accounts(self) -> list[Account]:
         """All accounts, by name."""
         with self._lock:
             rows = self._conn.execute(

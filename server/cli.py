@@ -30,8 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", dest="db_path", type=Path, help="SQLite file (users, settings)")
     serve.add_argument("--tls-cert", type=Path)
     serve.add_argument("--tls-key", type=Path)
-    serve.add_argument("--origin", dest="origins", action="append",
-                       help="extra allowed browser Origin (repeatable)")
+    serve.add_argument(
+        "--origin",
+        dest="origins",
+        action="append",
+        help="extra allowed browser Origin (repeatable)",
+    )
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     users = sub.add_parser("users", help="manage accounts and tokens")
@@ -55,11 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--fps", type=float, help="frame rate (default: the video's own)")
     replay.add_argument("--duration", type=float, help="stop after this many seconds")
     replay.add_argument("--loop", action="store_true", help="repeat the source")
-    replay.add_argument("--ask", action="append", default=[], metavar="SECONDS:TEXT",
-                        help="ask a typed question at a time, e.g. '2:what is ahead?'")
+    replay.add_argument(
+        "--ask",
+        action="append",
+        default=[],
+        metavar="SECONDS:TEXT",
+        help="ask a typed question at a time, e.g. '2:what is ahead?'",
+    )
     replay.add_argument("--wav", type=Path, help="a spoken question (mono PCM16 WAV)")
-    replay.add_argument("--linger", type=float, default=3.0,
-                        help="seconds to wait for answers after the last frame")
+    replay.add_argument(
+        "--linger", type=float, default=3.0, help="seconds to wait for answers after the last frame"
+    )
     return parser
 
 
@@ -79,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _config(args: argparse.Namespace, **extra: object) -> ServerConfig:
-    return ServerConfig.load(getattr(args, "config", None),
-                             db_path=getattr(args, "db_path", None), **extra)
+    return ServerConfig.load(
+        getattr(args, "config", None), db_path=getattr(args, "db_path", None), **extra
+    )
 
 
 def _store(config: ServerConfig) -> UserStore:
@@ -97,7 +108,7 @@ def _users(args: argparse.Namespace) -> int:
         print(f"created {args.role} {args.name!r}. Token (shown once, keep it secret):")
         print(token)
     elif args.users_command == "list":
-        for account in store.list():
+        for account in store.accounts():
             print(f"{account.name}\t{account.role}\t{account.created_at}")
     elif args.users_command == "remove":
         store.remove(args.name)
@@ -109,16 +120,26 @@ def _users(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = _config(args, host=args.host, port=args.port, tls_cert=args.tls_cert,
-                     tls_key=args.tls_key, origins=args.origins, log_level=args.log_level)
-    logging.basicConfig(level=config.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = _config(
+        args,
+        host=args.host,
+        port=args.port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        origins=args.origins,
+        log_level=args.log_level,
+    )
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     # websockets logs every HTTP probe at INFO; our own session lines are enough.
     logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
     store = _store(config)
-    if not store.list():
-        log.warning("no accounts yet: create one with `seealoud users add NAME` "
-                    "(the token it prints goes into the phone)")
+    if not store.accounts():
+        log.warning(
+            "no accounts yet: create one with `seealoud users add NAME` "
+            "(the token it prints goes into the phone)"
+        )
     asyncio.run(serve_until_signalled(config, store))
     return 0
 
@@ -154,9 +175,19 @@ def _replay(args: argparse.Namespace) -> int:
             print(f"seealoud: --ask wants SECONDS:TEXT, got {item!r}", file=sys.stderr)
             return 2
     try:
-        asyncio.run(run_replay(args.source, url=args.server, token=args.token, fps=args.fps,
-                               questions=questions, duration_s=args.duration, wav=args.wav,
-                               loop=args.loop, linger_s=args.linger))
+        asyncio.run(
+            run_replay(
+                args.source,
+                url=args.server,
+                token=args.token,
+                fps=args.fps,
+                questions=questions,
+                duration_s=args.duration,
+                wav=args.wav,
+                loop=args.loop,
+                linger_s=args.linger,
+            )
+        )
     except (FrameSourceError, ReplayError, OSError) as exc:
         print(f"seealoud replay: {exc}", file=sys.stderr)
         return 1

@@ -249,10 +249,15 @@ class Session:
         try:
             observation = await self.analyzer.analyze(request)
         except Exception as exc:  # a dead model must not end the session
-            log.warning("session %s: analyzer %s failed: %s", self.id, self.analyzer.name,
-                        type(exc).__name__)
-            await self.send_error(ErrorCode.MODEL_FAILED, "the vision model failed on this frame",
-                                  ref=ref)
+            log.warning(
+                "session %s: analyzer %s failed: %s",
+                self.id,
+                self.analyzer.name,
+                type(exc).__name__,
+            )
+            await self.send_error(
+                ErrorCode.MODEL_FAILED, "the vision model failed on this frame", ref=ref
+            )
             return
         self.analyses += 1
         self.server.metrics.analyses += 1
@@ -262,4 +267,3 @@ class Session:
         if observation.latency_ms is None:
             observation.latency_ms = round((time.monotonic() - started) * 1000)
         await self.send(observation)
-

@@ -24,8 +24,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def jpeg_bytes(width: int = 64, height: int = 48, colour: tuple[int, int, int] = (90, 120, 200),
-               quality: int = 80) -> bytes:
+def jpeg_bytes(
+    width: int = 64,
+    height: int = 48,
+    colour: tuple[int, int, int] = (90, 120, 200),
+    quality: int = 80,
+) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (width, height), colour).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
@@ -57,8 +61,7 @@ class ServerFactory:
 
     async def __call__(self, analyzer: Analyzer | None = None, **config: object) -> SeeAloudServer:
         values: dict[str, object] = {"hello_timeout_s": 2.0, **config}
-        cfg = ServerConfig(host="127.0.0.1", port=0, db_path=Path(":memory:"),
-                           **values)  # type: ignore[arg-type]
+        cfg = ServerConfig(host="127.0.0.1", port=0, db_path=Path(":memory:"), **values)  # type: ignore[arg-type]
         server = SeeAloudServer(cfg, store=self.accounts.store, analyzer=analyzer)
         await server.start()
         self.servers.append(server)

@@ -11,6 +11,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import protocol as p
 from protocol import ProtocolError, decode, encode
 from tests.test_protocol_codec import SAMPLES
 
@@ -39,15 +40,16 @@ def test_random_text(raw: str) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
 
 @FUZZ
 @given(st.sampled_from(SAMPLES), st.data())
-def test_mutated_json_fields(message, data) -> None:  # type: ignore[no-untyped-def]
+def test_mutated_json_fields(message: p.Message, data: st.DataObject) -> None:
     raw = encode(message)
     if isinstance(raw, bytes):
         head_len = int.from_bytes(raw[:2], "big")
@@ -68,7 +70,7 @@ def test_mutated_json_fields(message, data) -> None:  # type: ignore[no-untyped-
 
 @FUZZ
 @given(st.sampled_from(SAMPLES), st.data())
-def test_mutated_bytes(message, data) -> None:  # type: ignore[no-untyped-def]
+def test_mutated_bytes(message: p.Message, data: st.DataObject) -> None:
     raw = encode(message)
     buf = bytearray(raw.encode() if isinstance(raw, str) else raw)
     for _ in range(data.draw(st.integers(1, 4))):

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import urllib.request
+from collections.abc import Callable
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -15,8 +16,6 @@ import protocol as p
 from protocol import ErrorCode, decode, encode
 from tests.conftest import Accounts, ServerFactory, jpeg_bytes, ws_url
 from tests.doubles import BuggyAnalyzerDouble, FailingAnalyzerDouble, GatedAnalyzerDouble
-
-pytestmark = pytest.mark.asyncio
 
 
 async def recv(ws: ClientConnection, timeout: float = 5.0) -> p.Message:
@@ -31,7 +30,7 @@ async def open_session(url: str, token: str) -> tuple[ClientConnection, p.Ready]
     return ws, ready
 
 
-def frame(seq: int, payload: bytes | None = None) -> bytes:
+def frame(seq: int, payload: bytes | None = None) -> str | bytes:
     data = payload if payload is not None else jpeg_bytes()
     return encode(p.CameraFrame(seq=seq, ts=1000 + seq, width=64, height=48, payload=data))
 
@@ -89,8 +88,9 @@ async def test_wrong_token_is_refused_without_model_work(
     assert analyzer.requests == [] and server.metrics.auth_failures == 1
 
 
-async def test_removed_user_token_stops_working(make_server: ServerFactory,
-                                                accounts: Accounts) -> None:
+async def test_removed_user_token_stops_working(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
     server = await make_server()
     accounts.store.remove("alice")
     ws = await connect(ws_url(server))
@@ -131,8 +131,7 @@ async def test_origin_allowlist(make_server: ServerFactory, accounts: Accounts) 
     assert info.value.response.status_code == 403
     ws = await connect(ws_url(server), origin="https://phone.example")  # type: ignore[arg-type]
     await ws.close()
-    same = await connect(ws_url(server),
-                         origin=f"http://127.0.0.1:{server.port}")  # type: ignore[arg-type]
+    same = await connect(ws_url(server), origin=f"http://127.0.0.1:{server.port}")  # type: ignore[arg-type]
     await same.close()
 
 
@@ -146,12 +145,31 @@ async def test_bad_messages_get_errors_and_the_session_goes_on(
         ('{"type":"fly","data":{}}', ErrorCode.UNKNOWN_TYPE),
         (b"\x00", ErrorCode.BAD_MESSAGE),
         (frame(1, payload=b"GIF89a"), ErrorCode.BAD_MESSAGE),
-        (encode(p.CameraFrame(seq=1, ts=1, width=1, height=1, format="png",
-                              payload=b"\x89PNG")), ErrorCode.UNSUPPORTED_FORMAT),
-        (encode(p.Ready(protocol=1, session="x", resume="y", user="u", role="user",
-                        limits=p.Limits(max_frame_bytes=1, max_message_bytes=1, max_text_bytes=1,
-                                        audio_rate=1, max_audio_ms=1, frame_age_budget_ms=1),
-                        capabilities=p.Capabilities())), ErrorCode.UNEXPECTED_MESSAGE),
+        (
+            encode(p.CameraFrame(seq=1, ts=1, width=1, height=1, format="png", payload=b"\x89PNG")),
+            ErrorCode.UNSUPPORTED_FORMAT,
+        ),
+        (
+            encode(
+                p.Ready(
+                    protocol=1,
+                    session="x",
+                    resume="y",
+                    user="u",
+                    role="user",
+                    limits=p.Limits(
+                        max_frame_bytes=1,
+                        max_message_bytes=1,
+                        max_text_bytes=1,
+                        audio_rate=1,
+                        max_audio_ms=1,
+                        frame_age_budget_ms=1,
+                    ),
+                    capabilities=p.Capabilities(),
+                )
+            ),
+            ErrorCode.UNEXPECTED_MESSAGE,
+        ),
         ('{"type":"question","data":{"text":"' + "x" * 70_000 + '"}}', ErrorCode.TOO_LARGE),
     ]
     for raw, code in cases:
@@ -202,8 +220,9 @@ async def test_newest_frame_wins_while_the_model_is_busy(
     assert [r.frame.frame.seq for r in analyzer.requests] == [0, 20]
 
 
-async def test_question_uses_the_newest_frame(make_server: ServerFactory,
-                                              accounts: Accounts) -> None:
+async def test_question_uses_the_newest_frame(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
     analyzer = GatedAnalyzerDouble()
     analyzer.release()
     server = await make_server(analyzer)
@@ -250,8 +269,9 @@ async def test_crashed_handler_closes_1011_and_others_keep_going(
     assert await recv(healthy) == p.Pong(t=9)
 
 
-async def test_caregiver_cannot_stream_media(make_server: ServerFactory,
-                                             accounts: Accounts) -> None:
+async def test_caregiver_cannot_stream_media(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
     analyzer = GatedAnalyzerDouble()
     server = await make_server(analyzer)
     ws, ready = await open_session(ws_url(server), accounts.caregiver_token)
@@ -262,8 +282,7 @@ async def test_caregiver_cannot_stream_media(make_server: ServerFactory,
     assert analyzer.requests == []
 
 
-async def test_resume_keeps_the_session_id(make_server: ServerFactory,
-                                           accounts: Accounts) -> None:
+async def test_resume_keeps_the_session_id(make_server: ServerFactory, accounts: Accounts) -> None:
     server = await make_server()
     ws, ready = await open_session(ws_url(server), accounts.user_token)
     await ws.close()
@@ -275,13 +294,13 @@ async def test_resume_keeps_the_session_id(make_server: ServerFactory,
     assert resumed.resume != ready.resume  # rotated: a resume token works once
     # Another user cannot take over the session with a stolen resume token.
     other = await connect(ws_url(server))
-    await other.send(encode(p.Hello(protocol=1, token=accounts.other_token,
-                                    resume=resumed.resume)))
+    await other.send(encode(p.Hello(protocol=1, token=accounts.other_token, resume=resumed.resume)))
     assert (await recv(other)).resumed is False  # type: ignore[attr-defined]
 
 
-async def test_shutdown_says_bye_and_closes_1001(make_server: ServerFactory,
-                                                 accounts: Accounts) -> None:
+async def test_shutdown_says_bye_and_closes_1001(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
     server = await make_server()
     ws, _ = await open_session(ws_url(server), accounts.user_token)
     await server.close()
@@ -312,6 +331,6 @@ async def test_logs_hold_no_token_and_no_media(
     assert secret not in text and "PIXELSECRET" not in text
 
 
-async def _until(predicate) -> None:  # type: ignore[no-untyped-def]
+async def _until(predicate: Callable[[], bool]) -> None:
     while not predicate():
         await asyncio.sleep(0.01)  # polling the server's own state, bounded by wait_for

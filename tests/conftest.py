@@ -21,7 +21,10 @@ from server.db import connect
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(
+    os.environ.get("SEEALOUD_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+)
+"""Real footage and photos for data-driven tests; they skip when it is absent."""
 
 
 def jpeg_bytes(

@@ -1,0 +1,145 @@
+"""The change detector on small synthetic sequences built in code (no shared data needed)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import SHARED_DATA
+from vision.change import (
+    ChangeDetector,
+    ChangeDetectorError,
+    ChangeOptions,
+    TriggerReason,
+    signature_from_jpeg,
+)
+
+FPS = 10
+
+
+def texture(seed: int, size: tuple[int, int] = (960, 720)) -> np.ndarray:
+    """A street-like texture: smooth blobs plus edges, RGB uint8."""
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 255, (size[1] // 40, size[0] // 40, 3)).astype(np.uint8)
+    base = np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BICUBIC), np.float32)
+    for _ in range(40):
+        x, y = rng.integers(0, size[0] - 80), rng.integers(0, size[1] - 80)
+        w, h = rng.integers(10, 80, 2)
+        base[y : y + h, x : x + w] = rng.uniform(0, 255, 3)
+    return base
+
+
+def frame(
+    world: np.ndarray, x: int, y: int, *, gain: float = 1.0, noise: float = 2.0, seed: int = 0
+) -> bytes:
+    view = world[y : y + 480, x : x + 640] * gain
+    view = view + np.random.default_rng(seed).normal(0, noise, view.shape)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(view, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=80)
+    return buf.getvalue()
+
+
+def run(det: ChangeDetector, frames: list[bytes]) -> list[tuple[int, TriggerReason | None]]:
+    fired = []
+    for i, jpeg in enumerate(frames):
+        d = det.observe_jpeg(jpeg, t=i / FPS)
+        if d.fire:
+            fired.append((i, d.reason))
+    return fired
+
+
+def walk(world: np.ndarray, n: int, *, start: int = 0) -> list[tuple[int, int, float]]:
+    """Camera poses: a pan with hand shake and exposure drift."""
+    rng = np.random.default_rng(1)
+    poses = []
+    for i in range(start, start + n):
+        x = 100 + 4 * i + int(rng.integers(-3, 4))
+        y = 100 + int(6 * np.sin(i * 1.1)) + int(rng.integers(-2, 3))
+        poses.append((x, y, 1.0 + 0.2 * np.sin(i / 6)))
+    return poses
+
+
+QUIET = ChangeOptions(heartbeat_s=None)
+
+
+def test_ego_motion_alone_does_not_fire() -> None:
+    world = texture(3)
+    frames = [frame(world, x, y, gain=g, seed=i) for i, (x, y, g) in enumerate(walk(world, 40))]
+    assert run(ChangeDetector(QUIET), frames) == [(0, TriggerReason.FIRST_FRAME)]
+
+
+def test_exposure_jump_does_not_fire() -> None:
+    world = texture(4)
+    frames = [frame(world, 150, 120, gain=1.0 if i < 10 else 1.35, seed=i) for i in range(20)]
+    assert run(ChangeDetector(QUIET), frames) == [(0, TriggerReason.FIRST_FRAME)]
+
+
+def test_new_object_fires_promptly_while_walking() -> None:
+    world = texture(5)
+    frames = []
+    for i, (x, y, g) in enumerate(walk(world, 30)):
+        w = world.copy()
+        if i >= 15:  # a person-sized object steps into the view, fixed in the world
+            w[260:460, 500:620] = (20, 20, 20)
+            w[290:330, 520:600] = (230, 40, 40)
+        frames.append(frame(w, x, y, gain=g, seed=i))
+    fired = run(ChangeDetector(QUIET), frames)
+    events = [(i, r) for i, r in fired if i >= 15]
+    assert events and events[0][0] <= 17 and events[0][1] == TriggerReason.NEW_CONTENT
+    assert [i for i, _ in fired if 0 < i < 15] == []
+
+
+def test_scene_cut_fires_at_once() -> None:
+    first, second = texture(6), texture(7)
+    frames = [frame(first if i < 10 else second, 150, 100, seed=i) for i in range(15)]
+    fired = run(ChangeDetector(QUIET), frames)
+    assert (10, TriggerReason.SCENE_CUT) in fired
+
+
+def test_heartbeat_and_quiet_mode() -> None:
+    world = texture(8)
+    frames = [frame(world, 150, 100, seed=i) for i in range(35)]
+    beats = run(ChangeDetector(ChangeOptions(heartbeat_s=1.0)), frames)
+    assert beats == [(0, TriggerReason.FIRST_FRAME)] + [
+        (i, TriggerReason.HEARTBEAT) for i in (10, 20, 30)
+    ]
+    assert run(ChangeDetector(QUIET), frames) == [(0, TriggerReason.FIRST_FRAME)]
+
+
+def test_cooldown_holds_an_event_and_fires_it_when_it_ends() -> None:
+    world, other = texture(9), texture(10)
+    options = ChangeOptions(heartbeat_s=None, cooldown_s=1.0)
+    det = ChangeDetector(options)
+    frames = [frame(world if i < 3 else other, 150, 100, seed=i) for i in range(15)]
+    decisions = [det.observe_jpeg(f, t=i / FPS) for i, f in enumerate(frames)]
+    held = decisions[3]
+    assert not held.fire and held.held and held.reason == TriggerReason.SCENE_CUT
+    fired = [(i, d.reason) for i, d in enumerate(decisions) if d.fire]
+    assert fired == [(0, TriggerReason.FIRST_FRAME), (10, TriggerReason.SCENE_CUT)]
+
+
+def test_question_always_fires() -> None:
+    det = ChangeDetector(QUIET)
+    det.observe_jpeg(frame(texture(11), 100, 100), t=0.0)
+    decision = det.question(t=0.05)
+    assert decision.fire and decision.reason == TriggerReason.QUESTION
+
+
+def test_undecodable_frame_raises_the_detectors_error() -> None:
+    with pytest.raises(ChangeDetectorError):
+        signature_from_jpeg(b"\xff\xd8 not really a jpeg")
+
+
+def test_quiet_walk_on_real_photo_rarely_fires() -> None:
+    photo = SHARED_DATA / "images" / "leuvenA.jpg"
+    if not photo.exists():
+        pytest.skip(f"benchmark data not present at {photo} (only in the project's checkout)")
+    from benchmarks.sequences import walking_sequence
+
+    seq = walking_sequence("quiet", photo, seconds=10, seed=99)
+    fired = run(ChangeDetector(QUIET), seq.frames)
+    false = [i for i, r in fired if r != TriggerReason.FIRST_FRAME]
+    assert len(false) <= 1, fired  # the target is under 1 per 10 s

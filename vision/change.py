@@ -1,0 +1,403 @@
+"""The change detector: decides which camera frames deserve the model.
+
+A walking phone moves all the time, so "the pixels changed" says nothing.
+For every JPEG the detector
+
+1. decodes at 1/8 scale (Pillow's JPEG ``draft`` mode: a fraction of the cost
+   of a full decode) to a small grayscale signature, normalised for exposure
+   (zero mean, unit variance), so a brighter or darker frame is the same frame;
+2. estimates the global shift between the signature and a reference by phase
+   correlation, and compares them on their overlap after undoing it; the
+   residual of a pixel is its smallest difference within +-1 pixel, which
+   absorbs sub-pixel shake, a little roll and the slow zoom of walking;
+3. averages the residual in cells and scores **localised** change (the worst
+   cells against the frame's own typical residual): ego-motion leaves a
+   diffuse residual, a new object or sign a local one.
+
+Two references are compared: the previous frame (sudden change: something
+enters, a sign comes into view) and the keyframe, the frame the model last
+saw (slow change: something approaching). A frame whose shift cannot be
+found and whose residual is high everywhere is a scene cut (turned a corner,
+entered a room).
+
+Around the scores sits the policy: hysteresis (fire above ``fire_threshold``
+for ``persist_frames`` frames, re-arm only below ``rearm_threshold``), a
+cooldown (minimum interval between model calls; an event during it is held
+and fired when it ends), a heartbeat (maximum interval; ``None`` turns it off,
+as quiet mode does) and questions, which always go through. Every decision
+carries its reason.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+from PIL import Image
+
+
+class TriggerReason(StrEnum):
+    """Why the model is called."""
+
+    NEW_CONTENT = "new-content"
+    APPROACH = "approach"
+    SCENE_CUT = "scene-cut"
+    HEARTBEAT = "heartbeat"
+    QUESTION = "question"
+    FIRST_FRAME = "first-frame"
+
+
+class ChangeDetectorError(ValueError):
+    """A frame could not be decoded; the caller should drop it."""
+
+
+@dataclass(kw_only=True)
+class ChangeOptions:
+    """Thresholds and timing of the change detector.
+
+    Scores are in units of the frame's own typical residual, so they do not
+    depend on image contrast or exposure.
+
+    Attributes:
+        signature_width: Width of the grayscale signature (height follows the
+            frame's aspect ratio). 80 is 1/8 of 640, what ``draft`` gives.
+        cell: Side, in signature pixels, of the cells residuals are averaged in.
+        search_radius: Residual = smallest difference within this many pixels,
+            to absorb sub-pixel shake, roll and zoom.
+        gradient_floor: Residual is divided by (local gradient + this), so
+            misalignment along strong edges counts less than new content.
+        fire_threshold: Confirmed local score above which new content fires.
+        noise_factor: ... and it must also exceed this many times the 90th
+            percentile of recent scores, so a busy, shaky scene needs more.
+        noise_window: Frames of recent scores the noise level is taken from.
+        rearm_threshold: After firing, the score must fall below this before
+            new content can fire again (hysteresis).
+        approach_threshold: Score against the keyframe (the frame the model
+            last saw, at most ``key_refresh_s`` old) on two frames in a row:
+            slow change, such as something approaching.
+        key_refresh_s: The keyframe is renewed this often when nothing fires,
+            so ego-motion does not accumulate against it.
+        scene_cut_correlation: Below this normalised correlation with the
+            previous frame (after alignment), the view is new.
+        max_shift_fraction: A keyframe that has drifted more than this fraction
+            of the frame away is replaced silently (panning is not an event).
+        cooldown_s: Minimum interval between model calls.
+        heartbeat_s: Maximum interval between model calls; ``None`` = no
+            heartbeat (quiet mode).
+    """
+
+    signature_width: int = 80
+    cell: int = 8
+    search_radius: int = 1
+    gradient_floor: float = 1.0
+    fire_threshold: float = 2.5
+    noise_factor: float = 1.8
+    noise_window: int = 50
+    rearm_threshold: float = 2.0
+    approach_threshold: float = 8.0
+    key_refresh_s: float = 1.0
+    scene_cut_correlation: float = 0.6
+    max_shift_fraction: float = 0.35
+    cooldown_s: float = 0.5
+    heartbeat_s: float | None = 10.0
+
+
+@dataclass(kw_only=True)
+class Signature:
+    """A frame reduced to what the detector compares: small, normalised grayscale."""
+
+    pixels: np.ndarray
+    spectrum: np.ndarray
+    gradient: np.ndarray
+    t: float
+
+    def __repr__(self) -> str:
+        h, w = self.pixels.shape
+        return f"Signature({w}x{h}, t={self.t:.3f})"
+
+
+@dataclass(kw_only=True)
+class FrameScores:
+    """What the detector measured on one frame."""
+
+    local_prev: float = 0.0
+    confirmed: float = 0.0
+    noise: float = 1.0
+    local_key: float = 0.0
+    key_noise: float = 1.0
+    correlation: float = 1.0
+    shift: tuple[int, int] = (0, 0)
+    key_shift: tuple[int, int] = (0, 0)
+    changed_cells: int = 0
+
+
+@dataclass(kw_only=True)
+class Decision:
+    """The detector's verdict on one frame: call the model or not, and why."""
+
+    fire: bool
+    reason: TriggerReason | None = None
+    scores: FrameScores = field(default_factory=FrameScores)
+    held: bool = False
+    """A change was seen but the cooldown holds it back; it fires when the cooldown ends."""
+
+
+def signature_from_jpeg(data: bytes, *, width: int = 80, t: float = 0.0) -> Signature:
+    """Decode a JPEG at reduced scale into a normalised signature."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        img.draft("L", (max(1, w // 8), max(1, h // 8)))
+        gray = img.convert("L")
+    except Exception as exc:  # Pillow raises many types on corrupt data
+        raise ChangeDetectorError(f"cannot decode frame: {type(exc).__name__}") from exc
+    height = max(8, round(width * h / w))
+    if gray.size != (width, height):
+        gray = gray.resize((width, height), Image.Resampling.BILINEAR)
+    return signature_from_array(np.asarray(gray, dtype=np.float32), t=t)
+
+
+def signature_from_array(gray: np.ndarray, *, t: float = 0.0) -> Signature:
+    """Normalise a small grayscale array (exposure: zero mean, unit variance).
+
+    No blur: the 1/8-scale decode already averages away sensor noise, and a
+    blur would also erase the strokes of text that comes into view.
+    """
+    pixels = gray.astype(np.float32)
+    pixels = pixels - pixels.mean()
+    pixels /= float(pixels.std()) + 1.0
+    window = _hann(pixels.shape)
+    gy, gx = np.gradient(pixels)
+    return Signature(
+        pixels=pixels, spectrum=np.fft.rfft2(pixels * window), gradient=np.abs(gy) + np.abs(gx), t=t
+    )
+
+
+_HANN: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _hann(shape: tuple[int, ...]) -> np.ndarray:
+    key = (shape[0], shape[1])
+    if key not in _HANN:
+        _HANN[key] = np.outer(np.hanning(shape[0]), np.hanning(shape[1])).astype(np.float32)
+    return _HANN[key]
+
+
+def estimate_shift(a: Signature, b: Signature) -> tuple[int, int, float]:
+    """Integer (dy, dx) that best maps ``a`` onto ``b``, and the peak's strength."""
+    cross = b.spectrum * np.conj(a.spectrum)
+    cross /= np.abs(cross) + 1e-6
+    surface = np.fft.irfft2(cross, s=a.pixels.shape)
+    index = int(np.argmax(surface))
+    dy, dx = divmod(index, surface.shape[1])
+    h, w = surface.shape
+    if dy > h // 2:
+        dy -= h
+    if dx > w // 2:
+        dx -= w
+    return dy, dx, float(surface.flat[index])
+
+
+def aligned_residual(
+    ref: np.ndarray, cur: np.ndarray, dy: int, dx: int, radius: int, *, correlate: bool = True
+) -> tuple[np.ndarray, float]:
+    """Per-pixel residual on the overlap after undoing the shift, and the correlation."""
+    h, w = cur.shape
+    m = radius
+    y0, y1 = max(0, dy) + m, min(h, h + dy) - m
+    x0, x1 = max(0, dx) + m, min(w, w + dx) - m
+    full = np.zeros_like(cur)
+    if y1 - y0 < 8 or x1 - x0 < 8:
+        return full, 0.0
+    c = cur[y0:y1, x0:x1]
+    best: np.ndarray | None = None
+    for ry in range(-radius, radius + 1):
+        for rx in range(-radius, radius + 1):
+            r = ref[y0 - dy + ry : y1 - dy + ry, x0 - dx + rx : x1 - dx + rx]
+            diff = np.abs(c - r)
+            best = diff if best is None else np.minimum(best, diff)
+    assert best is not None
+    full[y0:y1, x0:x1] = best
+    if not correlate:
+        return full, 1.0
+    r0 = ref[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
+    cc, rr = c - c.mean(), r0 - r0.mean()
+    corr = float((cc * rr).sum() / (np.sqrt((cc * cc).sum() * (rr * rr).sum()) + 1e-6))
+    return full, corr
+
+
+def shift_map(values: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``values`` moved by (dy, dx), zero where nothing moved in."""
+    out = np.zeros_like(values)
+    h, w = values.shape
+    if abs(dy) >= h or abs(dx) >= w:
+        return out
+    out[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)] = values[
+        max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)
+    ]
+    return out
+
+
+def local_score(residual: np.ndarray, cell: int) -> float:
+    """How much the worst cell stands out from the frame's typical cell."""
+    h, w = residual.shape
+    ch, cw = h // cell, w // cell
+    if ch < 2 or cw < 2:
+        return 0.0
+    cells = residual[: ch * cell, : cw * cell].reshape(ch, cell, cw, cell).mean(axis=(1, 3))
+    inside = cells[cells > 0]  # cells outside the overlap are all zero
+    if inside.size == 0:
+        return 0.0
+    return float(cells.max()) / (float(np.median(inside)) + 0.05)
+
+
+def change_score(
+    ref: Signature,
+    cur: Signature,
+    *,
+    radius: int,
+    cell: int,
+    gradient_floor: float,
+    correlate: bool = False,
+) -> tuple[float, float, tuple[int, int]]:
+    """Localised change of ``cur`` against ``ref`` after undoing the global shift.
+
+    Misalignment (roll, zoom, sub-pixel shake) leaves residual where the image
+    has edges, in proportion to their strength; dividing by the local gradient
+    (plus ``gradient_floor``) discounts it, while new content stays visible.
+    Returns the score, the normalised correlation on the overlap (1.0 unless
+    ``correlate``) and the shift.
+    """
+    dy, dx, _ = estimate_shift(ref, cur)
+    residual, corr = aligned_residual(ref.pixels, cur.pixels, dy, dx, radius, correlate=correlate)
+    residual /= shift_map(ref.gradient, dy, dx) + gradient_floor
+    return local_score(residual, cell), corr, (dy, dx)
+
+
+def _p90(values: deque[float]) -> float:
+    return float(np.percentile(values, 90)) if len(values) >= 5 else 1.0
+
+
+class ChangeDetector:
+    """Per-session change detector; feed it frames in order with ``observe``."""
+
+    def __init__(self, options: ChangeOptions | None = None) -> None:
+        self.options = options or ChangeOptions()
+        self._prev: Signature | None = None
+        self._prev2: Signature | None = None
+        self._key: Signature | None = None
+        self._last_score = 0.0
+        self._noise: deque[float] = deque(maxlen=self.options.noise_window)
+        self._key_noise: deque[float] = deque(maxlen=self.options.noise_window)
+        self._key_streak = 0
+        self._last_call: float | None = None
+        self._armed = True
+        self._held: TriggerReason | None = None
+
+    def reset(self) -> None:
+        """Forget everything (new session, camera restarted)."""
+        self.__init__(self.options)  # type: ignore[misc]
+
+    def observe_jpeg(self, data: bytes, t: float) -> Decision:
+        """Decide on one JPEG frame captured at ``t`` seconds."""
+        sig = signature_from_jpeg(data, width=self.options.signature_width, t=t)
+        return self.observe(sig)
+
+    def question(self, t: float) -> Decision:
+        """The user asked: the model is called now, whatever the scores say."""
+        self._mark_called(t)
+        return Decision(fire=True, reason=TriggerReason.QUESTION)
+
+    def observe(self, sig: Signature) -> Decision:
+        """Decide on one frame's signature."""
+        o = self.options
+        if self._prev is None:
+            self._prev = self._key = sig
+            self._mark_called(sig.t)
+            return Decision(fire=True, reason=TriggerReason.FIRST_FRAME)
+        assert self._key is not None
+        scores = FrameScores()
+        score, scores.correlation, scores.shift = change_score(
+            self._prev,
+            sig,
+            radius=o.search_radius,
+            cell=o.cell,
+            gradient_floor=o.gradient_floor,
+            correlate=True,
+        )
+        scores.local_prev = score
+        # Confirmation: the change seen on the previous frame is still there now
+        # (against the frame before it), so one blurred or glitched frame cannot fire.
+        if self._prev2 is not None:
+            again, _, _ = change_score(
+                self._prev2,
+                sig,
+                radius=o.search_radius + 1,
+                cell=o.cell,
+                gradient_floor=o.gradient_floor,
+            )
+            scores.confirmed = min(self._last_score, again)
+        scores.local_key, _, scores.key_shift = change_score(
+            self._key,
+            sig,
+            radius=o.search_radius + 1,
+            cell=o.cell,
+            gradient_floor=o.gradient_floor,
+        )
+        h, w = sig.pixels.shape
+        kdy, kdx = scores.key_shift
+        drifted = abs(kdy) > h * o.max_shift_fraction or abs(kdx) > w * o.max_shift_fraction
+        if drifted or sig.t - self._key.t >= o.key_refresh_s:
+            self._key = sig  # panned away or long quiet: a new reference, not an event
+        scores.noise = _p90(self._noise)
+        scores.key_noise = _p90(self._key_noise)
+        reason = self._classify(scores)
+        self._noise.append(scores.confirmed)
+        self._key_noise.append(scores.local_key)
+        self._prev2, self._prev, self._last_score = self._prev, sig, score
+        return self._policy(sig, reason, scores)
+
+    def _classify(self, s: FrameScores) -> TriggerReason | None:
+        o = self.options
+        if s.correlation < o.scene_cut_correlation:
+            return TriggerReason.SCENE_CUT
+        threshold = max(o.fire_threshold, o.noise_factor * s.noise)
+        if s.confirmed < o.rearm_threshold:
+            self._armed = True
+        key_threshold = max(o.approach_threshold, o.noise_factor * s.key_noise)
+        self._key_streak = self._key_streak + 1 if s.local_key >= key_threshold else 0
+        if self._armed and s.confirmed >= threshold:
+            return TriggerReason.NEW_CONTENT
+        if self._key_streak >= 2:
+            return TriggerReason.APPROACH
+        return None
+
+    def _policy(self, sig: Signature, reason: TriggerReason | None, s: FrameScores) -> Decision:
+        o = self.options
+        assert self._last_call is not None
+        since = sig.t - self._last_call
+        if reason is None and self._held is not None:
+            reason = self._held
+        if reason is not None:
+            if since < o.cooldown_s:
+                self._held = self._held or reason  # the first reason is the one to report
+                return Decision(fire=False, reason=reason, scores=s, held=True)
+            self._fire(sig)
+            return Decision(fire=True, reason=reason, scores=s)
+        if o.heartbeat_s is not None and since >= o.heartbeat_s:
+            self._fire(sig)
+            return Decision(fire=True, reason=TriggerReason.HEARTBEAT, scores=s)
+        return Decision(fire=False, scores=s)
+
+    def _fire(self, sig: Signature) -> None:
+        self._mark_called(sig.t)
+        self._key = sig
+        self._key_streak = 0
+        self._armed = False
+
+    def _mark_called(self, t: float) -> None:
+        self._last_call = t
+        self._held = None

@@ -1,0 +1,152 @@
+"""The in-process backend with a real tiny Qwen3-VL checkpoint, through the real code path."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import jpeg_bytes
+from vision.engine import VisionEngine
+from vision.errors import BackendError, ModelUnavailable
+from vision.observation import Hazard
+from vision.prompts import build_prompt
+from vision.vlm import GenerationOptions, TransformersBackend, TransformersOptions
+
+pytest.importorskip("torch", reason="the vlm extra is not installed")
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_vlm: Path) -> TransformersBackend:
+    b = TransformersBackend(TransformersOptions(model=str(tiny_vlm), device="cpu"))
+    b.load()
+    return b
+
+
+async def test_frame_in_observation_out(backend: TransformersBackend) -> None:
+    engine = VisionEngine(backend, options=GenerationOptions(max_new_tokens=12, deadline_s=30))
+    await engine.load()
+    assert engine.ready
+    result = await engine.analyze(jpeg_bytes(640, 480), question="what is ahead?")
+    gen = result.generation
+    assert gen.image_tokens == 140  # 448x336 -> 28x21 patches -> merged 2x2, rounded
+    assert 0 < gen.output_tokens <= 12 and gen.text == result.observation.raw
+    assert gen.preprocess_ms > 0 and gen.prefill_ms > 0 and gen.stop in ("eos", "max-tokens")
+    # Random weights say nothing useful; the parser must not turn that into a claim.
+    obs = result.observation
+    assert obs.parsed_as in ("text", "none", "json", "repaired-json")
+    if obs.empty:
+        assert obs.empty_reason in ("empty", "garbled")
+
+
+async def test_text_streams_while_generating(backend: TransformersBackend) -> None:
+    chunks: list[str] = []
+    gen = await backend.generate(
+        _image(),
+        build_prompt(),
+        options=GenerationOptions(max_new_tokens=10, min_new_tokens=10, deadline_s=30),
+        cancel=threading.Event(),
+        on_text=chunks.append,
+    )
+    assert gen.output_tokens == 10 and len(chunks) >= 2
+    assert "".join(chunks) == gen.text
+
+
+async def test_deadline_stops_generation_and_marks_partial(backend: TransformersBackend) -> None:
+    gen = await backend.generate(
+        _image(),
+        build_prompt(),
+        options=GenerationOptions(max_new_tokens=2000, min_new_tokens=2000, deadline_s=1.0),
+        cancel=threading.Event(),
+    )
+    assert gen.stop == "deadline" and gen.partial
+    assert 0 < gen.output_tokens < 2000
+
+
+async def test_cancel_stops_generation(backend: TransformersBackend) -> None:
+    cancel = threading.Event()
+    gen = await backend.generate(
+        _image(),
+        build_prompt(),
+        options=GenerationOptions(max_new_tokens=2000, min_new_tokens=2000, deadline_s=60),
+        cancel=cancel,
+        on_text=lambda _: cancel.set(),
+    )
+    assert gen.stop == "cancelled" and gen.partial and gen.output_tokens < 50
+
+
+async def test_streamed_hazards_reach_the_callback_early() -> None:
+    """The engine's streaming path with a scripted backend (test double): real timing is
+    above; here the text is chosen so the hazard callback can be checked exactly."""
+    engine = VisionEngine(
+        ScriptedBackendDouble(
+            [
+                '{"hazards": [{"label": "chair", ',
+                '"direction": "ahead"}',
+                ', {"label": "step"}',
+                '], "signs": [], "scene": "A room."}',
+            ]
+        )
+    )
+    await engine.load()
+    seen: list[tuple[Hazard, int]] = []
+    result = await engine.analyze(
+        jpeg_bytes(), on_hazard=lambda h: seen.append((h, engine.backend.sent))
+    )  # type: ignore[attr-defined]
+    assert [(h.label, n) for h, n in seen] == [("chair", 2), ("step", 3)]
+    assert [h.label for h in result.observation.hazards] == ["chair", "step"]
+
+
+def test_missing_weights_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    b = TransformersBackend(TransformersOptions(model="Qwen/Qwen3-VL-8B-Instruct", device="cpu"))
+    with pytest.raises(ModelUnavailable) as info:
+        b.load()
+    message = str(info.value)
+    assert "hf download Qwen/Qwen3-VL-8B-Instruct" in message and "--model" in message
+
+
+async def test_engine_reports_unavailable_model_and_bad_frames(
+    backend: TransformersBackend, tmp_path: Path
+) -> None:
+    broken = VisionEngine(TransformersBackend(TransformersOptions(model=str(tmp_path))))
+    await broken.load()
+    assert broken.status == "failed" and broken.failure
+    with pytest.raises(ModelUnavailable):
+        await broken.analyze(jpeg_bytes())
+    engine = VisionEngine(backend)
+    await engine.load()
+    with pytest.raises(BackendError):
+        await engine.analyze(b"\xff\xd8 not an image")
+
+
+def _image():  # type: ignore[no-untyped-def]
+    from PIL import Image
+
+    return Image.new("RGB", (640, 480), (120, 90, 60))
+
+
+class ScriptedBackendDouble:
+    """Test double: a backend that streams fixed text chunks (no model involved)."""
+
+    name = "scripted-double"
+
+    def __init__(self, chunks: list[str]) -> None:
+        self.chunks = chunks
+        self.sent = 0
+
+    def load(self) -> None:
+        pass
+
+    async def generate(self, image, prompt, *, options, cancel, on_text=None):  # type: ignore[no-untyped-def]
+        from vision.vlm import Generation
+
+        for chunk in self.chunks:
+            self.sent += 1
+            if on_text is not None:
+                on_text(chunk)
+        return Generation(text="".join(self.chunks), output_tokens=len(self.chunks))
+
+    async def close(self) -> None:
+        pass

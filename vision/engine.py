@@ -1,0 +1,133 @@
+"""The vision engine: one frame (+ question, + recent context) in, an ``Observation`` out.
+
+Owns a backend, loads it in the background (the server answers at once while
+the 8B weights load), and turns streamed model text into observations. As the
+text streams, each hazard is handed to ``on_hazard`` the moment its JSON
+object closes, so the first warning can be spoken before generation ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from vision.errors import BackendError, ModelUnavailable
+from vision.observation import Hazard, Observation, complete_hazards, parse_model_output
+from vision.prompts import PROMPT_VERSION, build_prompt
+from vision.vlm import Generation, GenerationOptions, VlmBackend
+from vision.worker import DeadlinePassed
+
+log = logging.getLogger("seealoud.vision")
+
+
+@dataclass(kw_only=True)
+class Analysis:
+    """An observation and the model call behind it."""
+
+    observation: Observation
+    generation: Generation = field(default_factory=Generation)
+    total_ms: float = 0.0
+
+
+class VisionEngine:
+    """Frame in, observation out; see the module docstring."""
+
+    def __init__(self, backend: VlmBackend, *, options: GenerationOptions | None = None) -> None:
+        self.backend = backend
+        self.options = options or GenerationOptions()
+        self.status = "not-loaded"  # not-loaded | loading | ready | failed
+        self.failure: str | None = None
+        self._loaded = asyncio.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
+    async def load(self) -> None:
+        """Load the backend off the event loop; on failure keep the reason and the fix."""
+        self.status = "loading"
+        try:
+            await asyncio.to_thread(self.backend.load)
+        except ModelUnavailable as exc:
+            self.status, self.failure = "failed", str(exc)
+            log.error("vision unavailable: %s", exc)
+        except Exception as exc:  # a loader bug must not take the server down
+            self.status, self.failure = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("vision model failed to load")
+        else:
+            self.status = "ready"
+            log.info("vision ready: %s (prompt %s)", self.backend.name, PROMPT_VERSION)
+        finally:
+            self._loaded.set()
+
+    async def wait_loaded(self) -> None:
+        await self._loaded.wait()
+
+    async def analyze(
+        self,
+        jpeg: bytes,
+        *,
+        question: str | None = None,
+        language: str = "en",
+        memory: list[str] | None = None,
+        cancel: threading.Event | None = None,
+        on_hazard: Callable[[Hazard], None] | None = None,
+        options: GenerationOptions | None = None,
+    ) -> Analysis:
+        """Look at one JPEG. Raises ``ModelUnavailable`` or ``BackendError``."""
+        if not self.ready:
+            raise ModelUnavailable(self.failure or f"the vision model is {self.status}")
+        started = time.perf_counter()
+        opts = options or self.options
+        image = await asyncio.to_thread(_decode, jpeg)
+        prompt = build_prompt(question=question, language=language, memory=memory)
+        streamed: list[str] = []
+        announced = 0
+
+        def on_text(delta: str) -> None:
+            nonlocal announced
+            streamed.append(delta)
+            if on_hazard is None:
+                return
+            found = complete_hazards("".join(streamed))
+            for hazard in found[announced:]:
+                on_hazard(hazard)
+            announced = len(found)
+
+        try:
+            generation = await self.backend.generate(
+                image, prompt, options=opts, cancel=cancel or threading.Event(), on_text=on_text
+            )
+        except DeadlinePassed:
+            obs = Observation(empty_reason="timeout", partial=True)
+            return Analysis(observation=obs, total_ms=(time.perf_counter() - started) * 1000)
+        observation = parse_model_output(
+            generation.text, question=question is not None, partial=generation.partial
+        )
+        if observation.empty and generation.stop == "deadline" and not generation.text.strip():
+            observation.empty_reason = "timeout"
+        total = (time.perf_counter() - started) * 1000
+        log.debug(
+            "analysis: %r in %.0f ms (%s, %d image tokens, stop=%s)",
+            observation,
+            total,
+            PROMPT_VERSION,
+            generation.image_tokens,
+            generation.stop,
+        )
+        return Analysis(observation=observation, generation=generation, total_ms=total)
+
+
+def _decode(jpeg: bytes) -> Image.Image:
+    try:
+        with Image.open(io.BytesIO(jpeg)) as img:
+            return img.convert("RGB")
+    except Exception as exc:  # Pillow raises many types on corrupt data
+        raise BackendError(f"the frame is not a decodable image ({type(exc).__name__})") from exc

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from protocol import ObservationMsg
+from protocol import HazardInfo, ObservationMsg
+from server.config import ServerConfig
 from server.slot import PendingFrame
+from vision.engine import VisionEngine
 
 
 @dataclass(kw_only=True, repr=False)
@@ -40,10 +42,81 @@ class AnalysisRequest:
 
 
 class Analyzer(Protocol):
-    """What the server needs from a vision engine."""
+    """What the server needs from a vision engine.
+
+    An analyzer may also have a ``ready`` attribute; while it is false, frames
+    are not sent to it and questions are answered with ``capability-unavailable``.
+    """
 
     name: str
 
     async def analyze(self, request: AnalysisRequest) -> ObservationMsg | None:
         """Look at one frame; may raise, and the session reports ``model-failed``."""
         ...
+
+
+class VisionAnalyzer:
+    """The vision engine as the server's ``Analyzer``: frame and question in, message out."""
+
+    def __init__(self, engine: VisionEngine) -> None:
+        self.engine = engine
+        self.name = engine.backend.name
+
+    @property
+    def ready(self) -> bool:
+        """False while the model loads or after it failed to load."""
+        return self.engine.ready
+
+    async def analyze(self, request: AnalysisRequest) -> ObservationMsg | None:
+        result = await self.engine.analyze(
+            request.frame.frame.payload, question=request.question, language=request.language
+        )
+        obs = result.observation
+        if obs.empty and request.question is None:
+            return None  # nothing worth saying about this frame
+        return ObservationMsg(
+            frame_seq=request.frame.frame.seq,
+            reason=request.reason,
+            hazards=[
+                HazardInfo(
+                    label=h.label, direction=h.direction, distance_m=h.distance_m, urgency=h.urgency
+                )
+                for h in obs.hazards
+            ],
+            signs=list(obs.signs),
+            scene=obs.scene,
+            answer=obs.answer,
+            partial=obs.partial,
+            latency_ms=round(result.total_ms),
+        )
+
+
+def build_engine(config: ServerConfig) -> VisionEngine | None:
+    """The vision engine the configuration asks for (not loaded yet), or None."""
+    from vision.vlm import (
+        GenerationOptions,
+        HttpOptions,
+        OpenAIBackend,
+        TransformersBackend,
+        TransformersOptions,
+        VlmBackend,
+    )
+
+    options = GenerationOptions(
+        max_new_tokens=config.vlm_max_new_tokens,
+        deadline_s=config.vlm_deadline_s,
+        long_side=config.vlm_long_side,
+    )
+    backend: VlmBackend
+    if config.vision_backend == "none":
+        return None
+    if config.vision_backend == "openai":
+        assert config.vlm_url is not None
+        backend = OpenAIBackend(HttpOptions(base_url=config.vlm_url, model=config.model))
+    else:
+        backend = TransformersBackend(
+            TransformersOptions(
+                model=config.model, device=config.device, quantization=config.quantization
+            )
+        )
+    return VisionEngine(backend, options=options)

@@ -41,11 +41,12 @@ from protocol import (
     encode,
 )
 from protocol import Error as ErrorMsg
-from server.analysis import Analyzer
+from server.analysis import Analyzer, VisionAnalyzer
 from server.auth import Account, UserStore
 from server.config import ServerConfig
 from server.metrics import ServerMetrics
 from server.session import Session, SessionClosed
+from vision.engine import VisionEngine
 
 log = logging.getLogger("seealoud.server")
 
@@ -69,10 +70,13 @@ class SeeAloudServer:
         *,
         store: UserStore,
         analyzer: Analyzer | None = None,
+        engine: VisionEngine | None = None,
     ) -> None:
         self.config = config
         self.store = store
-        self.analyzer = analyzer
+        self.engine = engine
+        self.analyzer: Analyzer | None = VisionAnalyzer(engine) if engine else analyzer
+        self._loading: asyncio.Task[None] | None = None
         self.metrics = ServerMetrics()
         self.sessions: dict[str, Session] = {}
         self._resumable: dict[str, _Resumable] = {}
@@ -96,6 +100,9 @@ class SeeAloudServer:
             ssl=self._ssl_context(),
         )
         log.info("listening on %s://%s:%d%s", self.scheme, self.config.host, self.port, WS_PATH)
+        if self.engine is not None:
+            # Models load in the background: /healthz answers at once, /readyz says when.
+            self._loading = asyncio.create_task(self.engine.load(), name="load-vision")
 
     @property
     def scheme(self) -> str:
@@ -118,6 +125,10 @@ class SeeAloudServer:
         self._server.close()  # closes open connections with 1001 (going away)
         await self._server.wait_closed()
         self._server = None
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()  # the loader thread finishes on its own; nobody waits
+        if self.engine is not None:
+            await self.engine.backend.close()
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if self.config.tls_cert is None or self.config.tls_key is None:
@@ -133,6 +144,11 @@ class SeeAloudServer:
         caps = Capabilities(vision=self.analyzer is not None)
         if self.analyzer is None:
             caps.reasons["vision"] = "no vision backend is configured"
+        elif self.engine is not None and not self.engine.ready:
+            caps.vision = False
+            caps.reasons["vision"] = f"the vision model is {self.engine.status}" + (
+                f": {self.engine.failure}" if self.engine.failure else ""
+            )
         caps.reasons.setdefault("speech_in", "speech input is not available in this version")
         caps.reasons.setdefault("speech_out", "speech output is not available in this version")
         caps.reasons.setdefault("text_reading", "text reading is not available in this version")

@@ -37,6 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra allowed browser Origin (repeatable)",
     )
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--vision",
+        dest="vision_backend",
+        choices=["transformers", "openai", "none"],
+        help="in-process model, an OpenAI-compatible engine, or no vision",
+    )
+    serve.add_argument("--model", help="hub id or local path of the vision-language model")
+    serve.add_argument("--vlm-url", help="OpenAI-compatible engine, e.g. http://gpu:8000/v1")
+    serve.add_argument("--device", help="auto, cuda, cuda:1 or cpu")
+    serve.add_argument("--quantization", choices=["4bit", "8bit"])
 
     users = sub.add_parser("users", help="manage accounts and tokens")
     users.add_argument("--config", type=Path)
@@ -146,9 +156,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def serve_until_signalled(config: ServerConfig, store: UserStore) -> None:
     """Run the server until SIGTERM or SIGINT, then close every session with 1001."""
+    from server.analysis import build_engine
     from server.app import SeeAloudServer
 
-    server = SeeAloudServer(config, store=store)
+    server = SeeAloudServer(config, store=store, engine=build_engine(config))
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -48,6 +48,17 @@ class ServerConfig:
         frame_age_budget_ms: Observations about older frames are not spoken.
         hello_timeout_s: A connection that sends no ``hello`` in time is closed.
         log_level: Python logging level name.
+        vision_backend: ``transformers`` (in process), ``openai`` (an
+            OpenAI-compatible engine such as vLLM or SGLang at ``vlm_url``) or
+            ``none`` (no vision: the server still relays speech and settings).
+        model: Hub id or local path (in process), or the served model's name.
+        vlm_url: Base URL of the OpenAI-compatible engine, e.g.
+            ``http://gpu-server:8000/v1``.
+        device: ``auto``, ``cuda``, ``cuda:1`` or ``cpu`` (in process).
+        quantization: ``4bit`` or ``8bit`` for 8-16 GB GPUs (in process).
+        vlm_deadline_s: Every model call stops here and returns what it has.
+        vlm_long_side: Frames are resized to this longer side for the model.
+        vlm_max_new_tokens: Cap on each answer's length.
     """
 
     host: str = "0.0.0.0"
@@ -64,12 +75,26 @@ class ServerConfig:
     frame_age_budget_ms: int = 1_500
     hello_timeout_s: float = 10.0
     log_level: str = "INFO"
+    vision_backend: str = "transformers"
+    model: str = "Qwen/Qwen3-VL-8B-Instruct"
+    vlm_url: str | None = None
+    device: str = "auto"
+    quantization: str | None = None
+    vlm_deadline_s: float = 2.0
+    vlm_long_side: int = 448
+    vlm_max_new_tokens: int = 160
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_cert and tls_key must be given together")
         if not 0 < self.max_frame_bytes <= self.max_message_bytes:
             raise ConfigError("need 0 < max_frame_bytes <= max_message_bytes")
+        if self.vision_backend not in ("transformers", "openai", "none"):
+            raise ConfigError(
+                f"vision_backend {self.vision_backend!r}: choose transformers, openai or none"
+            )
+        if self.vision_backend == "openai" and not self.vlm_url:
+            raise ConfigError("vision_backend 'openai' needs vlm_url, e.g. http://gpu:8000/v1")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
 

@@ -245,6 +245,14 @@ class Session:
     async def _analyze(self, item: tuple[AnalysisRequest, str | None]) -> None:
         assert self.analyzer is not None
         request, ref = item
+        if not getattr(self.analyzer, "ready", True):
+            if request.question is not None:
+                await self.send_error(
+                    ErrorCode.CAPABILITY_UNAVAILABLE,
+                    self.server.capabilities().reasons.get("vision", "vision is unavailable"),
+                    ref=ref,
+                )
+            return
         started = time.monotonic()
         try:
             observation = await self.analyzer.analyze(request)

@@ -17,6 +17,7 @@ from server.app import SeeAloudServer
 from server.auth import UserStore
 from server.config import ServerConfig
 from server.db import connect
+from vision.engine import VisionEngine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -62,10 +63,15 @@ class ServerFactory:
         self.accounts = accounts
         self.servers: list[SeeAloudServer] = []
 
-    async def __call__(self, analyzer: Analyzer | None = None, **config: object) -> SeeAloudServer:
+    async def __call__(
+        self,
+        analyzer: Analyzer | None = None,
+        engine: VisionEngine | None = None,
+        **config: object,
+    ) -> SeeAloudServer:
         values: dict[str, object] = {"hello_timeout_s": 2.0, **config}
         cfg = ServerConfig(host="127.0.0.1", port=0, db_path=Path(":memory:"), **values)  # type: ignore[arg-type]
-        server = SeeAloudServer(cfg, store=self.accounts.store, analyzer=analyzer)
+        server = SeeAloudServer(cfg, store=self.accounts.store, analyzer=analyzer, engine=engine)
         await server.start()
         self.servers.append(server)
         return server

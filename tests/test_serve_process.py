@@ -42,6 +42,8 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0
 
 @pytest.mark.asyncio
 async def test_sigterm_closes_sessions_with_1001(tmp_path: Path) -> None:
+    """On default settings: the server is healthy at once while the vision model loads (or
+    fails to, offline), and SIGTERM does not wait for a model load to finish."""
     db = tmp_path / "s.db"
     token = UserStore(db_connect(db)).add("alice")
     port = free_port()

@@ -7,6 +7,8 @@ import json
 import logging
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -28,6 +30,9 @@ async def open_session(url: str, token: str) -> tuple[ClientConnection, p.Ready]
     ready = await recv(ws)
     assert isinstance(ready, p.Ready), ready
     return ws, ready
+
+
+T = TypeVar("T")
 
 
 def frame(seq: int, payload: bytes | None = None) -> str | bytes:
@@ -334,3 +339,63 @@ async def test_logs_hold_no_token_and_no_media(
 async def _until(predicate: Callable[[], bool]) -> None:
     while not predicate():
         await asyncio.sleep(0.01)  # polling the server's own state, bounded by wait_for
+
+
+async def test_unloadable_model_is_named_and_the_rest_keeps_working(
+    make_server: ServerFactory, accounts: Accounts, tmp_path: Path
+) -> None:
+    pytest.importorskip("torch", reason="the vlm extra is not installed")
+    from server.analysis import build_engine
+    from server.config import ServerConfig
+
+    engine = build_engine(ServerConfig(model=str(tmp_path / "no-such-model"), device="cpu"))
+    assert engine is not None
+    server = await make_server(engine=engine)
+    status, body = await asyncio.to_thread(http_get, server.port, "/healthz")
+    assert status == 200  # answered while the model is still loading
+    await asyncio.wait_for(engine.wait_loaded(), 120)
+    _, body = await asyncio.to_thread(http_get, server.port, "/readyz")
+    caps = json.loads(body)["capabilities"]
+    assert caps["vision"] is False and "failed" in caps["reasons"]["vision"]
+    ws, ready = await open_session(ws_url(server), accounts.user_token)
+    assert (
+        ready.capabilities.vision is False
+        and "no-such-model" in ready.capabilities.reasons["vision"]
+    )
+    await ws.send(frame(0))
+    await ws.send(encode(p.Question(text="what is ahead?", id="q")))
+    error = await recv(ws)
+    assert isinstance(error, p.Error) and error.code == ErrorCode.CAPABILITY_UNAVAILABLE
+    assert error.ref == "q" and "no-such-model" in error.message
+    await ws.send(encode(p.Ping(t=1)))
+    assert await recv(ws) == p.Pong(t=1)
+
+
+async def test_tiny_model_end_to_end(
+    make_server: ServerFactory, accounts: Accounts, tiny_vlm: Path
+) -> None:
+    """A real (tiny, random-weight) Qwen3-VL behind the server: a question gets an
+    observation whose text came from the model; its gibberish is not passed on as fact."""
+    from server.analysis import build_engine
+    from server.config import ServerConfig
+
+    engine = build_engine(
+        ServerConfig(model=str(tiny_vlm), device="cpu", vlm_max_new_tokens=8, vlm_deadline_s=30)
+    )
+    assert engine is not None
+    server = await make_server(engine=engine)
+    await asyncio.wait_for(engine.wait_loaded(), 120)
+    assert engine.ready
+    ws, ready = await open_session(ws_url(server), accounts.user_token)
+    assert ready.capabilities.vision is True
+    await ws.send(frame(0, payload=jpeg_bytes(640, 480)))
+    await ws.send(encode(p.Question(text="is the door open?", id="q1")))
+    answer = await _first(ws, p.ObservationMsg, lambda m: m.id == "q1")
+    assert answer.reason == "question" and answer.frame_seq == 0 and answer.latency_ms
+
+
+async def _first(ws: ClientConnection, cls: type[T], pred: Callable[[T], bool]) -> T:
+    while True:
+        msg = await recv(ws, timeout=60)
+        if isinstance(msg, cls) and pred(msg):
+            return msg

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.conftest import jpeg_bytes
 from vision.engine import VisionEngine
 from vision.errors import BackendError, ModelUnavailable
 from vision.observation import Hazard
-from vision.prompts import build_prompt
-from vision.vlm import GenerationOptions, TransformersBackend, TransformersOptions
+from vision.prompts import Prompt, build_prompt
+from vision.vlm import Generation, GenerationOptions, TransformersBackend, TransformersOptions
 
 pytest.importorskip("torch", reason="the vlm extra is not installed")
 
@@ -79,21 +81,18 @@ async def test_cancel_stops_generation(backend: TransformersBackend) -> None:
 async def test_streamed_hazards_reach_the_callback_early() -> None:
     """The engine's streaming path with a scripted backend (test double): real timing is
     above; here the text is chosen so the hazard callback can be checked exactly."""
-    engine = VisionEngine(
-        ScriptedBackendDouble(
-            [
-                '{"hazards": [{"label": "chair", ',
-                '"direction": "ahead"}',
-                ', {"label": "step"}',
-                '], "signs": [], "scene": "A room."}',
-            ]
-        )
+    double = ScriptedBackendDouble(
+        [
+            '{"hazards": [{"label": "chair", ',
+            '"direction": "ahead"}',
+            ', {"label": "step"}',
+            '], "signs": [], "scene": "A room."}',
+        ]
     )
+    engine = VisionEngine(double)
     await engine.load()
     seen: list[tuple[Hazard, int]] = []
-    result = await engine.analyze(
-        jpeg_bytes(), on_hazard=lambda h: seen.append((h, engine.backend.sent))
-    )  # type: ignore[attr-defined]
+    result = await engine.analyze(jpeg_bytes(), on_hazard=lambda h: seen.append((h, double.sent)))
     assert [(h.label, n) for h, n in seen] == [("chair", 2), ("step", 3)]
     assert [h.label for h in result.observation.hazards] == ["chair", "step"]
 
@@ -121,9 +120,7 @@ async def test_engine_reports_unavailable_model_and_bad_frames(
         await engine.analyze(b"\xff\xd8 not an image")
 
 
-def _image():  # type: ignore[no-untyped-def]
-    from PIL import Image
-
+def _image() -> Image.Image:
     return Image.new("RGB", (640, 480), (120, 90, 60))
 
 
@@ -139,9 +136,15 @@ class ScriptedBackendDouble:
     def load(self) -> None:
         pass
 
-    async def generate(self, image, prompt, *, options, cancel, on_text=None):  # type: ignore[no-untyped-def]
-        from vision.vlm import Generation
-
+    async def generate(
+        self,
+        image: Image.Image,
+        prompt: Prompt,
+        *,
+        options: GenerationOptions,
+        cancel: threading.Event,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Generation:
         for chunk in self.chunks:
             self.sent += 1
             if on_text is not None:

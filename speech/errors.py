@@ -1,0 +1,20 @@
+"""Errors of the speech layer::
+
+SpeechError                 anything speech-in or speech-out reports
+├── SpeechUnavailable       a model or engine cannot be loaded; the message names the fix
+└── AudioFormatError        audio that cannot be used (odd byte count, bad rate)
+"""
+
+from __future__ import annotations
+
+
+class SpeechError(Exception):
+    """Base of the speech layer's errors; messages are readable by an operator."""
+
+
+class SpeechUnavailable(SpeechError):
+    """The speech model or engine cannot be loaded (missing package, model or library)."""
+
+
+class AudioFormatError(SpeechError):
+    """The audio is not PCM16 mono at a usable rate."""

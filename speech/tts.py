@@ -1,0 +1,232 @@
+"""Text-to-speech: pyttsx3 driving espeak-ng, streamed as PCM16 chunks.
+
+espeak-ng keeps global state and pyttsx3 drives it through one process-wide
+callback, so it is not safe from several threads. All synthesis therefore
+happens on one dedicated thread (``SpeechSynthesizer``): sessions submit
+utterances, the thread synthesises them sentence by sentence, hazards first,
+and streams each sentence's audio back as it is produced, so the first chunk
+leaves long before the whole text is done. Cancelling an utterance stops its
+synthesis at the next audio buffer (the espeak callback aborts) and drops
+anything not yet delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import itertools
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from speech.audio import float_to_pcm16, pcm16_to_float, resample
+from speech.errors import SpeechUnavailable
+
+log = logging.getLogger("seealoud.tts")
+
+ESPEAK_RATE = 22_050
+_SENTENCE = re.compile(r"(?<=[.!?;。！？；])\s*")  # noqa: RUF001 (Chinese punctuation)
+
+VOICES = {
+    "en": "gmw/en",
+    "en-us": "gmw/en-US",
+    "zh": "sit/cmn",
+    "cmn": "sit/cmn",
+    "fr": "roa/fr",
+    "de": "gmw/de",
+    "es": "roa/es",
+}
+
+
+@dataclass(kw_only=True)
+class VoiceOptions:
+    """How an utterance sounds; from the user's settings.
+
+    Attributes:
+        language: BCP-47 code; picks the espeak-ng voice unless ``voice`` is set.
+        voice: An espeak-ng voice id (``espeak-ng --voices``), e.g. ``gmw/en-GB-x-rp``.
+        rate_wpm: Speaking rate, words per minute (espeak-ng's scale, 80-450).
+        volume: 0.0-1.0.
+    """
+
+    language: str = "en"
+    voice: str | None = None
+    rate_wpm: int = 175
+    volume: float = 1.0
+
+    def espeak_voice(self) -> str:
+        if self.voice:
+            return self.voice
+        code = self.language.lower()
+        return VOICES.get(code, VOICES.get(code.split("-")[0], code))
+
+
+@dataclass(kw_only=True)
+class TtsOptions:
+    """Output format of the synthesiser.
+
+    Attributes:
+        rate: Output sample rate (Hz) of the PCM16 chunks.
+        chunk_ms: Chunk length sent to the client.
+    """
+
+    rate: int = 16_000
+    chunk_ms: int = 100
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences (and clauses ending in ';'), so speech can start after the first."""
+    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+
+
+@dataclass(order=True)
+class _Job:
+    priority: int
+    seq: int
+    text: str = field(compare=False)
+    voice: VoiceOptions = field(compare=False)
+    cancel: threading.Event = field(compare=False)
+    deliver: Callable[[bytes | None], None] = field(compare=False)
+
+
+class SpeechSynthesizer:
+    """The one place espeak-ng runs; see the module docstring."""
+
+    def __init__(self, options: TtsOptions | None = None) -> None:
+        self.options = options or TtsOptions()
+        self._jobs: queue.PriorityQueue[_Job] = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="tts-espeak", daemon=True)
+        self._thread.start()
+
+    def load(self) -> None:
+        """Wait until espeak-ng is initialised (blocking); raise if it cannot be."""
+        self._ready.wait()
+        if self._error is not None:
+            raise SpeechUnavailable(str(self._error)) from self._error
+
+    async def stream(
+        self,
+        text: str,
+        *,
+        voice: VoiceOptions | None = None,
+        cancel: threading.Event | None = None,
+        priority: int = 5,
+    ) -> AsyncIterator[bytes]:
+        """PCM16 chunks of ``text`` at ``options.rate``; lower ``priority`` goes first."""
+        loop = asyncio.get_running_loop()
+        out: asyncio.Queue[bytes | None] = asyncio.Queue()
+        cancel = cancel or threading.Event()
+
+        def deliver(chunk: bytes | None) -> None:
+            loop.call_soon_threadsafe(out.put_nowait, chunk)
+
+        self._jobs.put(
+            _Job(priority, next(self._seq), text, voice or VoiceOptions(), cancel, deliver)
+        )
+        try:
+            while True:
+                chunk = await out.get()
+                if chunk is None:
+                    return
+                if not cancel.is_set():
+                    yield chunk
+        finally:
+            cancel.set()  # a consumer that stops early cancels the rest
+
+    async def synthesize(self, text: str, *, voice: VoiceOptions | None = None) -> bytes:
+        """All of ``text`` as one PCM16 buffer (tests, benchmarks)."""
+        return b"".join([c async for c in self.stream(text, voice=voice)])
+
+    # --- the espeak thread ----------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            espeak, engine = _init_espeak()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        state: dict[str, Any] = {"job": None, "buf": []}
+
+        def on_audio(wav: Any, numsamples: int, events: Any) -> int:
+            job: _Job | None = state["job"]
+            if job is None or job.cancel.is_set():
+                return 1  # abort synthesis
+            if numsamples > 0:
+                state["buf"].append(ctypes.string_at(wav, numsamples * 2))
+            return 0
+
+        espeak.SetSynthCallback(on_audio)
+        while True:
+            job = self._jobs.get()
+            if job.cancel.is_set():
+                job.deliver(None)
+                continue
+            state["job"] = job
+            try:
+                self._speak(espeak, engine, job, state)
+            except Exception:
+                log.exception("speech synthesis failed")
+            finally:
+                state["job"] = None
+                job.deliver(None)
+
+    def _speak(self, espeak: Any, engine: Any, job: _Job, state: dict[str, Any]) -> None:
+        # pyttsx3's Engine.setProperty only queues the change for its own run loop, which
+        # we do not use (it would play or write files); its espeak driver applies it now.
+        driver = engine.proxy._driver
+        driver.setProperty("voice", job.voice.espeak_voice())
+        driver.setProperty("rate", int(job.voice.rate_wpm))
+        driver.setProperty("volume", float(job.voice.volume))
+        step = self.options.rate * self.options.chunk_ms // 1000 * 2
+        for sentence in split_sentences(job.text):
+            if job.cancel.is_set():
+                return
+            state["buf"] = []
+            espeak.Synth(sentence.encode("utf-8"), flags=espeak.ENDPAUSE | espeak.CHARS_UTF8)
+            espeak.Synchronize()
+            if job.cancel.is_set():
+                return
+            raw = b"".join(state["buf"])
+            pcm = float_to_pcm16(resample(pcm16_to_float(raw), ESPEAK_RATE, self.options.rate))
+            for offset in range(0, len(pcm), step):
+                job.deliver(pcm[offset : offset + step])
+
+
+def _init_espeak() -> tuple[Any, Any]:
+    try:
+        import pyttsx3
+        from pyttsx3.drivers import _espeak
+    except ImportError as exc:
+        raise SpeechUnavailable(
+            "speech output needs pyttsx3: pip install 'seealoud[speech]'"
+        ) from exc
+    except OSError as exc:  # libespeak-ng missing
+        raise SpeechUnavailable(
+            "speech output needs espeak-ng: sudo apt-get install espeak-ng (scripts/install.sh "
+            "does this)"
+        ) from exc
+    try:
+        engine = pyttsx3.init("espeak")
+    except Exception as exc:
+        raise SpeechUnavailable(f"espeak-ng could not start: {exc}") from exc
+    started = time.monotonic()
+    log.info("espeak-ng ready in %.0f ms", (time.monotonic() - started) * 1000)
+    return _espeak, engine
+
+
+def pcm_rms(pcm: bytes) -> float:
+    """Root-mean-square level of PCM16 audio (0..1)."""
+    samples = pcm16_to_float(pcm)
+    return float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0

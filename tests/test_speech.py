@@ -1,0 +1,205 @@
+"""Speech in and out with the real models: espeak-ng through pyttsx3, faster-whisper tiny.en."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from speech.asr import AsrOptions, SpeechRecognizer, Utterance
+from speech.audio import chunks, pcm16_to_float, resample
+from speech.errors import AudioFormatError, SpeechUnavailable
+from speech.tts import SpeechSynthesizer, TtsOptions, VoiceOptions, split_sentences
+from speech.wer import wer, word_errors
+
+pytest.importorskip("faster_whisper", reason="the speech extra is not installed")
+pytest.importorskip("pyttsx3", reason="the speech extra is not installed")
+
+QUESTIONS = [
+    "Is the door open?",
+    "Read the sign.",
+    "What is in front of me?",
+    "Where is the pedestrian crossing?",
+    "Is there a bench nearby?",
+    "Which way is the exit?",
+    "Are there stairs ahead?",
+    "Is the traffic light green?",
+    "What does the label say?",
+    "Is someone standing in front of me?",
+]
+
+
+@pytest.fixture(scope="module")
+def tts() -> SpeechSynthesizer:
+    synth = SpeechSynthesizer()
+    synth.load()
+    return synth
+
+
+@pytest.fixture(scope="module")
+def asr() -> SpeechRecognizer:
+    recognizer = SpeechRecognizer(AsrOptions(model="tiny.en", device="cpu"))
+    recognizer.load()
+    return recognizer
+
+
+def same_speech(a: bytes, b: bytes) -> bool:
+    """Whether two renderings are the same utterance. espeak-ng's retrieval mode varies the
+    length by a few samples from run to run, so bytes are not compared: lengths within 3%
+    and loudness envelopes (10 ms frames) that correlate."""
+    if abs(len(a) - len(b)) > 0.03 * max(len(a), len(b)):
+        return False
+    n = min(len(a), len(b)) // 320 * 160
+    env = [np.abs(pcm16_to_float(x)[:n]).reshape(-1, 160).mean(axis=1) for x in (a, b)]
+    return float(np.corrcoef(env[0], env[1])[0, 1]) > 0.9
+
+
+def stream_in(pcm: bytes, *, rate: int = 16_000, chunk_ms: int = 20) -> Utterance:
+    utterance = Utterance(rate=rate, max_ms=30_000)
+    for chunk in chunks(pcm, rate=rate, chunk_ms=chunk_ms):
+        utterance.feed(chunk)
+    return utterance
+
+
+async def test_round_trip_navigation_questions(
+    tts: SpeechSynthesizer, asr: SpeechRecognizer
+) -> None:
+    pairs = []
+    for question in QUESTIONS:
+        pcm = await tts.synthesize(question)
+        transcript = await asr.transcribe_async(stream_in(pcm).samples())
+        assert transcript is not None, question
+        assert transcript.language == "en" and 0 < transcript.confidence <= 1
+        pairs.append((question, transcript.text))
+    assert wer(pairs) < 0.25, pairs
+
+
+async def test_other_microphone_rates_are_resampled(
+    tts: SpeechSynthesizer, asr: SpeechRecognizer
+) -> None:
+    pcm16k = await tts.synthesize("Where is the pedestrian crossing?")
+    samples48 = resample(pcm16_to_float(pcm16k), 16_000, 48_000)
+    pcm48 = (np.clip(samples48, -1, 1) * 32767).astype("<i2").tobytes()
+    transcript = asr.transcribe(stream_in(pcm48, rate=48_000).samples())
+    assert transcript is not None
+    errors, words = word_errors("Where is the pedestrian crossing?", transcript.text)
+    assert errors / words <= 0.25
+
+
+@pytest.mark.parametrize("kind", ["silence", "white-noise", "clipped-blip"])
+def test_no_transcript_from_non_speech(asr: SpeechRecognizer, kind: str) -> None:
+    rng = np.random.default_rng(7)
+    if kind == "silence":
+        audio = np.zeros(3 * 16_000, dtype=np.float32)
+    elif kind == "white-noise":
+        audio = rng.normal(0, 0.2, 3 * 16_000).astype(np.float32)
+    else:
+        audio = np.zeros(2 * 16_000, dtype=np.float32)
+        audio[16_000 : 16_000 + 800] = 1.0  # 50 ms, clipped
+    assert asr.transcribe(audio) is None
+
+
+async def test_hands_free_endpoint(tts: SpeechSynthesizer, asr: SpeechRecognizer) -> None:
+    speech = await tts.synthesize("Is the door open?")
+    silence = bytes(2 * 16_000)  # one second
+    utterance = Utterance(rate=16_000, max_ms=30_000, endpoint_silence_ms=700)
+    ended_at = None
+    for index, chunk in enumerate(chunks(speech + silence, rate=16_000, chunk_ms=20)):
+        utterance.feed(chunk)
+        if utterance.endpoint(asr):
+            ended_at = index * 20
+            break
+    speech_ms = len(speech) / 32
+    assert ended_at is not None and speech_ms + 300 <= ended_at <= speech_ms + 1000
+
+
+def test_utterance_is_bounded_and_checks_format() -> None:
+    utterance = Utterance(rate=16_000, max_ms=100)
+    utterance.feed(bytes(2 * 16_000))
+    assert utterance.overflow and utterance.duration_ms == 100
+    with pytest.raises(AudioFormatError):
+        utterance.feed(b"\x00")
+    with pytest.raises(AudioFormatError):
+        Utterance(rate=1_000, max_ms=100)
+
+
+def test_missing_model_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SpeechUnavailable, match="local"):
+        SpeechRecognizer(AsrOptions(model="large-v3", device="cpu")).load()
+
+
+async def test_tts_streams_chunks_sentence_by_sentence(tts: SpeechSynthesizer) -> None:
+    text = "Chair ahead. The sign says platform two. Mind the step down after the door."
+    assert split_sentences(text) == [
+        "Chair ahead.",
+        "The sign says platform two.",
+        "Mind the step down after the door.",
+    ]
+    first_sentence = await tts.synthesize("Chair ahead.")
+    received = []
+    async for chunk in tts.stream(text):
+        received.append(chunk)
+    whole = b"".join(received)
+    # 100 ms chunks at 16 kHz; each sentence's last chunk may be shorter (sent at once).
+    assert max(len(c) for c in received) == 3200 and all(len(c) % 2 == 0 for c in received)
+    assert same_speech(whole[: len(first_sentence)], first_sentence)  # first sentence first
+    assert len(whole) > 3 * len(first_sentence)
+
+
+async def test_tts_cancel_stops_at_once(tts: SpeechSynthesizer) -> None:
+    text = " ".join(f"Sentence number {n} of a long description." for n in range(30))
+    cancel = threading.Event()
+    got = []
+    async for chunk in tts.stream(text, cancel=cancel):
+        got.append(chunk)
+        cancel.set()
+    assert len(got) == 1
+    after = await tts.synthesize("Stop.")  # the synthesiser is free again at once
+    assert after
+
+
+async def test_two_sessions_at_the_same_time(tts: SpeechSynthesizer) -> None:
+    """espeak-ng is process-global: concurrent sessions must each get their own audio,
+    unmixed, and the event loop must keep running meanwhile."""
+    a_text = "Bicycle on the right, two metres. The pavement narrows ahead."
+    b_text = "前方有一把椅子。左边是门。"
+    b_voice = VoiceOptions(language="zh", rate_wpm=150)
+    solo_a = await tts.synthesize(a_text)
+    solo_b = await tts.synthesize(b_text, voice=b_voice)
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    tick_task = asyncio.create_task(ticker())
+    results = await asyncio.gather(
+        *[
+            tts.synthesize(a_text) if i % 2 == 0 else tts.synthesize(b_text, voice=b_voice)
+            for i in range(6)
+        ]
+    )
+    done.set()
+    await tick_task
+    for i, result in enumerate(results):
+        assert same_speech(result, solo_a if i % 2 == 0 else solo_b), i
+    assert not same_speech(solo_a, solo_b)
+    assert ticks > 10  # the loop kept turning while espeak worked
+
+
+async def test_voice_settings_change_the_audio(tts: SpeechSynthesizer) -> None:
+    slow = await tts.synthesize("Stairs going down.", voice=VoiceOptions(rate_wpm=120))
+    fast = await tts.synthesize("Stairs going down.", voice=VoiceOptions(rate_wpm=300))
+    quiet = await tts.synthesize("Stairs going down.", voice=VoiceOptions(volume=0.2))
+    loud = await tts.synthesize("Stairs going down.", voice=VoiceOptions(volume=1.0))
+    assert len(slow) > 1.5 * len(fast)
+    rms = [float(np.sqrt(np.mean(pcm16_to_float(x) ** 2))) for x in (quiet, loud)]
+    assert rms[0] < 0.5 * rms[1]
+    other = SpeechSynthesizer(TtsOptions(rate=24_000))
+    assert len(await other.synthesize("Stairs going down.")) > 1.3 * len(loud)

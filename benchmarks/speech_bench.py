@@ -1,0 +1,173 @@
+"""Speech out and in on this machine: time to first audio, real-time factors, end-of-speech delay.
+
+    python benchmarks/speech_bench.py [--repeat 5]
+
+TTS: pyttsx3/espeak-ng streamed sentence by sentence (ours) vs the naive path,
+the espeak-ng command synthesising the whole text before anything is sent
+(baseline, same run). ASR: a spoken question (espeak-ng) streamed in 20 ms
+chunks; the delay is from the end of the audio (audio-stop) to the
+transcript; with VAD (ours: gate, crop to speech) and without (baseline:
+Whisper on the raw utterance), for each model that is available offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import machine, markdown_table, write_json
+from speech.asr import RATE, AsrOptions, SpeechRecognizer, Utterance
+from speech.audio import chunks
+from speech.tts import SpeechSynthesizer
+from speech.wer import word_errors
+
+SHORT = "Chair, one metre, slightly left."
+LONG = (
+    "You are in a wide corridor with doors on both sides. The sign ahead says Platform two. "
+    "A bench stands against the right wall about three metres away, and a bicycle leans on "
+    "the wall to the left. The floor is clear in front of you."
+)
+QUESTION = "Could you tell me whether the door in front of me is open or closed?"
+MODELS = ["tiny.en", "base.en", "small"]
+
+
+async def tts_rows(repeat: int) -> list[list[object]]:
+    synth = SpeechSynthesizer()
+    synth.load()
+    await synth.synthesize("warm up")
+    rows: list[list[object]] = []
+    for name, text in (("short warning", SHORT), ("long description", LONG)):
+        firsts, totals, audio_s, cli = [], [], 0.0, []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            first = None
+            size = 0
+            async for chunk in synth.stream(text):
+                first = first or time.perf_counter() - t0
+                size += len(chunk)
+            totals.append(time.perf_counter() - t0)
+            firsts.append(first or 0.0)
+            audio_s = size / 2 / synth.options.rate
+            t1 = time.perf_counter()
+            subprocess.run(["espeak-ng", "--stdout", text], capture_output=True, check=True)
+            cli.append(time.perf_counter() - t1)
+        med = statistics.median
+        rows.append(
+            [
+                name,
+                f"{audio_s:.2f}",
+                f"{med(firsts) * 1000:.1f}",
+                f"{med(totals) / audio_s:.3f}",
+                f"{med(cli) * 1000:.1f}",
+                f"{med(cli) / med(firsts):.1f}x",
+            ]
+        )
+    return rows
+
+
+async def asr_rows(repeat: int) -> list[list[object]]:
+    synth = SpeechSynthesizer()
+    synth.load()
+    pcm = await synth.synthesize(QUESTION)
+    rows: list[list[object]] = []
+    for model in MODELS:
+        recognizer = SpeechRecognizer(AsrOptions(model=model, device="cpu"))
+        try:
+            recognizer.load()
+        except Exception as exc:
+            rows.append([model, "not available offline", "-", "-", "-", type(exc).__name__])
+            continue
+        utterance = Utterance(rate=RATE, max_ms=30_000)
+        for chunk in chunks(pcm, rate=RATE, chunk_ms=20):
+            utterance.feed(chunk)
+        audio = utterance.samples()
+        recognizer.transcribe(audio)  # warm-up
+        ours, raw, text_ours, text_raw = [], [], "", ""
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            transcript = recognizer.transcribe(audio)
+            ours.append(time.perf_counter() - t0)
+            text_ours = transcript.text if transcript else ""
+            t1 = time.perf_counter()
+            segments, _ = recognizer._model.transcribe(
+                audio,
+                language="en",
+                beam_size=1,
+                vad_filter=False,
+                condition_on_previous_text=False,
+                without_timestamps=True,
+                temperature=0.0,
+            )
+            text_raw = " ".join(s.text for s in segments).strip()
+            raw.append(time.perf_counter() - t1)
+        audio_s = audio.size / RATE
+        med = statistics.median
+        for label, times, text in (
+            ("VAD gate + crop (ours)", ours, text_ours),
+            ("no VAD (baseline)", raw, text_raw),
+        ):
+            e, n = word_errors(QUESTION, text)
+            rows.append(
+                [
+                    model,
+                    label,
+                    f"{audio_s:.2f}",
+                    f"{med(times) * 1000:.0f}",
+                    f"{med(times) / audio_s:.3f}",
+                    f"{e / n:.2f}  '{text}'",
+                ]
+            )
+        recognizer.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    tts = asyncio.run(tts_rows(args.repeat))
+    print("\n### Text-to-speech (pyttsx3 + espeak-ng, 16 kHz PCM16 chunks of 100 ms)\n")
+    print(
+        markdown_table(
+            [
+                "text",
+                "audio s",
+                "first chunk ms (target < 150 short)",
+                "real-time factor",
+                "espeak-ng CLI whole text ms (baseline)",
+                "baseline / ours to first audio",
+            ],
+            tts,
+        )
+    )
+    asr = asyncio.run(asr_rows(args.repeat))
+    print(
+        "\n### Speech-to-text: end of speech to transcript "
+        f"(question: '{QUESTION}', espeak-ng, streamed in 20 ms chunks)\n"
+    )
+    print(
+        markdown_table(
+            [
+                "model",
+                "pipeline",
+                "audio s",
+                "delay ms (target < 600 tiny.en)",
+                "real-time factor",
+                "WER and text",
+            ],
+            asr,
+        )
+    )
+    write_json("speech", {"machine": machine(), "tts": tts, "asr": asr})
+
+
+if __name__ == "__main__":
+    main()

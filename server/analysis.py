@@ -8,13 +8,15 @@ off the event loop (one worker per model); ``analyze`` must only await.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from protocol import HazardInfo, ObservationMsg
 from server.config import ServerConfig
 from server.slot import PendingFrame
 from vision.engine import VisionEngine
+from vision.observation import Hazard
 
 
 @dataclass(kw_only=True, repr=False)
@@ -28,6 +30,9 @@ class AnalysisRequest:
             ``scene-cut``, ``heartbeat`` or ``question``.
         session: Session id, for logs.
         language: Language the answer should be in (BCP-47, e.g. ``en``).
+        memory: Recent scene lines, oldest first, for questions about change.
+        on_hazard: Called with each hazard as soon as the model has finished
+            writing it, before the whole answer is done.
     """
 
     frame: PendingFrame
@@ -35,6 +40,8 @@ class AnalysisRequest:
     reason: str = "new-content"
     session: str = ""
     language: str = "en"
+    memory: list[str] = field(default_factory=list)
+    on_hazard: Callable[[HazardInfo], None] | None = None
 
     def __repr__(self) -> str:
         q = "" if self.question is None else f", question={len(self.question)} chars"
@@ -68,8 +75,19 @@ class VisionAnalyzer:
         return self.engine.ready
 
     async def analyze(self, request: AnalysisRequest) -> ObservationMsg | None:
+        on_hazard = None
+        if request.on_hazard is not None:
+            forward = request.on_hazard
+
+            def on_hazard(h: Hazard) -> None:
+                forward(_hazard_info(h))
+
         result = await self.engine.analyze(
-            request.frame.frame.payload, question=request.question, language=request.language
+            request.frame.frame.payload,
+            question=request.question,
+            language=request.language,
+            memory=request.memory or None,
+            on_hazard=on_hazard,
         )
         obs = result.observation
         if obs.empty and request.question is None:
@@ -77,18 +95,19 @@ class VisionAnalyzer:
         return ObservationMsg(
             frame_seq=request.frame.frame.seq,
             reason=request.reason,
-            hazards=[
-                HazardInfo(
-                    label=h.label, direction=h.direction, distance_m=h.distance_m, urgency=h.urgency
-                )
-                for h in obs.hazards
-            ],
+            hazards=[_hazard_info(h) for h in obs.hazards],
             signs=list(obs.signs),
             scene=obs.scene,
             answer=obs.answer,
             partial=obs.partial,
             latency_ms=round(result.total_ms),
         )
+
+
+def _hazard_info(h: Hazard) -> HazardInfo:
+    return HazardInfo(
+        label=h.label, direction=h.direction, distance_m=h.distance_m, urgency=h.urgency
+    )
 
 
 def build_engine(config: ServerConfig) -> VisionEngine | None:

@@ -14,9 +14,11 @@ import contextlib
 import http
 import json
 import logging
+import os
 import secrets
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,12 +47,22 @@ from server.analysis import Analyzer, VisionAnalyzer
 from server.auth import Account, UserStore
 from server.config import ServerConfig
 from server.metrics import ServerMetrics
+from server.services import Service
 from server.session import Session, SessionClosed
+from server.settings import SettingsStore, UserSettings
+from speech.asr import SpeechRecognizer
+from speech.tts import SpeechSynthesizer
 from vision.engine import VisionEngine
 
 log = logging.getLogger("seealoud.server")
 
 RESUME_TTL_S = 300.0
+
+# websockets logs whole frames at DEBUG (hello with its token, JPEG and PCM bytes);
+# its own logger is pinned at WARNING so that never happens, whatever the log level
+# (and each health probe is not an INFO line).
+_WS_LOG = logging.getLogger("seealoud.websockets")
+_WS_LOG.setLevel(logging.WARNING)
 WS_PATH = "/ws"
 
 
@@ -69,14 +81,23 @@ class SeeAloudServer:
         config: ServerConfig,
         *,
         store: UserStore,
+        settings_store: SettingsStore | None = None,
         analyzer: Analyzer | None = None,
         engine: VisionEngine | None = None,
+        tts: SpeechSynthesizer | None = None,
+        asr: SpeechRecognizer | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        self.settings_store = settings_store or SettingsStore(store.connection)
         self.engine = engine
+        self.tts = Service("speech output", tts, tts.load) if tts else None
+        self.asr = Service("speech input", asr, asr.load) if asr else None
+        self.detector_pool = ThreadPoolExecutor(
+            max_workers=os.cpu_count() or 2, thread_name_prefix="detector"
+        )
+        self._background: list[asyncio.Task[None]] = []
         self.analyzer: Analyzer | None = VisionAnalyzer(engine) if engine else analyzer
-        self._loading: asyncio.Task[None] | None = None
         self.metrics = ServerMetrics()
         self.sessions: dict[str, Session] = {}
         self._resumable: dict[str, _Resumable] = {}
@@ -97,12 +118,16 @@ class SeeAloudServer:
             ping_interval=20,
             ping_timeout=20,
             server_header="SeeAloud",
+            logger=_WS_LOG,
             ssl=self._ssl_context(),
         )
         log.info("listening on %s://%s:%d%s", self.scheme, self.config.host, self.port, WS_PATH)
+        # Models load in the background: /healthz answers at once, /readyz says when.
         if self.engine is not None:
-            # Models load in the background: /healthz answers at once, /readyz says when.
-            self._loading = asyncio.create_task(self.engine.load(), name="load-vision")
+            self._background.append(asyncio.create_task(self.engine.load(), name="load-vision"))
+        for service in (self.tts, self.asr):
+            if service is not None:
+                self._background.append(asyncio.create_task(service.load()))
 
     @property
     def scheme(self) -> str:
@@ -125,10 +150,13 @@ class SeeAloudServer:
         self._server.close()  # closes open connections with 1001 (going away)
         await self._server.wait_closed()
         self._server = None
-        if self._loading is not None and not self._loading.done():
-            self._loading.cancel()  # the loader thread finishes on its own; nobody waits
+        for task in self._background:
+            task.cancel()  # loader threads are daemons; nobody waits for them
         if self.engine is not None:
             await self.engine.backend.close()
+        if self.asr is not None:
+            self.asr.model.close()
+        self.detector_pool.shutdown(wait=False, cancel_futures=True)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if self.config.tls_cert is None or self.config.tls_key is None:
@@ -149,10 +177,28 @@ class SeeAloudServer:
             caps.reasons["vision"] = f"the vision model is {self.engine.status}" + (
                 f": {self.engine.failure}" if self.engine.failure else ""
             )
-        caps.reasons.setdefault("speech_in", "speech input is not available in this version")
-        caps.reasons.setdefault("speech_out", "speech output is not available in this version")
-        caps.reasons.setdefault("text_reading", "text reading is not available in this version")
+        for attr, service in (("speech_in", self.asr), ("speech_out", self.tts)):
+            if service is None:
+                caps.reasons[attr] = f"{attr.replace('_', ' ')} is turned off on this server"
+            elif service.status == "ready":
+                setattr(caps, attr, True)
+            else:
+                caps.reasons[attr] = service.reason()
+        caps.reasons["text_reading"] = "text reading is not available in this version"
         return caps
+
+    def tts_if_ready(self) -> SpeechSynthesizer | None:
+        return self.tts.ready_model() if self.tts else None
+
+    def asr_if_ready(self) -> SpeechRecognizer | None:
+        return self.asr.ready_model() if self.asr else None
+
+    async def settings_changed(self, user: str, settings: UserSettings) -> None:
+        """Apply a user's new settings to their running sessions at once."""
+        for session in list(self.sessions.values()):
+            if session.account.name == user and session.is_user:
+                with contextlib.suppress(ConnectionClosed):
+                    await session.apply_settings(settings)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
@@ -303,19 +349,20 @@ class SeeAloudServer:
         assert session.ready is not None
         await session.send(session.ready)
         receiver = asyncio.create_task(self._receive(ws, session), name=f"recv-{session.id}")
-        analysis = asyncio.create_task(session.run_analysis(), name=f"analysis-{session.id}")
+        loops = [
+            asyncio.create_task(run(), name=f"{run.__name__}-{session.id}")
+            for run in session.tasks()
+        ]
+        tasks = {receiver, *loops}
         try:
-            done, _ = await asyncio.wait({receiver, analysis}, return_when=asyncio.FIRST_COMPLETED)
-            if receiver not in done and analysis.exception() is None:
-                # The analysis loop only returns at once when there is no analyzer.
-                await receiver
-                return
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()  # re-raise a crash so _handler logs it and closes 1011
         finally:
-            for task in (receiver, analysis):
+            session.speaker.cut()
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(receiver, analysis, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _receive(self, ws: ServerConnection, session: Session) -> None:
         text_limit = self.config.max_text_bytes
@@ -343,13 +390,19 @@ class SeeAloudServer:
                 user=session.account.name,
                 expires_at=time.monotonic() + RESUME_TTL_S,
             )
+        st = session.narrator.stats
         log.info(
-            "session %s closed: frames received=%d dropped=%d rejected=%d analyses=%d",
+            "session %s closed: frames received=%d dropped=%d rejected=%d, detector fired %d, "
+            "analyses %d; spoke %d, deduplicated %d, stale dropped %d",
             session.id,
             session.slot.received,
             session.slot.dropped,
             session.frames_rejected,
+            session.detector_fires,
             session.analyses,
+            st.spoken,
+            st.deduplicated,
+            st.stale_dropped,
         )
 
 

@@ -64,6 +64,11 @@ class UserStore:
         self._conn = conn
         self._lock = threading.Lock()
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The database connection, for stores that share the file (settings)."""
+        return self._conn
+
     def add(self, name: str, *, role: str = "user") -> str:
         """Create an account and return its token (the only time it is visible)."""
         if not _NAME.match(name):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
+import json
 import logging
 import signal
 import sys
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from server.auth import AuthError, UserStore
 from server.config import ConfigError, ServerConfig
+from server.settings import InvalidSettings, SettingsStore
 
 log = logging.getLogger("seealoud")
 
@@ -62,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     assign.add_argument("caregiver")
     assign.add_argument("user")
 
+    settings = sub.add_parser("settings", help="read or change a user's settings")
+    settings.add_argument("--config", type=Path)
+    settings.add_argument("--db", dest="db_path", type=Path)
+    ssub = settings.add_subparsers(dest="settings_command", required=True)
+    sget = ssub.add_parser("get", help="print a user's settings")
+    sget.add_argument("user")
+    sset = ssub.add_parser("set", help="change settings: KEY=VALUE (JSON values)")
+    sset.add_argument("user")
+    sset.add_argument("values", nargs="+", metavar="KEY=VALUE")
+    slog = ssub.add_parser("log", help="recent changes: who, when, old and new")
+    slog.add_argument("user")
+
     replay = sub.add_parser("replay", help="stream a video or image folder as a phone would")
     replay.add_argument("source", type=Path, help="video file, image or folder of images")
     replay.add_argument("--server", default="ws://127.0.0.1:8765/ws", help="websocket URL")
@@ -92,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             return _users(args)
         if args.command == "replay":
             return _replay(args)
-    except (ConfigError, AuthError) as exc:
+        if args.command == "settings":
+            return _settings(args)
+    except (ConfigError, AuthError, InvalidSettings) as exc:
         print(f"seealoud: {exc}", file=sys.stderr)
         return 2
     return 2
@@ -129,6 +146,45 @@ def _users(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace) -> int:
+    config = _config(args)
+    users = _store(config)
+    users.get(args.user)  # raises UnknownAccount with a clear message
+    store = SettingsStore(users.connection)
+    if args.settings_command == "get":
+        print(json.dumps(store.get(args.user).to_dict(), indent=2, ensure_ascii=False))
+    elif args.settings_command == "set":
+        values = {}
+        for item in args.values:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise InvalidSettings(f"expected KEY=VALUE, got {item!r}")
+            try:
+                values[key] = json.loads(raw)
+            except ValueError:
+                values[key] = raw  # a bare word such as hazards-only
+        who = f"cli:{getpass.getuser()}"
+        print(
+            json.dumps(
+                store.update(args.user, values, changed_by=who).to_dict(),
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        print(
+            "running sessions pick this up when a caregiver page or the phone reconnects; "
+            "use the caregiver page for changes that apply at once",
+            file=sys.stderr,
+        )
+    else:
+        for change in store.history(args.user):
+            print(
+                f"{change.changed_at}\t{change.changed_by}\t{change.key}\t"
+                f"{json.dumps(change.old)} -> {json.dumps(change.new)}"
+            )
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     config = _config(
         args,
@@ -158,8 +214,16 @@ async def serve_until_signalled(config: ServerConfig, store: UserStore) -> None:
     """Run the server until SIGTERM or SIGINT, then close every session with 1001."""
     from server.analysis import build_engine
     from server.app import SeeAloudServer
+    from speech.asr import AsrOptions, SpeechRecognizer
+    from speech.tts import SpeechSynthesizer, TtsOptions
 
-    server = SeeAloudServer(config, store=store, engine=build_engine(config))
+    tts = SpeechSynthesizer(TtsOptions(rate=config.audio_rate)) if config.speech_out else None
+    asr = (
+        SpeechRecognizer(AsrOptions(model=config.asr_model, device=config.asr_device))
+        if config.speech_in
+        else None
+    )
+    server = SeeAloudServer(config, store=store, engine=build_engine(config), tts=tts, asr=asr)
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -59,6 +59,14 @@ class ServerConfig:
         vlm_deadline_s: Every model call stops here and returns what it has.
         vlm_long_side: Frames are resized to this longer side for the model.
         vlm_max_new_tokens: Cap on each answer's length.
+        change_detection: Only frames the change detector fires on go to the
+            model (default). Off, every frame is offered (newest wins): for
+            diagnosis and benchmarks.
+        speech_in: Load faster-whisper for spoken questions.
+        speech_out: Load pyttsx3/espeak-ng for spoken answers.
+        asr_model: faster-whisper model name or path (``tiny.en``, ``base.en``,
+            ``small`` for Mandarin...).
+        asr_device: ``auto``, ``cpu`` or ``cuda``.
     """
 
     host: str = "0.0.0.0"
@@ -83,6 +91,11 @@ class ServerConfig:
     vlm_deadline_s: float = 2.0
     vlm_long_side: int = 448
     vlm_max_new_tokens: int = 160
+    change_detection: bool = True
+    speech_in: bool = True
+    speech_out: bool = True
+    asr_model: str = "tiny.en"
+    asr_device: str = "auto"
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -26,6 +26,25 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (caregiver, user)
     );
     """,
+    # 2: caregiver settings per user, and an audit log of every change.
+    """
+    CREATE TABLE settings (
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (user, key)
+    );
+    CREATE TABLE settings_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user TEXT NOT NULL,
+        changed_by TEXT NOT NULL,
+        changed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        key TEXT NOT NULL,
+        old_value TEXT,
+        new_value TEXT NOT NULL
+    );
+    CREATE INDEX settings_log_user ON settings_log(user, id);
+    """,
 ]
 
 

@@ -1,9 +1,16 @@
-"""One authenticated connection: routes incoming messages, runs its analysis loop.
+"""One authenticated connection: the conversation with one phone (or caregiver page).
 
-The receive loop only decodes, validates and moves bytes (frames go into the
-``FrameSlot``); model work happens in the analysis task, which awaits the
-analyzer's worker. Errors in one message are answered with an ``error`` and
-the session goes on; only the caller (``server/app.py``) closes connections.
+The receive loop only decodes, validates and moves bytes. Everything slow runs
+in the session's tasks, off the socket:
+
+    camera-frame -> FrameSlot -> detector task (change detector, thread pool)
+                 -> model slot (newest wins) -> analysis task (the vision engine's worker)
+                 -> Narrator -> Speaker task (TTS thread) -> speech-* messages
+    audio-*      -> Listener (VAD, Whisper worker) -> transcript -> question
+    question     -> skips the detector: the newest frame goes to the model next
+
+Errors in one message are answered with an ``error`` and the session goes on;
+only the caller (``server/app.py``) closes connections.
 """
 
 from __future__ import annotations
@@ -12,8 +19,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from protocol import (
     AudioChunk,
@@ -22,19 +29,29 @@ from protocol import (
     Bye,
     CameraFrame,
     ErrorCode,
+    HazardInfo,
     Interrupt,
     Message,
+    ObservationMsg,
     Ping,
     Pong,
     Question,
     Ready,
+    Settings,
     SettingsGet,
     SettingsUpdate,
+    TranscriptMsg,
 )
 from protocol import Error as ErrorMsg
 from server.analysis import AnalysisRequest, Analyzer
 from server.auth import Account
+from server.listener import Listener, ListenError
+from server.narrator import Narrator
+from server.settings import InvalidSettings, UserSettings
 from server.slot import FrameSlot, PendingFrame
+from server.speaker import Speaker
+from speech.tts import VoiceOptions
+from vision.change import ChangeDetector, ChangeDetectorError, ChangeOptions
 
 if TYPE_CHECKING:
     from server.app import SeeAloudServer
@@ -71,15 +88,48 @@ class Session:
         self.account = account
         self._send = send
         self.analyzer = analyzer
-        self.slot = FrameSlot()
-        self.questions: deque[tuple[str, str | None]] = deque()
-        self._work = asyncio.Event()
-        self._audio_open = False
-        self._audio_bytes = 0
-        self.frames_rejected = 0
-        self.analyses = 0
         self.resume_token = ""
         self.ready: Ready | None = None
+        self.settings = (
+            server.settings_store.get(account.name) if self.is_user else (UserSettings())
+        )
+        self.slot = FrameSlot()  # socket -> detector
+        self.model_slot = FrameSlot()  # detector -> model
+        self._model_reason: dict[int, str] = {}
+        self.detector = ChangeDetector(self._detector_options())
+        self.questions: deque[tuple[str, str | None]] = deque()
+        self._detect_wake = asyncio.Event()
+        self._work = asyncio.Event()
+        self.narrator = Narrator(
+            self.settings, frame_age_budget_s=server.config.frame_age_budget_ms / 1000
+        )
+        self.speaker = Speaker(
+            narrator=self.narrator,
+            send=self.send,
+            tts=server.tts_if_ready,
+            voice=self._voice,
+            rate=server.config.audio_rate,
+        )
+        self.listener: Listener | None = None
+        self._audio_error_sent = False
+        self.frames_rejected = 0
+        self.analyses = 0
+        self.detector_fires = 0
+
+    @property
+    def is_user(self) -> bool:
+        return self.account.role == "user"
+
+    # --- tasks -------------------------------------------------------------
+
+    def tasks(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        """The session's background loops (run until the connection ends)."""
+        if not self.is_user:
+            return []
+        loops: list[Callable[[], Coroutine[Any, Any, None]]] = [self.speaker.run]
+        if self.analyzer is not None:
+            loops += [self.run_detector, self.run_analysis]
+        return loops
 
     # --- sending ---------------------------------------------------------
 
@@ -87,9 +137,9 @@ class Session:
         await self._send(message)
 
     async def send_error(
-        self, code: ErrorCode, message: str, *, ref: str | None = None, fatal: bool = False
+        self, code: ErrorCode | str, message: str, *, ref: str | None = None, fatal: bool = False
     ) -> None:
-        await self.send(ErrorMsg(code=code, message=message, fatal=fatal, ref=ref))
+        await self.send(ErrorMsg(code=str(code), message=message, fatal=fatal, ref=ref))
 
     # --- receiving -------------------------------------------------------
 
@@ -105,19 +155,16 @@ class Session:
             case Question():
                 await self._on_question(message)
             case Interrupt():
-                # Nothing is spoken by this server yet; the echo tells the client
-                # to flush its own playback queue at once.
+                self._interrupt()
                 await self.send(Interrupt(reason="user", id=message.id))
             case AudioStart():
                 await self._on_audio_start(message)
             case AudioStop():
-                self._audio_open = False
-            case SettingsGet() | SettingsUpdate():
-                await self.send_error(
-                    ErrorCode.CAPABILITY_UNAVAILABLE,
-                    "settings are not served by this version of the server",
-                    ref=message.id,
-                )
+                await self._on_audio_stop(message)
+            case SettingsGet():
+                await self._on_settings_get(message)
+            case SettingsUpdate():
+                await self._on_settings_update(message)
             case Bye():
                 raise SessionClosed(message.reason)
             case _:
@@ -127,8 +174,11 @@ class Session:
                     ref=message.id,
                 )
 
-    def _media_allowed(self) -> bool:
-        return self.account.role == "user"
+    def _interrupt(self) -> None:
+        self.narrator.interrupt()
+        self.speaker.cut()
+
+    # --- frames ----------------------------------------------------------
 
     async def _on_frame(self, frame: CameraFrame, received_at: float) -> None:
         problem = self._frame_problem(frame)
@@ -142,11 +192,11 @@ class Session:
         self.slot.put(PendingFrame(frame=frame, received_at=received_at))
         self.server.metrics.frames_received += 1
         self.server.metrics.frames_dropped += self.slot.dropped - before
-        self._work.set()
+        self._detect_wake.set()
 
     def _frame_problem(self, frame: CameraFrame) -> tuple[ErrorCode, str] | None:
         limit = self.server.config.max_frame_bytes
-        if not self._media_allowed():
+        if not self.is_user:
             return ErrorCode.FORBIDDEN, "caregiver sessions cannot send camera frames"
         if len(frame.payload) > limit:
             return ErrorCode.FRAME_TOO_LARGE, (
@@ -163,6 +213,43 @@ class Session:
             return ErrorCode.BAD_MESSAGE, "frame seq and ts must be non-negative"
         return None
 
+    async def run_detector(self) -> None:
+        """Forever: run the change detector on the newest frame; pass firing frames on."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._detect_wake.wait()
+            self._detect_wake.clear()
+            pending = self.slot.take_nowait()
+            if pending is None:
+                continue
+            if not self.server.config.change_detection:
+                self._to_model(pending, "every-frame")
+                continue
+            try:
+                decision = await loop.run_in_executor(
+                    self.server.detector_pool,
+                    self.detector.observe_jpeg,
+                    pending.frame.payload,
+                    pending.received_at,
+                )
+            except ChangeDetectorError as exc:
+                self.frames_rejected += 1
+                self.server.metrics.frames_rejected += 1
+                await self.send_error(ErrorCode.BAD_MESSAGE, str(exc), ref=pending.frame.id)
+                continue
+            if decision.fire and decision.reason is not None:
+                self.detector_fires += 1
+                self._to_model(pending, decision.reason.value)
+            if self.slot.pending():
+                self._detect_wake.set()
+
+    def _to_model(self, pending: PendingFrame, reason: str) -> None:
+        self._model_reason = {pending.frame.seq: reason}
+        self.model_slot.put(pending)
+        self._work.set()
+
+    # --- questions and analysis ------------------------------------------
+
     async def _on_question(self, question: Question) -> None:
         text = question.text.strip()
         if not text or len(text) > MAX_QUESTION_CHARS:
@@ -172,12 +259,13 @@ class Session:
                 ref=question.id,
             )
             return
-        if self.analyzer is None:
-            await self.send_error(
-                ErrorCode.CAPABILITY_UNAVAILABLE,
-                "vision is unavailable on this server, so questions cannot be answered",
-                ref=question.id,
-            )
+        if not self.is_user:
+            await self.send_error(ErrorCode.FORBIDDEN, "caregiver sessions cannot ask questions")
+            return
+        if self.analyzer is None or not getattr(self.analyzer, "ready", True):
+            reason = self.server.capabilities().reasons.get("vision", "vision is unavailable")
+            await self.send_error(ErrorCode.CAPABILITY_UNAVAILABLE, reason, ref=question.id)
+            self.speaker.offer(self.narrator.notice("no_vision"))
             return
         if self.slot.latest is None:
             await self.send_error(
@@ -191,36 +279,8 @@ class Session:
         self.questions.append((text, question.id))
         self._work.set()
 
-    async def _on_audio_start(self, start: AudioStart) -> None:
-        if not self._media_allowed():
-            await self.send_error(ErrorCode.FORBIDDEN, "caregiver sessions cannot send audio")
-            return
-        self._audio_open = True
-        self._audio_bytes = 0
-        await self.send_error(
-            ErrorCode.CAPABILITY_UNAVAILABLE,
-            "speech input is unavailable on this server; type the question instead",
-            ref=start.id,
-        )
-
-    async def _on_audio_chunk(self, chunk: AudioChunk) -> None:
-        if len(chunk.payload) > MAX_AUDIO_CHUNK_BYTES:
-            await self.send_error(
-                ErrorCode.TOO_LARGE,
-                f"audio chunk over {MAX_AUDIO_CHUNK_BYTES} bytes; send 20-100 ms chunks",
-            )
-            return
-        if not self._audio_open:
-            await self.send_error(ErrorCode.UNEXPECTED_MESSAGE, "audio-chunk without audio-start")
-            return
-        self._audio_bytes += len(chunk.payload)
-
-    # --- analysis --------------------------------------------------------
-
     async def run_analysis(self) -> None:
-        """Forever: take the next question or newest frame, analyse, send the result."""
-        if self.analyzer is None:
-            return
+        """Forever: answer the next question, else look at the newest firing frame."""
         while True:
             await self._work.wait()
             self._work.clear()
@@ -228,31 +288,37 @@ class Session:
             if request is None:
                 continue
             self._work.set()  # look again after this one; more may be waiting
-            await self._analyze(request)
+            await self._analyze(*request)
 
     def _next_request(self) -> tuple[AnalysisRequest, str | None] | None:
+        memory = self.narrator.memory_for_prompt()
         if self.questions and self.slot.latest is not None:
             text, ref = self.questions.popleft()
+            self.detector.question(time.monotonic())  # counts as a model call for the cooldown
             request = AnalysisRequest(
-                frame=self.slot.latest, question=text, reason="question", session=self.id
+                frame=self.slot.latest,
+                question=text,
+                reason="question",
+                session=self.id,
+                language=self.settings.language,
+                memory=memory,
             )
             return request, ref
-        frame = self.slot.take_nowait()
+        frame = self.model_slot.take_nowait()
         if frame is None:
             return None
-        return AnalysisRequest(frame=frame, session=self.id), None
+        reason = self._model_reason.get(frame.frame.seq, "new-content")
+        request = AnalysisRequest(
+            frame=frame, reason=reason, session=self.id, language=self.settings.language
+        )
+        return request, None
 
-    async def _analyze(self, item: tuple[AnalysisRequest, str | None]) -> None:
+    async def _analyze(self, request: AnalysisRequest, ref: str | None) -> None:
         assert self.analyzer is not None
-        request, ref = item
         if not getattr(self.analyzer, "ready", True):
-            if request.question is not None:
-                await self.send_error(
-                    ErrorCode.CAPABILITY_UNAVAILABLE,
-                    self.server.capabilities().reasons.get("vision", "vision is unavailable"),
-                    ref=ref,
-                )
-            return
+            return  # questions were answered at once; frames wait for the model
+        frame_time = request.frame.received_at
+        request.on_hazard = lambda h: self._hazard_now(h, frame_time)
         started = time.monotonic()
         try:
             observation = await self.analyzer.analyze(request)
@@ -266,6 +332,8 @@ class Session:
             await self.send_error(
                 ErrorCode.MODEL_FAILED, "the vision model failed on this frame", ref=ref
             )
+            if request.question is not None:
+                self.speaker.offer(self.narrator.answer(None))
             return
         self.analyses += 1
         self.server.metrics.analyses += 1
@@ -275,3 +343,184 @@ class Session:
         if observation.latency_ms is None:
             observation.latency_ms = round((time.monotonic() - started) * 1000)
         await self.send(observation)
+        self.speak_observation(observation, frame_time, question=request.question is not None)
+
+    def _hazard_now(self, hazard: HazardInfo, frame_time: float) -> None:
+        """A hazard streamed out of the model before its answer finished."""
+        self.speaker.offer(
+            self.narrator.hazard(hazard, frame_time=frame_time, now=time.monotonic())
+        )
+
+    def speak_observation(self, obs: ObservationMsg, frame_time: float, *, question: bool) -> None:
+        """Hand an observation to the narrator and wake the speaker."""
+        queued = self.narrator.observe(
+            obs, frame_time=frame_time, now=time.monotonic(), question=question
+        )
+        for u in queued:
+            self.speaker.offer(u)
+        self.speaker.wake()
+
+    # --- audio in ----------------------------------------------------------
+
+    async def _on_audio_start(self, start: AudioStart) -> None:
+        if not self.is_user:
+            await self.send_error(ErrorCode.FORBIDDEN, "caregiver sessions cannot send audio")
+            return
+        self._audio_error_sent = False
+        asr = self.server.asr_if_ready()
+        if asr is not None and self.listener is None:
+            self.listener = Listener(
+                asr, max_ms=self.server.config.max_audio_ms, endpoint_silence_ms=700
+            )
+        if self.listener is None:
+            await self.send_error(
+                ErrorCode.CAPABILITY_UNAVAILABLE,
+                self.server.capabilities().reasons.get("speech_in", "speech input is unavailable")
+                + "; type the question instead",
+                ref=start.id,
+            )
+            self._audio_error_sent = True
+            return
+        self._interrupt()  # the user is talking: stop talking over them
+        try:
+            self.listener.start(start)
+        except ListenError as exc:
+            await self.send_error(exc.code, str(exc), ref=start.id)
+
+    async def _on_audio_chunk(self, chunk: AudioChunk) -> None:
+        if len(chunk.payload) > MAX_AUDIO_CHUNK_BYTES:
+            await self.send_error(
+                ErrorCode.TOO_LARGE,
+                f"audio chunk over {MAX_AUDIO_CHUNK_BYTES} bytes; send 20-100 ms chunks",
+            )
+            return
+        if self.listener is None:
+            if not self._audio_error_sent:
+                await self.send_error(
+                    ErrorCode.UNEXPECTED_MESSAGE, "audio-chunk without audio-start"
+                )
+                self._audio_error_sent = True
+            return
+        try:
+            self.listener.feed(chunk)
+        except ListenError as exc:
+            if not self._audio_error_sent:
+                await self.send_error(exc.code, str(exc))
+                self._audio_error_sent = True
+            return
+        if self.listener.overflowed:
+            await self.send_error(
+                ErrorCode.AUDIO_TOO_LONG,
+                f"utterance longer than {self.server.config.max_audio_ms} ms; "
+                "transcribing what arrived",
+            )
+            await self._transcribe(None)
+        elif await self.listener.heard_end():
+            await self._transcribe(None)
+
+    async def _on_audio_stop(self, stop: AudioStop) -> None:
+        if self.listener is None or self.listener.utterance is None:
+            if not self._audio_error_sent:
+                await self.send_error(
+                    ErrorCode.UNEXPECTED_MESSAGE, "audio-stop without audio-start", ref=stop.id
+                )
+            return
+        await self._transcribe(stop.id)
+
+    async def _transcribe(self, ref: str | None) -> None:
+        assert self.listener is not None
+        try:
+            transcript = await self.listener.finish(language=self.settings.language)
+        except ListenError:
+            return
+        except Exception as exc:
+            log.warning("session %s: transcription failed: %s", self.id, type(exc).__name__)
+            await self.send_error(ErrorCode.MODEL_FAILED, "speech recognition failed", ref=ref)
+            return
+        if transcript is None:
+            await self.send(TranscriptMsg(text="", final=True, id=ref))
+            self.speaker.offer(self.narrator.notice("not_heard"))
+            return
+        await self.send(
+            TranscriptMsg(
+                text=transcript.text,
+                language=transcript.language,
+                confidence=transcript.confidence,
+                audio_ms=round(transcript.audio_ms),
+                id=ref,
+            )
+        )
+        await self._on_question(Question(text=transcript.text, id=ref))
+
+    # --- settings ----------------------------------------------------------
+
+    def _target_user(self, named: str | None) -> str | None:
+        if named is None:
+            return self.account.name if self.is_user else None
+        return named
+
+    async def _on_settings_get(self, msg: SettingsGet) -> None:
+        user = self._target_user(msg.user)
+        if user is None:
+            await self.send_error(ErrorCode.BAD_MESSAGE, "name the user", ref=msg.id)
+            return
+        if not await self._may_manage(user, msg.id):
+            return
+        values = self.server.settings_store.get(user).to_dict()
+        await self.send(Settings(user=user, values=values, id=msg.id))
+
+    async def _on_settings_update(self, msg: SettingsUpdate) -> None:
+        if self.is_user:
+            await self.send_error(
+                ErrorCode.FORBIDDEN, "only a caregiver can change settings", ref=msg.id
+            )
+            return
+        user = self._target_user(msg.user)
+        if user is None:
+            await self.send_error(ErrorCode.BAD_MESSAGE, "name the user", ref=msg.id)
+            return
+        if not await self._may_manage(user, msg.id):
+            return
+        try:
+            new = self.server.settings_store.update(user, msg.values, changed_by=self.account.name)
+        except InvalidSettings as exc:
+            await self.send_error(ErrorCode.INVALID_SETTINGS, str(exc), ref=msg.id)
+            return
+        log.info(
+            "settings of %s changed by %s: %s",
+            user,
+            self.account.name,
+            ", ".join(sorted(msg.values)),
+        )
+        await self.send(Settings(user=user, values=new.to_dict(), id=msg.id))
+        await self.server.settings_changed(user, new)
+
+    async def _may_manage(self, user: str, ref: str | None) -> bool:
+        try:
+            self.server.store.get(user)
+        except Exception:
+            await self.send_error(ErrorCode.UNKNOWN_USER, f"no user named {user[:64]!r}", ref=ref)
+            return False
+        if not self.server.store.may_manage(self.account, user):
+            await self.send_error(
+                ErrorCode.FORBIDDEN, f"{self.account.name} may not manage {user[:64]!r}", ref=ref
+            )
+            return False
+        return True
+
+    async def apply_settings(self, settings: UserSettings) -> None:
+        """A caregiver changed this user's settings: use them from now on."""
+        self.settings = settings
+        self.narrator.settings = settings
+        self.detector.options = self._detector_options()
+        await self.send(Settings(user=self.account.name, values=settings.to_dict()))
+
+    def _detector_options(self) -> ChangeOptions:
+        s = self.settings
+        return ChangeOptions(heartbeat_s=None if s.quiet else s.heartbeat_s)
+
+    def _voice(self) -> VoiceOptions:
+        s = self.settings
+        return VoiceOptions(
+            language=s.language, voice=s.voice, rate_wpm=s.speech_rate, volume=s.volume
+        )

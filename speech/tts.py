@@ -32,7 +32,7 @@ from speech.errors import SpeechUnavailable
 log = logging.getLogger("seealoud.tts")
 
 ESPEAK_RATE = 22_050
-_SENTENCE = re.compile(r"(?<=[.!?;。！？；])\s*")  # noqa: RUF001 (Chinese punctuation)
+_SENTENCE = re.compile(r"(?<=[.!?;。！？；])\s*")
 
 VOICES = {
     "en": "gmw/en",

@@ -1,0 +1,102 @@
+"""Speech out for one session: the narrator's queue turned into ``speech-*`` messages.
+
+One task per session takes the narrator's next utterance, sends
+``speech-start`` (with the text, so the client can show it and screen readers
+can read it), streams the synthesiser's PCM as ``speech-chunk`` and ends with
+``speech-stop``. Barge-in: ``cut()`` cancels the utterance being spoken; the
+client is told to flush its playback (``interrupt``) and gets
+``speech-stop`` with reason ``interrupted``. Without a synthesiser the text
+still goes out (start and stop, no chunks); ``tts`` is asked each time, so
+speech starts as soon as the synthesiser finishes loading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+
+from protocol import Interrupt, Message, SpeechChunk, SpeechStart, SpeechStop
+from server.narrator import Narrator, Utterance
+from speech.tts import SpeechSynthesizer, VoiceOptions
+
+log = logging.getLogger("seealoud.speaker")
+
+
+class Speaker:
+    """Speaks one session's utterances in order, one at a time."""
+
+    def __init__(
+        self,
+        *,
+        narrator: Narrator,
+        send: Callable[[Message], Awaitable[None]],
+        tts: Callable[[], SpeechSynthesizer | None],
+        voice: Callable[[], VoiceOptions],
+        rate: int,
+    ) -> None:
+        self.narrator = narrator
+        self._send = send
+        self.tts = tts
+        self._voice = voice
+        self.rate = rate
+        self.current: Utterance | None = None
+        self._cancel: threading.Event | None = None
+        self._wake = asyncio.Event()
+        self.first_chunk_at: dict[str, float] = {}
+        """When each utterance's first audio chunk was sent (monotonic), for benchmarks."""
+        self.stopped_at: dict[str, float] = {}
+
+    def wake(self) -> None:
+        """Something was queued: look at the narrator again."""
+        self._wake.set()
+
+    def offer(self, utterance: Utterance | None) -> None:
+        """An utterance was queued; a hazard cuts a lower-lane one short."""
+        if utterance is None:
+            return
+        if self.current is not None and self.narrator.preempts(utterance, self.current):
+            self.cut()
+        self.wake()
+
+    def cut(self) -> None:
+        """Stop the utterance being spoken (its stop message follows from ``run``)."""
+        if self._cancel is not None:
+            self._cancel.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while (utterance := self.narrator.next(time.monotonic())) is not None:
+                await self._speak(utterance)
+
+    async def _speak(self, u: Utterance) -> None:
+        cancel = threading.Event()
+        self.current, self._cancel = u, cancel
+        try:
+            await self._send(
+                SpeechStart(utterance=u.id, priority=u.lane.wire, text=u.text, rate=self.rate)
+            )
+            seq = 0
+            tts = self.tts()
+            if tts is not None:
+                async for chunk in tts.stream(
+                    u.text, voice=self._voice(), cancel=cancel, priority=int(u.lane)
+                ):
+                    if seq == 0:
+                        self.first_chunk_at[u.id] = time.monotonic()
+                    await self._send(
+                        SpeechChunk(utterance=u.id, seq=seq, rate=self.rate, payload=chunk)
+                    )
+                    seq += 1
+            if cancel.is_set():
+                await self._send(Interrupt(reason="barge-in"))
+                await self._send(SpeechStop(utterance=u.id, reason="interrupted"))
+            else:
+                await self._send(SpeechStop(utterance=u.id, reason="done"))
+            self.stopped_at[u.id] = time.monotonic()
+        finally:
+            self.current, self._cancel = None, None

@@ -193,6 +193,14 @@ class SeeAloudServer:
     def asr_if_ready(self) -> SpeechRecognizer | None:
         return self.asr.ready_model() if self.asr else None
 
+    async def settings_store_update(
+        self, user: str, values: dict[str, object], *, changed_by: str = "operator"
+    ) -> UserSettings:
+        """Change a user's settings from the server side (CLI, tests) and apply them live."""
+        new = self.settings_store.update(user, values, changed_by=changed_by)
+        await self.settings_changed(user, new)
+        return new
+
     async def settings_changed(self, user: str, settings: UserSettings) -> None:
         """Apply a user's new settings to their running sessions at once."""
         for session in list(self.sessions.values()):

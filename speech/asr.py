@@ -99,7 +99,9 @@ class SpeechRecognizer:
         return f"faster-whisper:{self.options.model}"
 
     def load(self) -> None:
-        """Load the model (blocking). Raises ``SpeechUnavailable`` with the fix."""
+        """Load the model (blocking; once). Raises ``SpeechUnavailable`` with the fix."""
+        if self._model is not None:
+            return
         try:
             from faster_whisper import WhisperModel
             from faster_whisper.vad import get_speech_timestamps

@@ -92,27 +92,25 @@ class _Job:
     seq: int
     text: str = field(compare=False)
     voice: VoiceOptions = field(compare=False)
+    output: TtsOptions = field(compare=False)
     cancel: threading.Event = field(compare=False)
     deliver: Callable[[bytes | None], None] = field(compare=False)
 
 
 class SpeechSynthesizer:
-    """The one place espeak-ng runs; see the module docstring."""
+    """Streams speech for any number of sessions; see the module docstring.
+
+    Every instance in a process shares one espeak-ng thread (espeak-ng allows
+    one synthesis at a time per process); instances differ only in output format.
+    """
 
     def __init__(self, options: TtsOptions | None = None) -> None:
         self.options = options or TtsOptions()
-        self._jobs: queue.PriorityQueue[_Job] = queue.PriorityQueue()
-        self._seq = itertools.count()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="tts-espeak", daemon=True)
-        self._thread.start()
+        self._worker = _EspeakWorker.get()
 
     def load(self) -> None:
         """Wait until espeak-ng is initialised (blocking); raise if it cannot be."""
-        self._ready.wait()
-        if self._error is not None:
-            raise SpeechUnavailable(str(self._error)) from self._error
+        self._worker.wait_ready()
 
     async def stream(
         self,
@@ -128,11 +126,12 @@ class SpeechSynthesizer:
         cancel = cancel or threading.Event()
 
         def deliver(chunk: bytes | None) -> None:
-            loop.call_soon_threadsafe(out.put_nowait, chunk)
+            try:
+                loop.call_soon_threadsafe(out.put_nowait, chunk)
+            except RuntimeError:  # the caller's event loop has closed; nobody listens
+                cancel.set()
 
-        self._jobs.put(
-            _Job(priority, next(self._seq), text, voice or VoiceOptions(), cancel, deliver)
-        )
+        self._worker.submit(text, voice or VoiceOptions(), self.options, cancel, deliver, priority)
         try:
             while True:
                 chunk = await out.get()
@@ -147,7 +146,43 @@ class SpeechSynthesizer:
         """All of ``text`` as one PCM16 buffer (tests, benchmarks)."""
         return b"".join([c async for c in self.stream(text, voice=voice)])
 
-    # --- the espeak thread ----------------------------------------------------
+
+class _EspeakWorker:
+    """The process's one espeak-ng thread and its priority queue."""
+
+    _instance: _EspeakWorker | None = None
+    _instance_lock = threading.Lock()
+
+    @classmethod
+    def get(cls) -> _EspeakWorker:
+        with cls._instance_lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def __init__(self) -> None:
+        self._jobs: queue.PriorityQueue[_Job] = queue.PriorityQueue()
+        self._seq = itertools.count()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="tts-espeak", daemon=True)
+        self._thread.start()
+
+    def wait_ready(self) -> None:
+        self._ready.wait()
+        if self._error is not None:
+            raise SpeechUnavailable(str(self._error)) from self._error
+
+    def submit(
+        self,
+        text: str,
+        voice: VoiceOptions,
+        output: TtsOptions,
+        cancel: threading.Event,
+        deliver: Callable[[bytes | None], None],
+        priority: int,
+    ) -> None:
+        self._jobs.put(_Job(priority, next(self._seq), text, voice, output, cancel, deliver))
 
     def _run(self) -> None:
         try:
@@ -155,7 +190,8 @@ class SpeechSynthesizer:
         except BaseException as exc:
             self._error = exc
             self._ready.set()
-            return
+            while True:  # answer every job at once: no audio
+                self._jobs.get().deliver(None)
         self._ready.set()
         state: dict[str, Any] = {"job": None, "buf": []}
 
@@ -182,14 +218,16 @@ class SpeechSynthesizer:
                 state["job"] = None
                 job.deliver(None)
 
-    def _speak(self, espeak: Any, engine: Any, job: _Job, state: dict[str, Any]) -> None:
+    @staticmethod
+    def _speak(espeak: Any, engine: Any, job: _Job, state: dict[str, Any]) -> None:
         # pyttsx3's Engine.setProperty only queues the change for its own run loop, which
         # we do not use (it would play or write files); its espeak driver applies it now.
         driver = engine.proxy._driver
         driver.setProperty("voice", job.voice.espeak_voice())
         driver.setProperty("rate", int(job.voice.rate_wpm))
         driver.setProperty("volume", float(job.voice.volume))
-        step = self.options.rate * self.options.chunk_ms // 1000 * 2
+        rate = job.output.rate
+        step = rate * job.output.chunk_ms // 1000 * 2
         for sentence in split_sentences(job.text):
             if job.cancel.is_set():
                 return
@@ -199,7 +237,7 @@ class SpeechSynthesizer:
             if job.cancel.is_set():
                 return
             raw = b"".join(state["buf"])
-            pcm = float_to_pcm16(resample(pcm16_to_float(raw), ESPEAK_RATE, self.options.rate))
+            pcm = float_to_pcm16(resample(pcm16_to_float(raw), ESPEAK_RATE, rate))
             for offset in range(0, len(pcm), step):
                 job.deliver(pcm[offset : offset + step])
 

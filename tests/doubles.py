@@ -63,3 +63,26 @@ class BuggyAnalyzerDouble:
 
     async def analyze(self, request: AnalysisRequest) -> ObservationMsg | None:
         return "not an observation"  # type: ignore[return-value]
+
+
+class ScriptedAnalyzerDouble:
+    """Test double: returns the given observations, in order, each after the given delay
+    (a stand-in for model time), and records the requests. The last one repeats."""
+
+    name = "scripted-double"
+
+    def __init__(self, script: list[tuple[ObservationMsg | None, float]]) -> None:
+        self.script = list(script)
+        self.requests: list[AnalysisRequest] = []
+
+    async def analyze(self, request: AnalysisRequest) -> ObservationMsg | None:
+        self.requests.append(request)
+        template, delay = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if delay:
+            await asyncio.sleep(delay)  # simulated model latency, not synchronisation
+        if template is None:
+            return None
+        obs = ObservationMsg(**{**vars(template), "id": None})
+        obs.frame_seq = request.frame.frame.seq
+        obs.reason = request.reason
+        return obs

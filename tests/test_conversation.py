@@ -1,0 +1,290 @@
+"""Whole sessions over real sockets with a scripted vision double: what is said, in which
+order, what is interrupted, dropped as stale or deduplicated, per verbosity and settings."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+import protocol as p
+from protocol import ErrorCode, HazardInfo, ObservationMsg, decode, encode
+from speech.tts import SpeechSynthesizer
+from tests.conftest import Accounts, ServerFactory, jpeg_bytes, ws_url
+from tests.doubles import ScriptedAnalyzerDouble
+
+T = TypeVar("T")
+
+CHAIR = HazardInfo(label="chair", direction="ahead", distance_m=1.0, urgency="high")
+LONG_SCENE = " ".join(f"Part {n} of a long description of a busy square." for n in range(12))
+
+
+class Phone:
+    """A test client that records everything the server says."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.seen: list[tuple[float, p.Message]] = []
+        self._new = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+        self.seq = 0
+
+    @classmethod
+    async def open(cls, server_url: str, token: str) -> Phone:
+        ws = await connect(server_url, max_size=None)
+        await ws.send(encode(p.Hello(protocol=1, token=token)))
+        ready = decode(await ws.recv())
+        assert isinstance(ready, p.Ready), ready
+        return cls(ws)
+
+    async def _read(self) -> None:
+        async for raw in self.ws:
+            self.seen.append((time.monotonic(), decode(raw)))
+            self._new.set()
+
+    async def send(self, msg: p.Message) -> None:
+        await self.ws.send(encode(msg))
+
+    async def frame(self, colour: tuple[int, int, int] = (90, 120, 200)) -> int:
+        seq = self.seq
+        self.seq += 1
+        await self.send(
+            p.CameraFrame(
+                seq=seq,
+                ts=int(time.time() * 1000),
+                width=64,
+                height=48,
+                payload=jpeg_bytes(colour=colour),
+            )
+        )
+        return seq
+
+    async def wait_for(self, pred: Callable[[p.Message], bool], timeout: float = 10) -> p.Message:
+        deadline = time.monotonic() + timeout
+        index = 0
+        while True:
+            while index < len(self.seen):
+                msg = self.seen[index][1]
+                index += 1
+                if pred(msg):
+                    return msg
+            self._new.clear()
+            await asyncio.wait_for(self._new.wait(), max(0.01, deadline - time.monotonic()))
+
+    def of(self, cls: type[T]) -> list[T]:
+        return [m for _, m in self.seen if isinstance(m, cls)]
+
+    def spoken(self) -> list[tuple[str, str]]:
+        return [(m.priority, m.text) for m in self.of(p.SpeechStart)]
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+
+def observation(
+    *hazards: HazardInfo, signs: list[str] | None = None, scene: str = "", answer: str | None = None
+) -> ObservationMsg:
+    return ObservationMsg(hazards=list(hazards), signs=signs or [], scene=scene, answer=answer)
+
+
+def stopped(utterance: str) -> Callable[[p.Message], bool]:
+    return lambda m: isinstance(m, p.SpeechStop) and m.utterance == utterance
+
+
+async def test_order_of_speech_and_question_skips_the_detector(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    vision = ScriptedAnalyzerDouble(
+        [
+            (observation(CHAIR, signs=["EXIT"], scene="A hallway."), 0.0),
+            (observation(CHAIR, signs=["EXIT"], answer="Yes, the door is open."), 0.0),
+        ]
+    )
+    server = await make_server(vision)
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    await phone.frame()
+    await phone.wait_for(lambda m: isinstance(m, p.SpeechStop))
+    await phone.wait_for(lambda m: isinstance(m, p.SpeechStart) and m.priority == "sign")
+    for _ in range(3):
+        await phone.frame()  # the same view: the detector does not fire
+    await phone.send(p.Question(text="Is the door open?", id="q1"))
+    answer = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart) and m.priority == "answer")
+    assert answer.text == "Yes, the door is open."  # type: ignore[attr-defined]
+    assert [r.reason for r in vision.requests] == ["first-frame", "question"]
+    assert vision.requests[1].frame.frame.seq == 3  # the newest frame
+    assert phone.spoken() == [
+        ("hazard", "Chair, one metre, ahead."),
+        ("sign", "Sign: EXIT"),
+        ("answer", "Yes, the door is open."),
+    ]  # chair and EXIT not repeated
+    await phone.close()
+
+
+async def test_stale_warning_is_dropped_and_counted(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    vision = ScriptedAnalyzerDouble([(observation(CHAIR), 0.6)])  # the model takes 600 ms
+    server = await make_server(vision, frame_age_budget_ms=300)
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    await phone.frame()
+    obs = await phone.wait_for(lambda m: isinstance(m, p.ObservationMsg))
+    assert obs.hazards  # type: ignore[attr-defined]  # the client still sees the observation
+    session = next(iter(server.sessions.values()))
+    await phone.send(p.Ping(t=1))
+    await phone.wait_for(lambda m: isinstance(m, p.Pong))
+    assert session.narrator.stats.stale_dropped == 1 and phone.spoken() == []
+    await phone.close()
+
+
+async def test_user_interrupt_stops_speech_at_once(
+    make_server: ServerFactory, accounts: Accounts, tts_model: SpeechSynthesizer
+) -> None:
+    vision = ScriptedAnalyzerDouble([(observation(scene=LONG_SCENE), 0.0)])
+    server = await make_server(vision, tts=tts_model)
+    await server.settings_store_update("alice", {"verbosity": "detailed"})
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    await phone.frame()
+    start = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart))
+    await phone.wait_for(lambda m: isinstance(m, p.SpeechChunk))
+    await phone.send(p.Interrupt(id="i1"))
+    ack = await phone.wait_for(lambda m: isinstance(m, p.Interrupt) and m.id == "i1")
+    stop = await phone.wait_for(stopped(start.utterance))  # type: ignore[attr-defined]
+    assert stop.reason == "interrupted" and ack is not None  # type: ignore[attr-defined]
+    chunks = phone.of(p.SpeechChunk)
+    # A 12-sentence description is about 30 s of audio; only the start was sent.
+    assert sum(len(c.payload) for c in chunks) < 32_000 * 10
+    await phone.close()
+
+
+async def test_hazard_interrupts_a_description(
+    make_server: ServerFactory, accounts: Accounts, tts_model: SpeechSynthesizer
+) -> None:
+    vision = ScriptedAnalyzerDouble(
+        [(observation(scene=LONG_SCENE), 0.0), (observation(CHAIR), 0.0)]
+    )
+    server = await make_server(vision, tts=tts_model)
+    await server.settings_store_update("alice", {"verbosity": "detailed"})
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    await phone.frame((200, 200, 200))
+    scene = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart) and m.priority == "scene")
+    await phone.wait_for(lambda m: isinstance(m, p.SpeechChunk))
+    await phone.send(p.Question(text="anything ahead?"))  # the next look finds the chair
+    hazard = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart) and m.priority == "hazard")
+    kinds = [type(m).__name__ for _, m in phone.seen]
+    cut = phone.of(p.SpeechStop)[0]
+    assert cut.utterance == scene.utterance and cut.reason == "interrupted"  # type: ignore
+    flush = kinds.index("Interrupt")
+    assert flush < kinds.index("SpeechStop") < len(kinds) - 1
+    assert hazard.text == "Chair, one metre, ahead."  # type: ignore[attr-defined]
+    await phone.wait_for(lambda m: isinstance(m, p.SpeechChunk) and m.utterance == hazard.utterance)  # type: ignore
+    await phone.close()
+
+
+@pytest.mark.parametrize(
+    ("verbosity", "expected"),
+    [
+        ("hazards-only", ["hazard"]),
+        ("standard", ["hazard", "sign"]),
+        ("detailed", ["hazard", "sign", "scene"]),
+    ],
+)
+async def test_verbosity_levels(
+    make_server: ServerFactory, accounts: Accounts, verbosity: str, expected: list[str]
+) -> None:
+    vision = ScriptedAnalyzerDouble([(observation(CHAIR, signs=["EXIT"], scene="A hall."), 0.0)])
+    server = await make_server(vision)
+    await server.settings_store_update("alice", {"verbosity": verbosity})
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    await phone.frame()
+    await phone.wait_for(lambda m: isinstance(m, p.ObservationMsg))
+    await phone.send(p.Ping(t=1))
+    await phone.wait_for(lambda m: isinstance(m, p.Pong))
+    await asyncio.wait_for(_until(lambda: len(phone.of(p.SpeechStop)) == len(expected)), 5)
+    assert [prio for prio, _ in phone.spoken()] == expected
+    await phone.close()
+
+
+async def test_empty_answer_says_not_sure(make_server: ServerFactory, accounts: Accounts) -> None:
+    vision = ScriptedAnalyzerDouble([(observation(), 0.0)])
+    server = await make_server(vision)
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    await phone.frame()
+    await phone.send(p.Question(text="What does the sign say?"))
+    said = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart))
+    assert said.text == "I'm not sure." and said.priority == "answer"  # type: ignore
+    await phone.close()
+
+
+async def test_caregiver_changes_settings_live(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    vision = ScriptedAnalyzerDouble(
+        [
+            (observation(CHAIR, signs=["EXIT"]), 0.0),
+            (observation(HazardInfo(label="bin", direction="left"), signs=["BUS STOP"]), 0.0),
+        ]
+    )
+    server = await make_server(vision)
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    carer = await Phone.open(ws_url(server), accounts.caregiver_token)
+    await phone.frame()
+    await phone.wait_for(lambda m: isinstance(m, p.SpeechStart) and m.priority == "sign")
+
+    await carer.send(p.SettingsGet(user="alice", id="g"))
+    current = await carer.wait_for(lambda m: isinstance(m, p.Settings) and m.id == "g")
+    assert current.values["verbosity"] == "standard"  # type: ignore[attr-defined]
+    await carer.send(
+        p.SettingsUpdate(
+            user="alice", values={"verbosity": "hazards-only", "speech_rate": 150}, id="u"
+        )
+    )
+    updated = await carer.wait_for(lambda m: isinstance(m, p.Settings) and m.id == "u")
+    assert updated.values["verbosity"] == "hazards-only"  # type: ignore[attr-defined]
+    pushed = await phone.wait_for(lambda m: isinstance(m, p.Settings))
+    assert pushed.values["speech_rate"] == 150  # type: ignore[attr-defined]
+
+    await phone.send(p.Question(text="What now?"))  # the next observation: bin and BUS STOP
+    await phone.wait_for(lambda m: isinstance(m, p.SpeechStart) and m.text.startswith("Bin"))
+    await phone.wait_for(
+        lambda m: (
+            isinstance(m, p.SpeechStop) and m.utterance == phone.of(p.SpeechStart)[-1].utterance
+        )
+    )
+    assert "Sign: BUS STOP" not in [t for _, t in phone.spoken()]
+
+    # Invalid values change nothing; only assigned users; users cannot change settings.
+    await carer.send(
+        p.SettingsUpdate(user="alice", values={"verbosity": "chatty", "speech_rate": 200}, id="bad")
+    )
+    bad = await carer.wait_for(lambda m: isinstance(m, p.Error) and m.ref == "bad")
+    assert bad.code == ErrorCode.INVALID_SETTINGS and "verbosity" in bad.message  # type: ignore
+    assert server.settings_store.get("alice").speech_rate == 150
+    await carer.send(p.SettingsUpdate(user="bob", values={"quiet": True}, id="bob"))
+    assert (
+        await carer.wait_for(lambda m: isinstance(m, p.Error) and m.ref == "bob")
+    ).code == ErrorCode.FORBIDDEN  # type: ignore[attr-defined]
+    await carer.send(p.SettingsGet(user="nobody", id="nobody"))
+    assert (
+        await carer.wait_for(lambda m: isinstance(m, p.Error) and m.ref == "nobody")
+    ).code == ErrorCode.UNKNOWN_USER  # type: ignore[attr-defined]
+    await phone.send(p.SettingsUpdate(values={"quiet": True}, id="self"))
+    assert (
+        await phone.wait_for(lambda m: isinstance(m, p.Error) and m.ref == "self")
+    ).code == ErrorCode.FORBIDDEN  # type: ignore[attr-defined]
+    history = server.settings_store.history("alice")
+    assert {(c.key, c.old, c.new, c.changed_by) for c in history} == {
+        ("verbosity", "standard", "hazards-only", "carol"),
+        ("speech_rate", 175, 150, "carol"),
+    }
+    await phone.close()
+    await carer.close()
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    while not predicate():
+        await asyncio.sleep(0.01)  # polling recorded messages, bounded by wait_for

@@ -128,6 +128,7 @@ class SeeAloudServer:
         for service in (self.tts, self.asr):
             if service is not None:
                 self._background.append(asyncio.create_task(service.load()))
+        self._background.append(asyncio.create_task(self._watch_settings(), name="settings"))
 
     @property
     def scheme(self) -> str:
@@ -192,6 +193,19 @@ class SeeAloudServer:
 
     def asr_if_ready(self) -> SpeechRecognizer | None:
         return self.asr.ready_model() if self.asr else None
+
+    async def _watch_settings(self, every_s: float = 1.0) -> None:
+        """Apply settings changed by another process (``seealoud settings set``) within a
+        second: the audit log's newest id is polled, a few microseconds of SQLite."""
+        seen = self.settings_store.last_change_id()
+        while True:
+            await asyncio.sleep(every_s)  # polling interval
+            latest = self.settings_store.last_change_id()
+            if latest == seen:
+                continue
+            for user in self.settings_store.users_changed_since(seen):
+                await self.settings_changed(user, self.settings_store.get(user))
+            seen = latest
 
     async def settings_store_update(
         self, user: str, values: dict[str, object], *, changed_by: str = "operator"

@@ -206,6 +206,19 @@ class SettingsStore:
             for r in rows
         ]
 
+    def last_change_id(self) -> int:
+        """Id of the newest audit entry (0 if none): cheap to poll for outside changes."""
+        with self._lock:
+            row = self._conn.execute("SELECT COALESCE(MAX(id), 0) FROM settings_log").fetchone()
+        return int(row[0])
+
+    def users_changed_since(self, change_id: int) -> list[str]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT DISTINCT user FROM settings_log WHERE id > ?", (change_id,)
+            ).fetchall()
+        return [r["user"] for r in rows]
+
     def _current(self, user: str) -> dict[str, Any]:
         rows = self._conn.execute(
             "SELECT key, value FROM settings WHERE user = ?", (user,)

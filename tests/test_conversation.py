@@ -288,3 +288,19 @@ async def test_caregiver_changes_settings_live(
 async def _until(predicate: Callable[[], bool]) -> None:
     while not predicate():
         await asyncio.sleep(0.01)  # polling recorded messages, bounded by wait_for
+
+
+async def test_settings_changed_by_the_cli_reach_the_running_session(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    from server.settings import SettingsStore
+
+    server = await make_server(ScriptedAnalyzerDouble([(observation(), 0.0)]))
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    # Another process (the CLI) writes to the same database file.
+    other = SettingsStore(accounts.store.connection)
+    other.update("alice", {"language": "zh"}, changed_by="cli:root")
+    pushed = await phone.wait_for(lambda m: isinstance(m, p.Settings), timeout=5)
+    assert pushed.values["language"] == "zh"  # type: ignore[attr-defined]
+    assert next(iter(server.sessions.values())).settings.language == "zh"
+    await phone.close()

@@ -13,16 +13,19 @@ speech starts as soon as the synthesiser finishes loading.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from protocol import Interrupt, Message, SpeechChunk, SpeechStart, SpeechStop
 from server.narrator import Narrator, Utterance
 from speech.tts import SpeechSynthesizer, VoiceOptions
 
 log = logging.getLogger("seealoud.speaker")
+T = TypeVar("T")
 
 
 class Speaker:
@@ -45,8 +48,11 @@ class Speaker:
         self.current: Utterance | None = None
         self._cancel: threading.Event | None = None
         self._wake = asyncio.Event()
+        self._cut = asyncio.Event()
+        # The last few utterances and their timings (monotonic), for diagnostics and
+        # benchmarks; bounded so a long session does not grow.
+        self.spoken: dict[str, Utterance] = {}
         self.first_chunk_at: dict[str, float] = {}
-        """When each utterance's first audio chunk was sent (monotonic), for benchmarks."""
         self.stopped_at: dict[str, float] = {}
 
     def wake(self) -> None:
@@ -62,9 +68,10 @@ class Speaker:
         self.wake()
 
     def cut(self) -> None:
-        """Stop the utterance being spoken (its stop message follows from ``run``)."""
+        """Stop the utterance being spoken now (its stop message follows from ``run``)."""
         if self._cancel is not None:
             self._cancel.set()
+            self._cut.set()
 
     async def run(self) -> None:
         while True:
@@ -76,27 +83,56 @@ class Speaker:
     async def _speak(self, u: Utterance) -> None:
         cancel = threading.Event()
         self.current, self._cancel = u, cancel
+        self._cut.clear()
+        _remember(self.spoken, u.id, u)
         try:
             await self._send(
                 SpeechStart(utterance=u.id, priority=u.lane.wire, text=u.text, rate=self.rate)
             )
-            seq = 0
             tts = self.tts()
             if tts is not None:
-                async for chunk in tts.stream(
-                    u.text, voice=self._voice(), cancel=cancel, priority=int(u.lane)
-                ):
-                    if seq == 0:
-                        self.first_chunk_at[u.id] = time.monotonic()
-                    await self._send(
-                        SpeechChunk(utterance=u.id, seq=seq, rate=self.rate, payload=chunk)
-                    )
-                    seq += 1
+                await self._stream(
+                    u, tts.stream(u.text, voice=self._voice(), cancel=cancel, priority=int(u.lane))
+                )
             if cancel.is_set():
                 await self._send(Interrupt(reason="barge-in"))
                 await self._send(SpeechStop(utterance=u.id, reason="interrupted"))
             else:
                 await self._send(SpeechStop(utterance=u.id, reason="done"))
-            self.stopped_at[u.id] = time.monotonic()
+            _remember(self.stopped_at, u.id, time.monotonic())
         finally:
             self.current, self._cancel = None, None
+
+    async def _stream(self, u: Utterance, chunks: AsyncIterator[bytes]) -> None:
+        """Send chunks until the text is spoken or ``cut()`` is called, whichever is first:
+        a cut does not wait for the synthesiser to notice."""
+        cut = asyncio.ensure_future(self._cut.wait())
+        seq = 0
+        try:
+            while True:
+                step = asyncio.ensure_future(anext(chunks))
+                done, _ = await asyncio.wait({step, cut}, return_when=asyncio.FIRST_COMPLETED)
+                if step not in done:
+                    step.cancel()  # the generator's own cleanup cancels the synthesis
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await step
+                    return
+                try:
+                    chunk = step.result()
+                except StopAsyncIteration:
+                    return
+                if seq == 0:
+                    _remember(self.first_chunk_at, u.id, time.monotonic())
+                await self._send(
+                    SpeechChunk(utterance=u.id, seq=seq, rate=self.rate, payload=chunk)
+                )
+                seq += 1
+        finally:
+            cut.cancel()
+            await chunks.aclose()  # type: ignore[attr-defined]  # async generator
+
+
+def _remember(log: dict[str, T], key: str, value: T, keep: int = 256) -> None:
+    log[key] = value
+    while len(log) > keep:
+        del log[next(iter(log))]

@@ -93,6 +93,7 @@ class Ready(Message):
     limits: Limits
     capabilities: Capabilities
     resumed: bool = False
+    manages: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True, repr=False)
@@ -277,13 +278,25 @@ class SettingsGet(Message):
     user: str | None = None
 
 
+@dataclass(kw_only=True)
+class SettingsChangeInfo:
+    """One audited settings change: when (UTC ISO 8601), by whom, what."""
+
+    at: str
+    by: str
+    key: str
+    old: Any = None
+    new: Any = None
+
+
 @dataclass(kw_only=True, repr=False)
 class Settings(Message):
-    """Server -> client: a user's current settings."""
+    """Server -> client: a user's current settings (and, for caregivers, recent changes)."""
 
     _TYPE = "settings"
     user: str
     values: dict[str, Any] = field(default_factory=dict)
+    changes: list[SettingsChangeInfo] = field(default_factory=list)
 
 
 @dataclass(kw_only=True, repr=False)

@@ -15,10 +15,16 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 if command -v apt-get >/dev/null 2>&1; then
     need=()
-    # espeak-ng: the voice of pyttsx3. libgl1/libglib2.0-0: OpenCV's runtime libraries.
+    # espeak-ng: the voice of pyttsx3. libglib2.0-0: OpenCV's runtime library.
     for pkg in espeak-ng libespeak-ng1 libglib2.0-0; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
+    if [ "$profile" = test ]; then
+        # The browser end-to-end tests drive Debian's Chromium (no browser download).
+        for pkg in chromium chromium-driver; do
+            dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+        done
+    fi
     if [ "${#need[@]}" -gt 0 ]; then
         echo "installing system packages: ${need[*]}"
         sudo_if_needed apt-get update -q

@@ -20,6 +20,7 @@ import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -97,6 +98,13 @@ class SeeAloudServer:
             max_workers=os.cpu_count() or 2, thread_name_prefix="detector"
         )
         self._background: list[asyncio.Task[None]] = []
+        self.pages = load_pages()
+        if config.tls_cert is not None:
+            # The phone downloads this once to trust the laptop (public half only).
+            self.pages["/seealoud-ca.pem"] = (
+                config.tls_cert.read_bytes(),
+                "application/x-x509-ca-cert",
+            )
         self.analyzer: Analyzer | None = VisionAnalyzer(engine) if engine else analyzer
         self.metrics = ServerMetrics()
         self.sessions: dict[str, Session] = {}
@@ -233,7 +241,10 @@ class SeeAloudServer:
         if path == "/metrics":
             return _json_response(http.HTTPStatus.OK, self.metrics.snapshot())
         if path != WS_PATH:
-            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+            page = self.pages.get(path)
+            if page is None:
+                return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+            return _static_response(*page)
         origin = request.headers.get("Origin")
         if origin is not None and not self._origin_allowed(origin, request.headers.get("Host")):
             log.warning("refused websocket from origin %s", origin[:100])
@@ -354,6 +365,7 @@ class SeeAloudServer:
             user=account.name,
             role=account.role,
             resumed=resumed is not None,
+            manages=self.store.assigned_users(account.name) if account.role == "caregiver" else [],
             limits=Limits(
                 max_frame_bytes=self.config.max_frame_bytes,
                 max_message_bytes=self.config.max_message_bytes,
@@ -437,6 +449,57 @@ def _asdict(value: Any) -> Any:
     import dataclasses
 
     return dataclasses.asdict(value)
+
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "client-demo" / "web"
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+}
+_CSP = (
+    "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob: mediastream:; "
+    "img-src 'self' data: blob:; style-src 'self'; script-src 'self'; worker-src 'self'"
+)
+
+
+def load_pages() -> dict[str, tuple[bytes, str]]:
+    """The phone and caregiver pages and their assets, read once at start-up."""
+    try:
+        from importlib.resources import files
+
+        web = Path(str(files("seealoud_client") / "web"))
+    except (ImportError, ModuleNotFoundError):
+        web = WEB_DIR
+    if not web.is_dir():
+        web = WEB_DIR
+    pages: dict[str, tuple[bytes, str]] = {}
+    if not web.is_dir():
+        log.warning("web pages not found at %s; / and /caregiver will answer 404", web)
+        return pages
+    for file in web.iterdir():
+        if file.suffix in _TYPES:
+            pages[f"/static/{file.name}"] = (file.read_bytes(), _TYPES[file.suffix])
+    for route, name in (("/", "index.html"), ("/caregiver", "caregiver.html")):
+        if f"/static/{name}" in pages:
+            pages[route] = pages[f"/static/{name}"]
+    return pages
+
+
+def _static_response(body: bytes, content_type: str) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-cache"),
+            ("Content-Security-Policy", _CSP),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            ("Permissions-Policy", "camera=(self), microphone=(self)"),
+        ]
+    )
+    return Response(200, "OK", headers, body)
 
 
 def _json_response(status: http.HTTPStatus, body: dict[str, Any]) -> Response:

@@ -77,6 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     slog = ssub.add_parser("log", help="recent changes: who, when, old and new")
     slog.add_argument("user")
 
+    cert = sub.add_parser("cert", help="make a self-signed certificate for the LAN address")
+    cert.add_argument("--out", type=Path, help="folder (default: the data folder)")
+    cert.add_argument(
+        "--name",
+        action="append",
+        default=[],
+        help="extra host name or address to include (repeatable)",
+    )
+
     replay = sub.add_parser("replay", help="stream a video or image folder as a phone would")
     replay.add_argument("source", type=Path, help="video file, image or folder of images")
     replay.add_argument("--server", default="ws://127.0.0.1:8765/ws", help="websocket URL")
@@ -109,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
             return _replay(args)
         if args.command == "settings":
             return _settings(args)
+        if args.command == "cert":
+            return _cert(args)
     except (ConfigError, AuthError, InvalidSettings) as exc:
         print(f"seealoud: {exc}", file=sys.stderr)
         return 2
@@ -146,6 +157,25 @@ def _users(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cert(args: argparse.Namespace) -> int:
+    from server.cert import CertError, lan_addresses, make_certificate
+    from server.config import default_data_dir
+
+    try:
+        cert, key = make_certificate(args.out or default_data_dir(), names=args.name)
+    except CertError as exc:
+        print(f"seealoud: {exc}", file=sys.stderr)
+        return 1
+    address = lan_addresses()[0]
+    print(f"certificate: {cert}\nprivate key: {key} (keep it on this machine)\n")
+    print(f"serve with:  seealoud serve --tls-cert {cert} --tls-key {key}")
+    print(
+        f"on the phone: https://{address}:8765/  (install the certificate first: "
+        f"https://{address}:8765/seealoud-ca.pem; see the README)"
+    )
+    return 0
+
+
 def _settings(args: argparse.Namespace) -> int:
     config = _config(args)
     users = _store(config)
@@ -172,8 +202,7 @@ def _settings(args: argparse.Namespace) -> int:
             )
         )
         print(
-            "running sessions pick this up when a caregiver page or the phone reconnects; "
-            "use the caregiver page for changes that apply at once",
+            "a running server applies this to the user's sessions within a second",
             file=sys.stderr,
         )
     else:
@@ -194,6 +223,11 @@ def _serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         origins=args.origins,
         log_level=args.log_level,
+        vision_backend=args.vision_backend,
+        model=args.model,
+        vlm_url=args.vlm_url,
+        device=args.device,
+        quantization=args.quantization,
     )
     logging.basicConfig(
         level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -78,9 +78,18 @@ class Listener:
         finally:
             self._checking = False
 
-    async def finish(self, *, language: str) -> Transcript | None:
-        """End the utterance and transcribe it; ``None`` when nothing was said."""
+    async def finish(self, *, language: str, explicit: bool = True) -> Transcript | None:
+        """End the utterance and transcribe it; ``None`` when nothing was said.
+
+        ``explicit``: the client sent ``audio-stop``; otherwise VAD (or the length
+        limit) ended the utterance and, hands-free, listening goes on.
+        """
         u, self.utterance = self.utterance, None
         if u is None:
             raise ListenError("unexpected-message", "audio-stop without audio-start")
+        if self.mode == "hands-free" and not explicit:
+            # Hands-free keeps listening: the next utterance starts with the next chunk.
+            self.utterance = Utterance(
+                rate=u.rate, max_ms=self.max_ms, endpoint_silence_ms=self.endpoint_silence_ms
+            )
         return await self.asr.transcribe_async(u.samples(), language=language)

@@ -38,6 +38,7 @@ from protocol import (
     Question,
     Ready,
     Settings,
+    SettingsChangeInfo,
     SettingsGet,
     SettingsUpdate,
     TranscriptMsg,
@@ -409,14 +410,15 @@ class Session:
                 self._audio_error_sent = True
             return
         if self.listener.overflowed:
-            await self.send_error(
-                ErrorCode.AUDIO_TOO_LONG,
-                f"utterance longer than {self.server.config.max_audio_ms} ms; "
-                "transcribing what arrived",
-            )
-            await self._transcribe(None)
+            if self.listener.mode != "hands-free":
+                await self.send_error(
+                    ErrorCode.AUDIO_TOO_LONG,
+                    f"utterance longer than {self.server.config.max_audio_ms} ms; "
+                    "transcribing what arrived",
+                )
+            await self._transcribe(None, explicit=False)
         elif await self.listener.heard_end():
-            await self._transcribe(None)
+            await self._transcribe(None, explicit=False)
 
     async def _on_audio_stop(self, stop: AudioStop) -> None:
         if self.listener is None or self.listener.utterance is None:
@@ -427,10 +429,12 @@ class Session:
             return
         await self._transcribe(stop.id)
 
-    async def _transcribe(self, ref: str | None) -> None:
+    async def _transcribe(self, ref: str | None, *, explicit: bool = True) -> None:
         assert self.listener is not None
         try:
-            transcript = await self.listener.finish(language=self.settings.language)
+            transcript = await self.listener.finish(
+                language=self.settings.language, explicit=explicit
+            )
         except ListenError:
             return
         except Exception as exc:
@@ -438,8 +442,9 @@ class Session:
             await self.send_error(ErrorCode.MODEL_FAILED, "speech recognition failed", ref=ref)
             return
         if transcript is None:
-            await self.send(TranscriptMsg(text="", final=True, id=ref))
-            self.speaker.offer(self.narrator.notice("not_heard"))
+            if explicit:  # push-to-talk: the user waits for something
+                await self.send(TranscriptMsg(text="", final=True, id=ref))
+                self.speaker.offer(self.narrator.notice("not_heard"))
             return
         await self.send(
             TranscriptMsg(
@@ -467,7 +472,7 @@ class Session:
         if not await self._may_manage(user, msg.id):
             return
         values = self.server.settings_store.get(user).to_dict()
-        await self.send(Settings(user=user, values=values, id=msg.id))
+        await self.send(Settings(user=user, values=values, changes=self._changes(user), id=msg.id))
 
     async def _on_settings_update(self, msg: SettingsUpdate) -> None:
         if self.is_user:
@@ -492,8 +497,18 @@ class Session:
             self.account.name,
             ", ".join(sorted(msg.values)),
         )
-        await self.send(Settings(user=user, values=new.to_dict(), id=msg.id))
+        await self.send(
+            Settings(user=user, values=new.to_dict(), changes=self._changes(user), id=msg.id)
+        )
         await self.server.settings_changed(user, new)
+
+    def _changes(self, user: str) -> list[SettingsChangeInfo]:
+        if self.is_user:
+            return []
+        return [
+            SettingsChangeInfo(at=c.changed_at, by=c.changed_by, key=c.key, old=c.old, new=c.new)
+            for c in self.server.settings_store.history(user, limit=20)
+        ]
 
     async def _may_manage(self, user: str, ref: str | None) -> bool:
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -303,4 +303,29 @@ async def test_settings_changed_by_the_cli_reach_the_running_session(
     pushed = await phone.wait_for(lambda m: isinstance(m, p.Settings), timeout=5)
     assert pushed.values["language"] == "zh"  # type: ignore[attr-defined]
     assert next(iter(server.sessions.values())).settings.language == "zh"
+    await phone.close()
+
+
+async def test_hands_free_keeps_listening(
+    make_server: ServerFactory, accounts: Accounts, tts_model: SpeechSynthesizer, asr_model: Any
+) -> None:
+    vision = ScriptedAnalyzerDouble([(observation(answer="Yes."), 0.0)])
+    server = await make_server(vision, asr=asr_model)
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    await phone.frame()
+    first = await tts_model.synthesize("Is the door open?")
+    second = await tts_model.synthesize("Read the sign.")
+    silence = bytes(32_000)  # one second
+    await phone.send(p.AudioStart(rate=16_000, mode="hands-free"))
+    audio = silence + first + silence + second + silence
+    for n, offset in enumerate(range(0, len(audio), 640)):  # 20 ms chunks
+        await phone.send(
+            p.AudioChunk(seq=n, ts=0, rate=16_000, payload=audio[offset : offset + 640])
+        )
+    await phone.wait_for(
+        lambda m: isinstance(m, p.TranscriptMsg) and "sign" in m.text.lower(), timeout=30
+    )
+    heard = [t.text for t in phone.of(p.TranscriptMsg)]
+    assert len(heard) == 2 and "door" in heard[0].lower()  # two questions, no audio-stop
+    assert not [e for e in phone.of(p.Error)]
     await phone.close()

@@ -409,3 +409,51 @@ async def _first(ws: ClientConnection, cls: type[T], pred: Callable[[T], bool]) 
         msg = await recv(ws, timeout=60)
         if isinstance(msg, cls) and pred(msg):
             return msg
+
+
+async def test_pages_are_served_with_a_strict_policy(make_server: ServerFactory) -> None:
+    server = await make_server()
+    for path, kind in (
+        ("/", "text/html"),
+        ("/caregiver", "text/html"),
+        ("/static/phone.js", "text/javascript"),
+        ("/static/capture-worklet.js", "text/javascript"),
+    ):
+        headers, body = await asyncio.to_thread(_get_with_headers, server.port, path)
+        assert headers["Content-Type"].startswith(kind) and body
+        assert "default-src 'self'" in headers["Content-Security-Policy"]
+    status, _ = await asyncio.to_thread(http_get, server.port, "/static/../server/auth.py")
+    assert status == 404
+
+
+def _get_with_headers(port: int, path: str) -> tuple[dict[str, str], bytes]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        return dict(resp.headers), resp.read()
+
+
+async def test_caregiver_ready_lists_the_people_they_manage(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    server = await make_server()
+    _, ready = await open_session(ws_url(server), accounts.caregiver_token)
+    assert ready.role == "caregiver" and ready.manages == ["alice"]
+    _, user_ready = await open_session(ws_url(server), accounts.user_token)
+    assert user_ready.manages == []
+
+
+def test_self_signed_certificate_for_the_lan(tmp_path: Path) -> None:
+    pytest.importorskip("cryptography", reason="the tls extra is not installed")
+    import ssl
+
+    from cryptography import x509
+
+    from server.cli import main
+
+    assert main(["cert", "--out", str(tmp_path), "--name", "laptop.local"]) == 0
+    cert = x509.load_pem_x509_certificate((tmp_path / "cert.pem").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "laptop.local" in names.get_values_for_type(x509.DNSName)
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert (tmp_path / "key.pem").stat().st_mode & 0o077 == 0  # private key not readable by others
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")  # a usable pair

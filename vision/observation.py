@@ -284,6 +284,8 @@ def _short(value: object, *, limit: int = MAX_FIELD_CHARS) -> str:
 
 def _clean_prose(text: str) -> str:
     """Readable prose from free text, or "" when it looks like noise."""
+    if "\ufffd" in text or re.search(r"(.)\1{7,}", text):
+        return ""  # broken UTF-8 from the tokenizer, or a model stuck on one character
     text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C" or ch in "\n\t")
     text = " ".join(text.split())
     if not text:
@@ -292,6 +294,8 @@ def _clean_prose(text: str) -> str:
     if letters < 4 or letters / len(text) < 0.6:
         return ""
     words = re.findall(r"\w+", text)
+    if words and sum(len(w) for w in words) / len(words) > 14:
+        return ""  # no language has words this long on average
     cjk = sum(1 for ch in text if unicodedata.east_asian_width(ch) == "W")
     if cjk < 4 and (len(words) < 2 or len(set(w.lower() for w in words)) / len(words) < 0.5):
         return ""  # "cross cross cross": a model stuck in a loop

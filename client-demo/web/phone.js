@@ -1,0 +1,342 @@
+// The phone page: camera frames and microphone audio out, speech in. See protocol/README.md.
+import { PROTOCOL_VERSION, binaryMessage, decode, textMessage } from "./protocol.js";
+
+const params = new URLSearchParams(location.search);
+const settings = {
+  fps: Number(params.get("fps") || 5),
+  width: Number(params.get("width") || 640),
+  height: Number(params.get("height") || 480),
+  quality: Number(params.get("quality") || 0.7),
+};
+const HAZARD_VIBRATION = [200, 100, 200, 100, 400];
+
+const $ = (id) => document.getElementById(id);
+const statusEl = $("status");
+const said = $("said");
+
+// Exposed for tests and diagnostics: counts only, never media.
+const stats = (window.seealoud = {
+  framesSent: 0, chunksReceived: 0, buffersScheduled: 0, flushes: 0,
+  transcripts: [], utterances: [], state: "idle", playing: 0, audioChunksSent: 0,
+  settings: null,
+});
+
+let ws = null;
+let ready = null;
+let resumeToken = null;
+let backoff = 500;
+let cameraOn = true;
+let handsFree = false;
+let talking = false;
+let frameTimer = null;
+let seq = 0;
+let audioSeq = 0;
+let video = $("preview");
+let canvas = $("canvas");
+let micNode = null;
+let micStream = null;
+let audioCtx = null;
+let nextPlayTime = 0;
+const sources = new Set();
+let wakeLock = null;
+
+function token() {
+  const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromHash) {
+    localStorage.setItem("seealoud-token", fromHash);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return localStorage.getItem("seealoud-token");
+}
+
+function setStatus(text, state) {
+  statusEl.textContent = text;
+  statusEl.dataset.state = state;
+  stats.state = state;
+}
+
+function say(text, priority) {
+  const li = document.createElement("li");
+  li.textContent = text;
+  li.dataset.priority = priority;
+  said.prepend(li);
+  while (said.children.length > 30) said.lastChild.remove();
+}
+
+function send(msg) {
+  if (ws && ws.readyState === WebSocket.OPEN) ws.send(msg);
+}
+
+// --- connection --------------------------------------------------------------
+
+function connect() {
+  const t = token();
+  if (!t) {
+    $("login").hidden = false;
+    setStatus("Enter your token to connect", "down");
+    return;
+  }
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  ws = new WebSocket(`${scheme}://${location.host}/ws`);
+  ws.binaryType = "arraybuffer";
+  setStatus("Connecting…", "connecting");
+  ws.onopen = () => {
+    const hello = { protocol: PROTOCOL_VERSION, token: t, client: "seealoud-web/0.1",
+                    capabilities: ["speech-out", "vibrate"] };
+    if (resumeToken) hello.resume = resumeToken;
+    ws.send(textMessage("hello", hello));
+  };
+  ws.onmessage = (event) => onMessage(decode(event.data));
+  ws.onclose = (event) => {
+    stopFrames();
+    ready = null;
+    if (event.code === 1008) {
+      setStatus("The token was refused. Ask your caregiver for a new one.", "down");
+      localStorage.removeItem("seealoud-token");
+      $("login").hidden = false;
+      return;
+    }
+    setStatus(`Connection lost. Reconnecting in ${Math.round(backoff / 1000)} seconds.`, "down");
+    setTimeout(connect, backoff);
+    backoff = Math.min(backoff * 2, 15000);
+  };
+}
+
+function onMessage(msg) {
+  switch (msg.type) {
+    case "ready": {
+      ready = msg.data;
+      resumeToken = msg.data.resume;
+      backoff = 500;
+      const caps = msg.data.capabilities;
+      const missing = Object.entries(caps.reasons || {})
+        .filter(([k]) => k !== "text_reading").map(([, v]) => v);
+      setStatus(caps.vision ? "Connected. Watching." : "Connected. Vision is unavailable.", "live");
+      if (missing.length) say(missing.join(". "), "notice");
+      $("controls").hidden = false;
+      $("login").hidden = true;
+      startFrames();
+      requestWakeLock();
+      break;
+    }
+    case "speech-start":
+      stats.utterances.push({ id: msg.data.utterance, priority: msg.data.priority, text: msg.data.text });
+      say(msg.data.text, msg.data.priority);
+      if (msg.data.priority === "hazard" && navigator.vibrate) navigator.vibrate(HAZARD_VIBRATION);
+      break;
+    case "speech-chunk":
+      stats.chunksReceived += 1;
+      play(msg.payload, msg.data.rate);
+      break;
+    case "interrupt":
+      flush();
+      break;
+    case "transcript":
+      stats.transcripts.push(msg.data.text);
+      if (msg.data.text) say(`You asked: ${msg.data.text}`, "transcript");
+      break;
+    case "error":
+      if (msg.data.fatal) setStatus(msg.data.message, "down");
+      else if (msg.data.code === "capability-unavailable") say(msg.data.message, "notice");
+      break;
+    case "settings":
+      stats.settings = msg.data.values;
+      say("Your settings were updated.", "notice");
+      break;
+    case "bye":
+      setStatus("The server is restarting. Reconnecting…", "down");
+      break;
+    default:
+      break;
+  }
+}
+
+// --- camera --------------------------------------------------------------------
+
+async function startCamera() {
+  if (video.srcObject) return;
+  const stream = await navigator.mediaDevices.getUserMedia({
+    video: { facingMode: "environment", width: settings.width, height: settings.height },
+    audio: false,
+  });
+  video.srcObject = stream;
+  await video.play();
+}
+
+function startFrames() {
+  stopFrames();
+  if (!cameraOn || document.hidden || !ready) return;
+  startCamera().then(() => {
+    frameTimer = setInterval(sendFrame, 1000 / settings.fps);
+  }).catch((err) => say(`Camera unavailable: ${err.message}`, "notice"));
+}
+
+function stopFrames() {
+  if (frameTimer) clearInterval(frameTimer);
+  frameTimer = null;
+}
+
+function sendFrame() {
+  if (!ready || !ws || ws.readyState !== WebSocket.OPEN || video.readyState < 2) return;
+  if (ws.bufferedAmount > 256 * 1024) return; // the network is behind: skip, never queue
+  canvas.width = settings.width;
+  canvas.height = settings.height;
+  canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+  const ts = Date.now();
+  canvas.toBlob(async (blob) => {
+    if (!blob) return;
+    const bytes = new Uint8Array(await blob.arrayBuffer());
+    send(binaryMessage({ type: "camera-frame", seq: seq++, ts, width: canvas.width,
+                         height: canvas.height, format: "jpeg" }, bytes));
+    stats.framesSent += 1;
+  }, "image/jpeg", settings.quality);
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) stopFrames();
+  else { startFrames(); requestWakeLock(); }
+});
+
+// --- speech out ------------------------------------------------------------------
+
+function ensureAudio() {
+  if (!audioCtx) audioCtx = new AudioContext();
+  if (audioCtx.state === "suspended") audioCtx.resume();
+  return audioCtx;
+}
+
+function play(payload, rate) {
+  const ctx = ensureAudio();
+  const samples = new Int16Array(payload.buffer.slice(payload.byteOffset,
+                                                      payload.byteOffset + payload.byteLength));
+  const buffer = ctx.createBuffer(1, samples.length, rate);
+  const data = buffer.getChannelData(0);
+  for (let i = 0; i < samples.length; i++) data[i] = samples[i] / 32768;
+  const source = ctx.createBufferSource();
+  source.buffer = buffer;
+  source.connect(ctx.destination);
+  const start = Math.max(ctx.currentTime + 0.02, nextPlayTime);
+  source.start(start);
+  nextPlayTime = start + buffer.duration;
+  sources.add(source);
+  stats.buffersScheduled += 1;
+  stats.playing = sources.size;
+  source.onended = () => { sources.delete(source); stats.playing = sources.size; };
+}
+
+function flush() {
+  for (const s of sources) { try { s.stop(); } catch (_) { /* already stopped */ } }
+  sources.clear();
+  stats.playing = 0;
+  stats.flushes += 1;
+  if (audioCtx) nextPlayTime = audioCtx.currentTime;
+}
+
+// --- microphone -----------------------------------------------------------------
+
+async function startMic(mode) {
+  const ctx = ensureAudio();
+  flush();
+  send(textMessage("interrupt", { reason: "user-talking" }));
+  send(textMessage("audio-start", { rate: 16000, format: "pcm16", channels: 1, mode }));
+  talking = true; // chunks flow as soon as the microphone is up (the first time takes a moment)
+  if (!micNode) {
+    micStream = await navigator.mediaDevices.getUserMedia({
+      // The browser's voice processing is for calls; it smears speech for the recogniser.
+      // Playback is flushed before listening, so there is no echo to cancel.
+      audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false,
+               autoGainControl: false } });
+    await ctx.audioWorklet.addModule("/static/capture-worklet.js");
+    const source = ctx.createMediaStreamSource(micStream);
+    micNode = new AudioWorkletNode(ctx, "pcm-capture", { processorOptions: { rate: 16000 } });
+    micNode.port.onmessage = (event) => {
+      if (!talking) return;
+      send(binaryMessage({ type: "audio-chunk", seq: audioSeq++, ts: Date.now(), rate: 16000 },
+                         new Uint8Array(event.data)));
+      stats.audioChunksSent += 1;
+    };
+    source.connect(micNode);
+  }
+}
+
+function stopMic() {
+  if (!talking) return;
+  talking = false;
+  send(textMessage("audio-stop", {}));
+}
+
+const talkButton = $("talk");
+function beginTalk() {
+  if (talking || handsFree) return;
+  talkButton.classList.add("talking");
+  talkButton.textContent = "Listening… release to send";
+  startMic("push-to-talk").catch((err) => say(`Microphone unavailable: ${err.message}`, "notice"));
+}
+function endTalk() {
+  if (handsFree) return;
+  talkButton.classList.remove("talking");
+  talkButton.textContent = "Hold to talk";
+  stopMic();
+}
+talkButton.addEventListener("pointerdown", (e) => { e.preventDefault(); beginTalk(); });
+talkButton.addEventListener("pointerup", endTalk);
+talkButton.addEventListener("pointercancel", endTalk);
+document.addEventListener("keydown", (e) => {
+  if ((e.code === "Space" || e.code === "AudioVolumeUp") && !e.repeat &&
+      document.activeElement.tagName !== "INPUT") { e.preventDefault(); beginTalk(); }
+});
+document.addEventListener("keyup", (e) => {
+  if (e.code === "Space" || e.code === "AudioVolumeUp") endTalk();
+});
+let lastTap = 0;
+document.addEventListener("touchend", (e) => {
+  if (e.target.closest("button, input")) return;
+  const now = Date.now();
+  if (now - lastTap < 350) { talking ? endTalk() : beginTalk(); }
+  lastTap = now;
+});
+
+$("stop").addEventListener("click", () => {
+  flush();
+  send(textMessage("interrupt", { reason: "tap" }));
+});
+
+$("handsfree").addEventListener("click", async (e) => {
+  handsFree = !handsFree;
+  e.currentTarget.setAttribute("aria-pressed", String(handsFree));
+  e.currentTarget.textContent = `Hands-free: ${handsFree ? "on" : "off"}`;
+  if (handsFree) await startMic("hands-free");
+  else { talking = false; send(textMessage("audio-stop", {})); }
+});
+
+$("camera").addEventListener("click", (e) => {
+  cameraOn = !cameraOn;
+  e.currentTarget.setAttribute("aria-pressed", String(cameraOn));
+  e.currentTarget.textContent = `Camera: ${cameraOn ? "on" : "off"}`;
+  if (cameraOn) startFrames(); else stopFrames();
+});
+
+$("describe").addEventListener("click", () => {
+  ensureAudio();
+  send(textMessage("question", { text: "What is around me?" }));
+});
+
+$("login").addEventListener("submit", (e) => {
+  e.preventDefault();
+  localStorage.setItem("seealoud-token", $("token").value.trim());
+  $("token").value = "";
+  connect();
+});
+
+async function requestWakeLock() {
+  try {
+    if ("wakeLock" in navigator && !wakeLock) {
+      wakeLock = await navigator.wakeLock.request("screen");
+      wakeLock.addEventListener("release", () => { wakeLock = null; });
+    }
+  } catch (_) { /* not allowed now (page hidden or no permission) */ }
+}
+
+// The first touch anywhere unlocks audio on phones that need a gesture.
+document.addEventListener("pointerdown", ensureAudio, { once: true });
+connect();

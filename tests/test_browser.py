@@ -1,0 +1,265 @@
+"""End-to-end in a real browser: Debian's Chromium, headless, with fake camera and microphone.
+
+The camera plays a Y4M made from ../shared/data footage (or generated frames when the data is
+absent); the microphone plays an espeak-ng WAV of a spoken question. The server runs as a real
+process with the tiny real models. Checks: frames reach the server; the spoken question is
+transcribed; speech audio reaches the page and is scheduled for playback; Stop flushes
+playback; the caregiver page changes a setting the running session applies at once. Phone-size
+screenshots of both pages are saved to artifacts/.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from server.auth import UserStore
+from server.db import connect
+from speech.wer import word_errors
+from tests.conftest import SHARED_DATA
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+QUESTION = "Where is the pedestrian crossing?"
+
+pytestmark = pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+    reason="Chromium and chromedriver are not installed (scripts/install.sh test installs them)",
+)
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+
+
+def write_y4m(path: Path, frames: int = 60) -> None:
+    """Raw I420 frames with the plain header Chromium accepts."""
+    video = SHARED_DATA / "video" / "vtest.avi"
+    if video.exists():
+        from seealoud_client.frames import iter_images
+
+        images = [img.resize((320, 240)) for img in itertools.islice(iter_images(video), frames)]
+    else:
+        images = [Image.new("RGB", (320, 240), (4 * i, 100, 160)) for i in range(frames)]
+    with path.open("wb") as out:
+        out.write(b"YUV4MPEG2 W320 H240 F15:1\n")
+        for img in images:
+            ycc = np.asarray(img.convert("YCbCr"), dtype=np.uint8)
+            out.write(b"FRAME\n")
+            out.write(ycc[:, :, 0].tobytes())
+            for plane in (1, 2):
+                out.write(ycc[::2, ::2, plane].tobytes())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get_json(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return dict(json.load(resp))
+
+
+@pytest.fixture(scope="module")
+def world(
+    tmp_path_factory: pytest.TempPathFactory, tiny_vlm: Path, tts_model: Any
+) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("browser")
+    db = tmp / "e2e.db"
+    store = UserStore(connect(db))
+    user, carer = store.add("alice"), store.add("carol", role="caregiver")
+    store.assign("carol", "alice")
+    import asyncio
+
+    pcm = asyncio.run(tts_model.synthesize(QUESTION))
+    wav = tmp / "question.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16_000)
+        # 1.5 s of silence first: the microphone starts with getUserMedia, a moment before
+        # the page's audio worklet is running.
+        w.writeframes(bytes(48_000) + pcm + bytes(32_000))
+    y4m = tmp / "camera.y4m"
+    write_y4m(y4m)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "serve",
+            "--db",
+            str(db),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model",
+            str(tiny_vlm),
+            "--device",
+            "cpu",
+        ],
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp / "server.log").open("wb"),
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            caps = get_json(f"{base}/readyz")["capabilities"]
+            if caps["vision"] and caps["speech_in"] and caps["speech_out"]:
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("server did not become ready:\n" + (tmp / "server.log").read_text()[-3000:])
+        time.sleep(0.25)  # polling a starting process; bounded by the deadline
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={y4m}",
+        f"--use-file-for-fake-audio-capture={wav}%noloop",
+        "--autoplay-policy=no-user-gesture-required",
+        f"--user-data-dir={tmp / 'profile'}",
+        "--window-size=390,844",
+    ):
+        options.add_argument(flag)
+    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.set_window_size(390, 844)
+    try:
+        yield {
+            "driver": driver,
+            "base": base,
+            "user": user,
+            "carer": carer,
+            "log": tmp / "server.log",
+            "wav_ms": (len(pcm) + 80_000) / 32,
+        }
+    finally:
+        driver.quit()
+        proc.terminate()
+        proc.wait(15)
+
+
+def wait(driver: Any, script: str, timeout: float = 60) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(
+            lambda d: d.execute_script(f"return {script}")
+        )
+    except Exception as exc:
+        state = driver.execute_script("return JSON.stringify(window.seealoud || {})")
+        raise AssertionError(f"timed out waiting for {script}; page state: {state}") from exc
+
+
+def shot(driver: Any, name: str) -> None:
+    """A phone-size screenshot of the top of the page, saved as a test artefact."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.execute_script("window.scrollTo(0, 0)")
+    driver.save_screenshot(str(ARTIFACTS / name))
+
+
+def test_phone_page_end_to_end(world: dict[str, Any]) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    driver = world["driver"]
+    driver.get(f"{world['base']}/?fps=5#token={world['user']}")
+    wait(driver, "window.seealoud && window.seealoud.state === 'live'")
+    # Frames reach the server.
+    wait(driver, "window.seealoud.framesSent >= 5")
+    assert get_json(f"{world['base']}/metrics")["frames_received"] >= 5
+    assert driver.find_element(By.ID, "talk").get_attribute("aria-describedby") == "talk-help"
+    shot(driver, "phone.png")
+
+    # Hold to talk while the fake microphone plays the question, then release.
+    talk = driver.find_element(By.ID, "talk")
+    ActionChains(driver).click_and_hold(talk).perform()
+    chunks_needed = int(world["wav_ms"] / 20 * 0.9)
+    wait(driver, f"window.seealoud.audioChunksSent >= {chunks_needed}", timeout=30)
+    ActionChains(driver).release(talk).perform()
+    transcript = wait(
+        driver, "window.seealoud.transcripts.length && window.seealoud.transcripts[0]"
+    )
+    errors, words = word_errors(QUESTION, transcript)
+    assert errors / words <= 0.5, transcript
+
+    # The answer's speech reaches the page and is scheduled for playback.
+    wait(driver, "window.seealoud.utterances.some(u => u.priority === 'answer')")
+    wait(driver, "window.seealoud.buffersScheduled > 0")
+    assert driver.execute_script("return window.seealoud.chunksReceived") > 0
+
+    # Stop flushes playback at once (and the server acknowledges with interrupt).
+    scheduled = driver.execute_script("return window.seealoud.buffersScheduled")
+    driver.find_element(By.ID, "describe").click()
+    wait(driver, f"window.seealoud.buffersScheduled > {scheduled}")  # the answer is playing
+    flushes = driver.execute_script("return window.seealoud.flushes")
+    driver.find_element(By.ID, "stop").click()
+    assert driver.execute_script("return window.seealoud.playing") == 0
+    wait(driver, f"window.seealoud.flushes >= {flushes + 2}")  # local flush + server's ack
+    shot(driver, "phone-after-question.png")
+
+
+def test_caregiver_page_changes_a_live_setting(world: dict[str, Any]) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver = world["driver"]
+    if "seealoud" not in driver.execute_script("return Object.keys(window).join(',')"):
+        driver.get(f"{world['base']}/?fps=5#token={world['user']}")
+        wait(driver, "window.seealoud.state === 'live'")
+    phone = driver.current_window_handle
+    driver.switch_to.new_window("tab")
+    driver.get(f"{world['base']}/caregiver")
+    driver.find_element(By.ID, "token").send_keys(world["carer"])
+    driver.find_element(By.CSS_SELECTOR, "#login button").click()
+    wait(driver, "window.seealoudCaregiver.settings !== null")
+    assert Select(driver.find_element(By.ID, "user")).first_selected_option.text == "alice"
+    Select(driver.find_element(By.ID, "verbosity")).select_by_value("detailed")
+    driver.execute_script(
+        "const r = document.getElementById('speech_rate'); r.value = 150;"
+        "r.dispatchEvent(new Event('input'));"
+    )
+    driver.find_element(By.ID, "save").click()
+    wait(driver, "window.seealoudCaregiver.saved >= 1")
+    assert "Saved" in driver.find_element(By.ID, "result").text
+    changes = driver.find_elements(By.CSS_SELECTOR, "#changes li")
+    assert any("verbosity" in c.text and "carol" in c.text for c in changes)
+    shot(driver, "caregiver.png")
+    driver.switch_to.window(phone)
+    settings = wait(
+        driver,
+        "window.seealoud.settings && window.seealoud.settings.speech_rate "
+        "=== 150 && window.seealoud.settings",
+    )
+    assert settings["verbosity"] == "detailed"

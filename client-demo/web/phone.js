@@ -50,9 +50,15 @@ function token() {
 }
 
 function setStatus(text, state) {
+  const changed = stats.state !== state;
   statusEl.textContent = text;
   statusEl.dataset.state = state;
   stats.state = state;
+  // The server cannot speak while the connection is down: the phone's own voice says it.
+  if (changed && (state === "down" || state === "live") && "speechSynthesis" in window) {
+    speechSynthesis.cancel();
+    speechSynthesis.speak(new SpeechSynthesisUtterance(text));
+  }
 }
 
 function say(text, priority) {

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
+
+from vision.worker import run_in_daemon_thread
 
 log = logging.getLogger("seealoud.services")
 
@@ -34,20 +35,8 @@ class Service(Generic[T]):
 
     async def load(self) -> None:
         self.status = "loading"
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def run() -> None:
-            try:
-                self._load()
-            except BaseException as exc:
-                loop.call_soon_threadsafe(_settle, done, exc)
-            else:
-                loop.call_soon_threadsafe(_settle, done, None)
-
-        threading.Thread(target=run, name=f"load-{self.name}", daemon=True).start()
         try:
-            await done
+            await run_in_daemon_thread(self._load, name=f"load-{self.name}")
         except Exception as exc:
             self.status, self.failure = "failed", str(exc)
             log.error("%s unavailable: %s", self.name, exc)
@@ -61,12 +50,3 @@ class Service(Generic[T]):
         if self.status == "failed":
             return f"{self.name} failed to load: {self.failure}"
         return f"{self.name} is {self.status}"
-
-
-def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is None:
-        future.set_result(None)
-    else:
-        future.set_exception(exc)

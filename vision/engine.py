@@ -22,7 +22,7 @@ from vision.errors import BackendError, ModelUnavailable
 from vision.observation import Hazard, Observation, complete_hazards, parse_model_output
 from vision.prompts import PROMPT_VERSION, build_prompt
 from vision.vlm import Generation, GenerationOptions, VlmBackend
-from vision.worker import DeadlinePassed
+from vision.worker import DeadlinePassed, run_in_daemon_thread
 
 log = logging.getLogger("seealoud.vision")
 
@@ -54,7 +54,7 @@ class VisionEngine:
         """Load the backend off the event loop; on failure keep the reason and the fix."""
         self.status = "loading"
         try:
-            await _in_daemon_thread(self.backend.load)
+            await run_in_daemon_thread(self.backend.load, name="load-vision")
         except ModelUnavailable as exc:
             self.status, self.failure = "failed", str(exc)
             log.error("vision unavailable: %s", exc)
@@ -123,33 +123,6 @@ class VisionEngine:
             generation.stop,
         )
         return Analysis(observation=observation, generation=generation, total_ms=total)
-
-
-async def _in_daemon_thread(fn: Callable[[], None]) -> None:
-    """Run ``fn`` in a daemon thread: a server shutting down mid-load must not wait for it
-    (``asyncio.to_thread`` would hold the process until a 17 GB load finished)."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def run() -> None:
-        try:
-            fn()
-        except BaseException as exc:
-            loop.call_soon_threadsafe(_settle, done, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, done, None)
-
-    threading.Thread(target=run, name="load-model", daemon=True).start()
-    await done
-
-
-def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is None:
-        future.set_result(None)
-    else:
-        future.set_exception(exc)
 
 
 def _decode(jpeg: bytes) -> Image.Image:

@@ -92,3 +92,24 @@ def _settle(
         loop.call_soon_threadsafe(apply)
     except RuntimeError:
         log.debug("event loop closed before a %s result arrived", "model")
+
+
+async def run_in_daemon_thread(fn: Callable[[], Any], *, name: str) -> None:
+    """Run a blocking ``fn`` (a model load) in a daemon thread and await it.
+
+    Unlike ``asyncio.to_thread``, a server shutting down mid-load does not wait for
+    it: the default executor would hold the process until a 17 GB load finished.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            _settle(loop, done, exc=exc)
+        else:
+            _settle(loop, done, result=None)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    await done

@@ -163,8 +163,6 @@ class SeeAloudServer:
             task.cancel()  # loader threads are daemons; nobody waits for them
         if self.engine is not None:
             await self.engine.backend.close()
-        if self.asr is not None:
-            self.asr.model.close()
         self.detector_pool.shutdown(wait=False, cancel_futures=True)
 
     def _ssl_context(self) -> ssl.SSLContext | None:

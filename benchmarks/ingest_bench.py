@@ -296,7 +296,9 @@ def main() -> None:
                 ["ingest p50 ms", ingest["p50_ms"]],
                 ["ingest p95 ms (target < 2)", ingest["p95_ms"]],
                 ["ingest p99 ms", ingest["p99_ms"]],
-                ["frames superseded in slot (newest wins)", m["frames_dropped"]],
+                ["frames superseded before the detector (newest wins)", m["frames_dropped"]],
+                ["frames the change detector passed to the model", m["detector_fires"]],
+                ["of those, superseded while the model was busy", m["model_frames_dropped"]],
                 ["model calls", m["analyses"]],
                 ["frames late at the client", ours["frames_late"]],
                 [

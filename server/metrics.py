@@ -58,6 +58,8 @@ class ServerMetrics:
     frames_received: int = 0
     frames_dropped: int = 0
     frames_rejected: int = 0
+    detector_fires: int = 0
+    model_frames_dropped: int = 0
     bad_messages: int = 0
     handler_crashes: int = 0
     analyses: int = 0
@@ -72,6 +74,8 @@ class ServerMetrics:
             "frames_received": self.frames_received,
             "frames_dropped": self.frames_dropped,
             "frames_rejected": self.frames_rejected,
+            "detector_fires": self.detector_fires,
+            "model_frames_dropped": self.model_frames_dropped,
             "bad_messages": self.bad_messages,
             "handler_crashes": self.handler_crashes,
             "analyses": self.analyses,

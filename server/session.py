@@ -240,13 +240,16 @@ class Session:
                 continue
             if decision.fire and decision.reason is not None:
                 self.detector_fires += 1
+                self.server.metrics.detector_fires += 1
                 self._to_model(pending, decision.reason.value)
             if self.slot.pending():
                 self._detect_wake.set()
 
     def _to_model(self, pending: PendingFrame, reason: str) -> None:
         self._model_reason = {pending.frame.seq: reason}
+        before = self.model_slot.dropped
         self.model_slot.put(pending)
+        self.server.metrics.model_frames_dropped += self.model_slot.dropped - before
         self._work.set()
 
     # --- questions and analysis ------------------------------------------

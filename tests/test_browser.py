@@ -11,14 +11,7 @@ screenshots of both pages are saved to artifacts/.
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +25,7 @@ from server.auth import UserStore
 from server.db import connect
 from speech.wer import word_errors
 from tests.conftest import SHARED_DATA
+from tests.server_process import ServeProcess
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -64,17 +58,6 @@ def write_y4m(path: Path, frames: int = 60) -> None:
                 out.write(ycc[::2, ::2, plane].tobytes())
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def get_json(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return dict(json.load(resp))
-
-
 @pytest.fixture(scope="module")
 def world(
     tmp_path_factory: pytest.TempPathFactory, tiny_vlm: Path, tts_model: Any
@@ -97,41 +80,13 @@ def world(
         w.writeframes(bytes(48_000) + pcm + bytes(32_000))
     y4m = tmp / "camera.y4m"
     write_y4m(y4m)
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "serve",
-            "--db",
-            str(db),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--model",
-            str(tiny_vlm),
-            "--device",
-            "cpu",
-        ],
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp / "server.log").open("wb"),
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            caps = get_json(f"{base}/readyz")["capabilities"]
-            if caps["vision"] and caps["speech_in"] and caps["speech_out"]:
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("server did not become ready:\n" + (tmp / "server.log").read_text()[-3000:])
-        time.sleep(0.25)  # polling a starting process; bounded by the deadline
+    server = ServeProcess(db, "--model", str(tiny_vlm), "--device", "cpu", log=tmp / "server.log")
+
+    def live() -> bool:
+        caps = server.get_json("/readyz")["capabilities"]
+        return bool(caps["vision"] and caps["speech_in"] and caps["speech_out"])
+
+    server.wait_until(live, timeout=180, what="ready with vision and speech")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
@@ -158,16 +113,15 @@ def world(
     try:
         yield {
             "driver": driver,
-            "base": base,
+            "base": server.base,
+            "server": server,
             "user": user,
             "carer": carer,
-            "log": tmp / "server.log",
             "wav_ms": (len(pcm) + 80_000) / 32,
         }
     finally:
         driver.quit()
-        proc.terminate()
-        proc.wait(15)
+        server.stop()
 
 
 def wait(driver: Any, script: str, timeout: float = 60) -> Any:
@@ -198,7 +152,7 @@ def test_phone_page_end_to_end(world: dict[str, Any]) -> None:
     wait(driver, "window.seealoud && window.seealoud.state === 'live'")
     # Frames reach the server.
     wait(driver, "window.seealoud.framesSent >= 5")
-    assert get_json(f"{world['base']}/metrics")["frames_received"] >= 5
+    assert world["server"].get_json("/metrics")["frames_received"] >= 5
     assert driver.find_element(By.ID, "talk").get_attribute("aria-describedby") == "talk-help"
     shot(driver, "phone.png")
 

@@ -59,7 +59,7 @@ async def test_deadline_stops_generation_and_marks_partial(backend: Transformers
     gen = await backend.generate(
         _image(),
         build_prompt(),
-        options=GenerationOptions(max_new_tokens=2000, min_new_tokens=2000, deadline_s=1.0),
+        options=GenerationOptions(max_new_tokens=2000, min_new_tokens=2000, deadline_s=0.3),
         cancel=threading.Event(),
     )
     assert gen.stop == "deadline" and gen.partial

@@ -7,7 +7,7 @@ passed in, so tests can script them.
 Lanes, highest first: hazard warning, answer to the user's question, sign or
 text, scene description. ``next()`` always returns the highest lane waiting.
 A new hazard while something lower is being spoken asks for barge-in
-(``preempts``).
+(``preempts``); an answer cut short that way is said again afterwards.
 
 Not repeating itself: every spoken item leaves a memory keyed by identity
 (a hazard's label and side; a sign's normalised text; "scene"). An item is
@@ -274,8 +274,14 @@ class Narrator:
         )
 
     def preempts(self, new: Utterance, current: Utterance) -> bool:
-        """Whether ``new`` should cut ``current`` short (server-side barge-in)."""
-        return new.lane == Lane.HAZARD and current.lane > Lane.ANSWER
+        """Whether ``new`` should cut ``current`` short (server-side barge-in): a warning
+        cuts anything lower, the answer to a question included (it is said again after)."""
+        return new.lane == Lane.HAZARD and current.lane > Lane.HAZARD
+
+    def requeue(self, u: Utterance) -> None:
+        """Say an answer cut short by a warning again, in full, after the warning."""
+        if u.lane == Lane.ANSWER and all(q.key != u.key for q in self._queue):
+            self._make(u.lane, u.key, u.text, u.frame_time)  # a new id: a new utterance
 
     def pending(self) -> int:
         return len(self._queue)

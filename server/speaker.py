@@ -39,12 +39,14 @@ class Speaker:
         tts: Callable[[], SpeechSynthesizer | None],
         voice: Callable[[], VoiceOptions],
         rate: int,
+        lead_s: float = 0.5,
     ) -> None:
         self.narrator = narrator
         self._send = send
         self.tts = tts
         self._voice = voice
         self.rate = rate
+        self.lead_s = lead_s
         self.current: Utterance | None = None
         self._cancel: threading.Event | None = None
         self._wake = asyncio.Event()
@@ -63,8 +65,10 @@ class Speaker:
         """An utterance was queued; a hazard cuts a lower-lane one short."""
         if utterance is None:
             return
-        if self.current is not None and self.narrator.preempts(utterance, self.current):
+        current = self.current
+        if current is not None and self.narrator.preempts(utterance, current):
             self.cut()
+            self.narrator.requeue(current)  # answers only: the user is waiting for them
         self.wake()
 
     def cut(self) -> None:
@@ -105,9 +109,17 @@ class Speaker:
 
     async def _stream(self, u: Utterance, chunks: AsyncIterator[bytes]) -> None:
         """Send chunks until the text is spoken or ``cut()`` is called, whichever is first:
-        a cut does not wait for the synthesiser to notice."""
+        a cut does not wait for the synthesiser to notice.
+
+        Chunks are paced to real time, ``lead_s`` ahead of playback: synthesis is 100x
+        faster than speech, and a phone holding 20 s of queued audio could not be cut
+        short by a warning the server knows nothing about, nor would ``current`` say
+        what the user is hearing.
+        """
         cut = asyncio.ensure_future(self._cut.wait())
         seq = 0
+        started = time.monotonic()
+        sent_s = 0.0
         try:
             while True:
                 step = asyncio.ensure_future(anext(chunks))
@@ -123,9 +135,15 @@ class Speaker:
                     return
                 if seq == 0:
                     _remember(self.first_chunk_at, u.id, time.monotonic())
+                ahead = started + sent_s - self.lead_s - time.monotonic()
+                if ahead > 0:
+                    await asyncio.wait({cut}, timeout=ahead)  # pacing; a cut ends it early
+                    if cut.done():
+                        return
                 await self._send(
                     SpeechChunk(utterance=u.id, seq=seq, rate=self.rate, payload=chunk)
                 )
+                sent_s += len(chunk) / 2 / self.rate
                 seq += 1
         finally:
             cut.cancel()

@@ -329,3 +329,44 @@ async def test_hands_free_keeps_listening(
     assert len(heard) == 2 and "door" in heard[0].lower()  # two questions, no audio-stop
     assert not [e for e in phone.of(p.Error)]
     await phone.close()
+
+
+async def test_warning_cuts_an_answer_which_is_then_said_again(
+    make_server: ServerFactory, accounts: Accounts, tts_model: SpeechSynthesizer
+) -> None:
+    long_answer = " ".join(f"Detail number {n} about the shop window." for n in range(10))
+    vision = ScriptedAnalyzerDouble(
+        [(observation(), 0.0), (observation(answer=long_answer), 0.0), (observation(CHAIR), 0.0)]
+    )
+    server = await make_server(vision, tts=tts_model)
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    await phone.frame((10, 10, 10))
+    await phone.wait_for(lambda m: isinstance(m, p.ObservationMsg))
+    await phone.send(p.Question(text="What is in the window?"))
+    first = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart) and m.priority == "answer")
+    await phone.wait_for(lambda m: isinstance(m, p.SpeechChunk))
+    # A new view, streamed as a phone does: the detector fires (after its cooldown) and the
+    # model sees a chair.
+    streaming = asyncio.create_task(_stream(phone, (250, 250, 250)))
+    await phone.wait_for(lambda m: isinstance(m, p.SpeechStart) and m.priority == "hazard")
+    streaming.cancel()
+    assert isinstance(first, p.SpeechStart)
+    again = await phone.wait_for(
+        lambda m: (
+            isinstance(m, p.SpeechStart)
+            and m.priority == "answer"
+            and m.utterance != first.utterance
+        )
+    )
+    assert isinstance(again, p.SpeechStart) and again.text == first.text
+    assert long_answer.startswith(first.text[:-1])  # cut to max_words, said again in full
+    cut = phone.of(p.SpeechStop)[0]
+    assert cut.utterance == first.utterance and cut.reason == "interrupted"
+    assert [prio for prio, _ in phone.spoken()] == ["answer", "hazard", "answer"]
+    await phone.close()
+
+
+async def _stream(phone: Phone, colour: tuple[int, int, int]) -> None:
+    while True:
+        await phone.frame(colour)
+        await asyncio.sleep(0.1)  # the camera's frame interval

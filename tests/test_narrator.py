@@ -145,8 +145,11 @@ def test_preemption_and_interrupt() -> None:
     hazard = n.hazard(chair(), frame_time=T0, now=T0)
     answer = n.answer("Yes.")
     assert hazard is not None and n.preempts(hazard, scene) and not n.preempts(answer, scene)
-    assert not n.preempts(hazard, answer)
+    assert n.preempts(hazard, answer) and not n.preempts(hazard, hazard)
     assert n.interrupt() == 2 and n.next(T0) is None
+    n.requeue(answer)  # an answer cut short by a warning comes back; a description does not
+    n.requeue(scene)
+    assert drain(n, T0) == [(Lane.ANSWER, "Yes.")]
 
 
 def test_empty_answer_is_not_silence_and_language_reaches_phrases() -> None:

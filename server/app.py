@@ -181,9 +181,10 @@ class SeeAloudServer:
             caps.reasons["vision"] = "no vision backend is configured"
         elif self.engine is not None and not self.engine.ready:
             caps.vision = False
-            caps.reasons["vision"] = f"the vision model is {self.engine.status}" + (
-                f": {self.engine.failure}" if self.engine.failure else ""
-            )
+            if self.engine.failure:
+                caps.reasons["vision"] = f"the vision model failed to load: {self.engine.failure}"
+            else:
+                caps.reasons["vision"] = f"the vision model is {self.engine.status}"
         for attr, service in (("speech_in", self.asr), ("speech_out", self.tts)):
             if service is None:
                 caps.reasons[attr] = f"{attr.replace('_', ' ')} is turned off on this server"

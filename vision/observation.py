@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 URGENCIES = ("low", "normal", "high")
@@ -115,20 +116,9 @@ def complete_hazards(prefix: str) -> list[Hazard]:
     if bracket < 0:
         return []
     hazards: list[Hazard] = []
-    depth, obj_start, in_str, escape = 0, -1, False, False
-    for i in range(bracket + 1, len(prefix)):
-        ch = prefix[i]
-        if in_str:
-            if escape:
-                escape = False
-            elif ch == "\\":
-                escape = True
-            elif ch == '"':
-                in_str = False
-            continue
-        if ch == '"':
-            in_str = True
-        elif ch == "{":
+    depth, obj_start = 0, -1
+    for i, ch in _outside_strings(prefix, bracket + 1):
+        if ch == "{":
             depth += 1
             if depth == 1:
                 obj_start = i
@@ -141,6 +131,23 @@ def complete_hazards(prefix: str) -> list[Hazard]:
         elif ch == "]" and depth == 0:
             break
     return hazards[:MAX_HAZARDS]
+
+
+def _outside_strings(text: str, start: int = 0) -> Iterator[tuple[int, str]]:
+    """(index, character) of JSON text outside strings, escapes handled; the quotes that
+    open and close each string are yielded too, so a caller can tell where one began."""
+    in_str = escape = False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if in_str and escape:
+            escape = False
+        elif in_str and ch == "\\":
+            escape = True
+        elif ch == '"':
+            in_str = not in_str
+            yield i, ch
+        elif not in_str:
+            yield i, ch
 
 
 def _extract_json(text: str) -> tuple[object, str]:
@@ -168,18 +175,11 @@ def _balanced(text: str) -> str:
     ("NO ENT") read aloud would be wrong.
     """
     stack: list[str] = []
-    in_str, escape, str_start = False, False, 0
-    for i, ch in enumerate(text):
-        if in_str:
-            if escape:
-                escape = False
-            elif ch == "\\":
-                escape = True
-            elif ch == '"':
-                in_str = False
-            continue
+    in_str, str_start = False, 0
+    for i, ch in _outside_strings(text):
         if ch == '"':
-            in_str, str_start = True, i
+            in_str = not in_str
+            str_start = i
         elif ch in "{[":
             stack.append("}" if ch == "{" else "]")
         elif ch in "}]":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import http
 import json
 import logging
@@ -235,7 +236,7 @@ class SeeAloudServer:
             return connection.respond(http.HTTPStatus.OK, "ok\n")
         if path == "/readyz":
             return _json_response(
-                http.HTTPStatus.OK, {"capabilities": _asdict(self.capabilities())}
+                http.HTTPStatus.OK, {"capabilities": dataclasses.asdict(self.capabilities())}
             )
         if path == "/metrics":
             return _json_response(http.HTTPStatus.OK, self.metrics.snapshot())
@@ -442,12 +443,6 @@ class SeeAloudServer:
 def _peer(ws: ServerConnection) -> str:
     addr = ws.remote_address
     return str(addr[0]) if isinstance(addr, tuple) and addr else "?"
-
-
-def _asdict(value: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.asdict(value)
 
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "client-demo" / "web"

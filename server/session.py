@@ -96,7 +96,6 @@ class Session:
         )
         self.slot = FrameSlot()  # socket -> detector
         self.model_slot = FrameSlot()  # detector -> model
-        self._model_reason: dict[int, str] = {}
         self.detector = ChangeDetector(self._detector_options())
         self.questions: deque[tuple[str, str | None]] = deque()
         self._detect_wake = asyncio.Event()
@@ -246,7 +245,7 @@ class Session:
                 self._detect_wake.set()
 
     def _to_model(self, pending: PendingFrame, reason: str) -> None:
-        self._model_reason = {pending.frame.seq: reason}
+        pending.reason = reason
         before = self.model_slot.dropped
         self.model_slot.put(pending)
         self.server.metrics.model_frames_dropped += self.model_slot.dropped - before
@@ -311,9 +310,8 @@ class Session:
         frame = self.model_slot.take_nowait()
         if frame is None:
             return None
-        reason = self._model_reason.get(frame.frame.seq, "new-content")
         request = AnalysisRequest(
-            frame=frame, reason=reason, session=self.id, language=self.settings.language
+            frame=frame, reason=frame.reason, session=self.id, language=self.settings.language
         )
         return request, None
 

@@ -18,10 +18,13 @@ from protocol import CameraFrame
 
 @dataclass(kw_only=True, repr=False)
 class PendingFrame:
-    """A validated frame and when the server received it (``time.monotonic``)."""
+    """A validated frame, when the server received it (``time.monotonic``) and why it
+    goes to the model."""
 
     frame: CameraFrame
     received_at: float = field(default_factory=time.monotonic)
+    reason: str = "new-content"
+    """Why the change detector passed it to the model."""
 
     def __repr__(self) -> str:
         return f"PendingFrame(seq={self.frame.seq}, bytes={len(self.frame.payload)})"

@@ -60,5 +60,7 @@ def chunks(data: bytes, *, rate: int, chunk_ms: int) -> Iterator[bytes]:
         yield data[offset : offset + step]
 
 
-def duration_ms(data: bytes, rate: int) -> float:
-    return len(data) / 2 / rate * 1000
+def rms(pcm: bytes) -> float:
+    """Root-mean-square level of PCM16 audio (0..1)."""
+    samples = pcm16_to_float(pcm)
+    return float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0

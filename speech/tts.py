@@ -24,8 +24,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from speech.audio import float_to_pcm16, pcm16_to_float, resample
 from speech.errors import SpeechUnavailable
 
@@ -262,9 +260,3 @@ def _init_espeak() -> tuple[Any, Any]:
     started = time.monotonic()
     log.info("espeak-ng ready in %.0f ms", (time.monotonic() - started) * 1000)
     return _espeak, engine
-
-
-def pcm_rms(pcm: bytes) -> float:
-    """Root-mean-square level of PCM16 audio (0..1)."""
-    samples = pcm16_to_float(pcm)
-    return float(np.sqrt(np.mean(samples**2))) if samples.size else 0.0

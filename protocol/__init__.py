@@ -6,6 +6,7 @@ the server share one definition of the protocol.
 
 from protocol.codec import MAX_HEADER_BYTES, decode, encode
 from protocol.errors import (
+    CLOSE_AUTH_REFUSED,
     ErrorCode,
     MalformedMessage,
     MessageTooLarge,
@@ -18,6 +19,7 @@ from protocol.version import PROTOCOL_VERSION
 
 __all__ = [
     "ALL_MESSAGES",
+    "CLOSE_AUTH_REFUSED",
     "MAX_HEADER_BYTES",
     "MESSAGE_TYPES",
     "PROTOCOL_VERSION",

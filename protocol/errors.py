@@ -36,6 +36,10 @@ class ErrorCode(StrEnum):
     MODEL_FAILED = "model-failed"
     AUDIO_TOO_LONG = "audio-too-long"
     NO_FRAME = "no-frame"
+    RATE_LIMITED = "rate-limited"
+    TOO_MANY_SESSIONS = "too-many-sessions"
+    BUSY = "busy"
+    SLOW_CLIENT = "slow-client"
     INTERNAL = "internal"
 
 
@@ -68,3 +72,9 @@ class MessageTooLarge(ProtocolError):
     """The message is larger than the limit the decoder was given."""
 
     code = ErrorCode.TOO_LARGE
+
+
+CLOSE_AUTH_REFUSED = 4001
+"""Websocket close code after ``auth-failed``: the token itself was refused. Only this
+code (or the ``auth-failed`` error) tells a client to forget its token; a slow network,
+a malformed hello or a rate limit closes with 1008 and the token stays valid."""

@@ -94,6 +94,9 @@ class Ready(Message):
     capabilities: Capabilities
     resumed: bool = False
     manages: list[str] = field(default_factory=list)
+    listening: str | None = None
+    """On a resumed session, the listening mode the server kept (``hands-free`` or
+    ``push-to-talk``); the phone restarts its microphone stream in that mode."""
 
 
 @dataclass(kw_only=True, repr=False)
@@ -184,6 +187,9 @@ class Question(Message):
 
     _TYPE = "question"
     text: str
+    intent: str | None = None
+    """``read`` (read all text in view, verbatim) or ``continue`` (go on reading);
+    ``None``: a question for the vision model (spoken requests are recognised too)."""
 
 
 @dataclass(kw_only=True, repr=False)
@@ -289,6 +295,29 @@ class SettingsChangeInfo:
     new: Any = None
 
 
+@dataclass(kw_only=True)
+class Choice:
+    """One option a caregiver may pick (a voice, a language): the ``value`` to send
+    back in ``settings-update`` and a ``label`` to show."""
+
+    value: str
+    label: str = ""
+
+
+@dataclass(kw_only=True, repr=False)
+class CapabilitiesMsg(Message):
+    """Server -> client: what the server can do changed (a model finished loading or
+    failed). Same fields as ``ready.capabilities``; reasons are short sentences for
+    the user."""
+
+    _TYPE = "capabilities"
+    vision: bool = False
+    speech_in: bool = False
+    speech_out: bool = False
+    text_reading: bool = False
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(kw_only=True, repr=False)
 class Settings(Message):
     """Server -> client: a user's current settings (and, for caregivers, recent changes)."""
@@ -297,6 +326,18 @@ class Settings(Message):
     user: str
     values: dict[str, Any] = field(default_factory=dict)
     changes: list[SettingsChangeInfo] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    """To a phone: the keys this change touched (empty in a reply to ``settings-get``)."""
+    summary: str = ""
+    """To a phone: one short sentence in the user's language saying what changed."""
+    connected: bool | None = None
+    """To a caregiver: whether the person has a live phone session now."""
+    voices: list[Choice] = field(default_factory=list)
+    """To a caregiver: the voice ids valid for the person's language."""
+    languages: list[Choice] = field(default_factory=list)
+    """To a caregiver: the languages the server offers."""
+    warnings: list[str] = field(default_factory=list)
+    """To a caregiver: problems with the stored settings (a voice that failed, ...)."""
 
 
 @dataclass(kw_only=True, repr=False)
@@ -329,6 +370,7 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     SettingsGet,
     Settings,
     SettingsUpdate,
+    CapabilitiesMsg,
 )
 
 MESSAGE_TYPES: dict[str, type[Message]] = {m.wire_type(): m for m in ALL_MESSAGES}

@@ -73,6 +73,18 @@ SAMPLES: list[p.Message] = [
     p.SpeechStop(utterance="u1", reason="interrupted"),
     p.SettingsGet(user="alice"),
     p.Settings(user="alice", values={"verbosity": "standard", "rate": 170}),
+    p.Settings(
+        user="alice",
+        values={"voice": None},
+        changed=["speech_rate"],
+        summary="Speech rate 150.",
+        connected=True,
+        voices=[p.Choice(value="en-gb", label="English (Great Britain)")],
+        languages=[p.Choice(value="en", label="English")],
+        warnings=["The voice en-x failed; the default voice was used."],
+    ),
+    p.CapabilitiesMsg(vision=True, reasons={"text_reading": "Text reading is unavailable."}),
+    p.Question(text="read this", intent="read"),
     p.SettingsUpdate(user="alice", values={"quiet": True}),
 ]
 

@@ -104,7 +104,7 @@ async def run(trials: int, model_ms: float) -> dict[str, list[float]]:
     ws = await connect(f"ws://127.0.0.1:{server.port}/ws", max_size=None)
     await ws.send(p.encode(p.Hello(protocol=1, token=token)))
     await ws.recv()
-    session = next(iter(server.sessions.values()))
+    session = server.user_session("walker")
     inbox: asyncio.Queue[tuple[float, p.Message]] = asyncio.Queue()
 
     async def reader() -> None:

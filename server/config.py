@@ -67,6 +67,14 @@ class ServerConfig:
         asr_model: faster-whisper model name or path (``tiny.en``, ``base.en``,
             ``small`` for Mandarin...).
         asr_device: ``auto``, ``cpu`` or ``cuda``.
+        hosts: Extra names this server answers to (``Host`` of browser
+            websocket upgrades); IP addresses, ``localhost`` and this machine's
+            name are always allowed.
+        max_frame_pixels: Frames with more pixels are refused before decoding.
+        send_timeout_s: A client that does not take a message within this long
+            is closed (it stopped reading).
+        max_sessions_per_account: Live sessions one token may hold.
+        max_sessions_per_address: Live sessions from one source address.
     """
 
     host: str = "0.0.0.0"
@@ -96,6 +104,11 @@ class ServerConfig:
     speech_out: bool = True
     asr_model: str = "tiny.en"
     asr_device: str = "auto"
+    hosts: list[str] = field(default_factory=list)
+    max_frame_pixels: int = 4_000_000
+    send_timeout_s: float = 10.0
+    max_sessions_per_account: int = 3
+    max_sessions_per_address: int = 20
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

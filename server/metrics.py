@@ -63,7 +63,24 @@ class ServerMetrics:
     bad_messages: int = 0
     handler_crashes: int = 0
     analyses: int = 0
+    rate_limited: int = 0
     ingest: LatencySamples = field(default_factory=LatencySamples)
+    errors: dict[str, int] = field(default_factory=dict)
+    decisions: dict[str, int] = field(default_factory=dict)
+
+    def error(self, code: str) -> None:
+        self.errors[code] = self.errors.get(code, 0) + 1
+
+    def detector_decision(self, reason: str) -> None:
+        self.decisions[reason] = self.decisions.get(reason, 0) + 1
+
+    def model_latency(self, backend: str, seconds: float) -> None:
+        """One model call's latency (interim: counted only)."""
+
+    def render(self) -> bytes:
+        import json
+
+        return json.dumps(self.snapshot()).encode()
 
     def snapshot(self) -> dict[str, object]:
         """A JSON-ready view for ``/metrics`` and the benchmarks."""

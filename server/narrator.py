@@ -4,18 +4,21 @@ Plain logic, no sockets or threads: feed it observations (with the time their
 frame arrived) and take utterances out. Times are ``time.monotonic`` seconds,
 passed in, so tests can script them.
 
-Lanes, highest first: hazard warning, answer to the user's question, sign or
-text, scene description. ``next()`` always returns the highest lane waiting.
-A new hazard while something lower is being spoken asks for barge-in
-(``preempts``); an answer cut short that way is said again afterwards.
+Lanes, highest first: hazard warning, answer to the user's question, text
+being read aloud, sign, scene description. ``next()`` always returns the
+highest lane waiting. A new hazard while something lower is being spoken asks
+for barge-in (``preempts``); an answer or a reading cut short that way is
+said again afterwards.
 
-Not repeating itself: every spoken item leaves a memory keyed by identity
-(a hazard's label and side; a sign's normalised text; "scene"). An item is
-said again only when it changed (a hazard came closer by a third or 0.5 m,
-changed side or became more urgent; a description's words differ by more
-than 40%) or after ``repeat_after_s``. Dedup never hides a hazard that got
-worse, and an urgent hazard still in the path is repeated every
-``urgent_repeat_s``.
+Not repeating itself: every item the user actually heard leaves a memory
+keyed by identity (a hazard's label and side; a sign's normalised text;
+"scene"). The speaker reports what was heard (``spoken``): a warning that was
+dropped as stale, cleared by Stop or cut short is not remembered, so the same
+hazard on the next fresh frame is said. An item is said again only when it
+changed (a hazard came closer by a third or 0.5 m, changed side or became
+more urgent; a description's words differ by more than 40%) or after
+``repeat_after_s``. Dedup never hides a hazard that got worse, and an urgent
+hazard still in the path is repeated every ``urgent_repeat_s``.
 
 Frame-age budget: nothing about a frame older than the budget is spoken;
 a warning that went stale while it waited is dropped and counted. Answers
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from protocol import HazardInfo, ObservationMsg
+from server.languages import LANGUAGES, language, phrase
 from server.settings import UserSettings
 
 
@@ -39,17 +43,25 @@ class Lane(IntEnum):
 
     HAZARD = 0
     ANSWER = 1
-    SIGN = 2
-    SCENE = 3
+    READING = 2
+    SIGN = 3
+    SCENE = 4
 
     @property
     def wire(self) -> str:
-        return {0: "hazard", 1: "answer", 2: "sign", 3: "scene"}[self.value]
+        return self.name.lower()
 
 
 @dataclass(kw_only=True)
 class Utterance:
-    """One thing to say."""
+    """One thing to say.
+
+    Attributes:
+        kind: The ``speech-start`` priority on the wire when it differs from the
+            lane's name (``notice`` for fixed notices said in the answer lane).
+        distance, urgency: A hazard's, remembered once it was heard.
+        verbatim: Text read aloud is never shortened to ``max_words``.
+    """
 
     id: str
     lane: Lane
@@ -57,6 +69,13 @@ class Utterance:
     key: str
     frame_time: float | None = None
     """When the frame it is about arrived (monotonic); None for answers not tied to a frame."""
+    kind: str | None = None
+    distance: float | None = None
+    urgency: str = "normal"
+
+    @property
+    def wire(self) -> str:
+        return self.kind or self.lane.wire
 
 
 @dataclass
@@ -76,43 +95,8 @@ class _Memory:
     urgency: str = "normal"
 
 
-PHRASES = {
-    "en": {
-        "unsure": "I'm not sure.",
-        "no_vision": "Vision is unavailable right now.",
-        "not_heard": "Sorry, I didn't catch that.",
-        "sign": "Sign: {text}",
-        "metre": "one metre",
-        "metres": "{d} metres",
-    },
-    "zh": {
-        "unsure": "我不确定。",
-        "no_vision": "现在无法使用视觉功能。",
-        "not_heard": "抱歉，我没听清。",
-        "sign": "标志：{text}",
-        "metre": "一米",
-        "metres": "{d}米",
-    },
-}
-
-CATEGORY_WORDS = {
-    "steps": ("step", "stair", "kerb", "curb", "drop", "ledge", "escalator", "台阶", "楼梯"),
-    "vehicles": (
-        "car",
-        "bike",
-        "bicycle",
-        "bus",
-        "truck",
-        "scooter",
-        "vehicle",
-        "motorbike",
-        "tram",
-        "车",
-    ),
-    "people": ("person", "people", "man", "woman", "child", "pedestrian", "dog", "人"),
-    "doors": ("door", "gate", "门"),
-    "surface": ("wet", "puddle", "ice", "hole", "uneven", "crack", "grate"),
-}
+READING_CHUNK_WORDS = 40
+"""A reading is spoken a few sentences at a time, so Stop and "go on" work between them."""
 
 
 def normalise(text: str) -> str:
@@ -149,10 +133,13 @@ def side_of(direction: str) -> str:
 
 
 def category_of(label: str) -> str:
+    """The hazard category of a label in any language of the table (``obstacles``
+    when no word matches: an unknown thing in the way is still an obstacle)."""
     low = label.lower()
-    for category, words in CATEGORY_WORDS.items():
-        if any(w in low for w in words):
-            return category
+    for lang in LANGUAGES.values():
+        for category, words in lang.category_words.items():
+            if any(w in low for w in words):
+                return category
     return "obstacles"
 
 
@@ -176,6 +163,8 @@ class Narrator:
         self._memory: dict[str, _Memory] = {}
         self._ids = itertools.count(1)
         self.recent_scenes: deque[str] = deque(maxlen=5)
+        self._reading: deque[str] = deque()
+        self._view = "ok"
 
     # --- input -------------------------------------------------------------
 
@@ -194,14 +183,7 @@ class Narrator:
         talkative = not s.quiet and s.verbosity != "hazards-only"
         if talkative:
             for sign in obs.signs:
-                u = self._offer(
-                    Lane.SIGN,
-                    "sign:" + normalise(sign),
-                    self._phrase("sign").format(text=sign),
-                    frame_time,
-                    now,
-                    threshold=0.999,
-                )
+                u = self.sign(sign, frame_time=frame_time, now=now)
                 if u is not None:
                     queued.append(u)
         elif obs.signs:
@@ -223,31 +205,71 @@ class Narrator:
             self.stats.filtered += 1
             return None
         key = f"hazard:{normalise(hazard.label)}|{side_of(hazard.direction)}"
-        text = self._hazard_text(hazard)
         mem = self._memory.get(key)
         if mem is not None and not self._hazard_news(hazard, mem, now):
             self.stats.deduplicated += 1
             return None
-        if any(u.key == key for u in self._queue):
-            self._queue = [u for u in self._queue if u.key != key]  # the newer one replaces it
-        u = self._make(Lane.HAZARD, key, text, frame_time)
-        self._memory[key] = _Memory(
-            said_at=now, text=text, distance=hazard.distance_m, urgency=hazard.urgency
-        )
+        self._queue = [u for u in self._queue if u.key != key]  # the newer one replaces it
+        u = self._make(Lane.HAZARD, key, self._hazard_text(hazard), frame_time)
+        u.distance, u.urgency = hazard.distance_m, hazard.urgency
         return u
+
+    def sign(
+        self, text: str | None, *, frame_time: float, now: float, key: str | None = None
+    ) -> Utterance | None:
+        """Queue a sign: its words as read, or ``None`` text for a sign that could not
+        be read ("a sign I can't read", never a guess of its words)."""
+        if text is None:
+            said = self.phrase("sign_unreadable")
+            key = key or "sign:?"
+        else:
+            said = self.phrase("sign", text=text)
+            key = key or "sign:" + normalise(text)
+        return self._offer(Lane.SIGN, key, said, frame_time, now, threshold=0.999)
 
     def answer(self, text: str | None, *, frame_time: float | None = None) -> Utterance:
         """Queue an answer; an empty one becomes "I'm not sure" (never silence)."""
-        spoken = text.strip() if text and text.strip() else self._phrase("unsure")
+        spoken = text.strip() if text and text.strip() else self.phrase("unsure")
         return self._make(Lane.ANSWER, f"answer:{next(self._ids)}", spoken, None)
 
-    def notice(self, which: str) -> Utterance:
-        """Queue a fixed notice (``no_vision``, ``not_heard``) in the answer lane."""
-        return self._make(Lane.ANSWER, f"notice:{which}", self._phrase(which), None)
+    def notice(self, which: str, **values: object) -> Utterance:
+        """Queue a fixed notice (``no_vision``, ``not_heard``, ...) in the answer lane."""
+        u = self._make(Lane.ANSWER, f"notice:{which}", self.phrase(which, **values), None)
+        u.kind = "notice"
+        return u
+
+    def view(self, view: str, reason: str | None) -> Utterance | None:
+        """The camera's view changed state. Entering "nothing to see" is said once; the
+        end of it is said by the first look that finds something, not by a notice."""
+        previous, self._view = self._view, view
+        if view == previous or view == "ok":
+            return None
+        which = "sees_nothing_featureless" if reason == "featureless" else "sees_nothing_dark"
+        return self.notice(which)
+
+    def read(self, sentences: list[str]) -> Utterance | None:
+        """Start reading text aloud, verbatim, a few sentences at a time."""
+        self._reading = deque(s for s in sentences if s.strip())
+        self._queue = [u for u in self._queue if u.lane != Lane.READING]
+        return self._next_reading()
+
+    def continue_reading(self) -> Utterance | None:
+        """ "Go on": the next part of the text stopped earlier (``None`` if none is left)."""
+        if any(u.lane == Lane.READING for u in self._queue):
+            return None
+        return self._next_reading()
+
+    @property
+    def reading_left(self) -> int:
+        return len(self._reading)
 
     def interrupt(self) -> int:
-        """The user barged in: drop everything queued; returns how many."""
+        """The user barged in: drop everything queued; returns how many. A reading
+        stops where it is and "go on" continues it."""
         dropped = len(self._queue)
+        for u in self._queue:
+            if u.lane == Lane.READING:
+                self._reading.appendleft(u.text)
         self._queue.clear()
         self.stats.interrupted += dropped
         return dropped
@@ -262,26 +284,43 @@ class Narrator:
             if self.is_stale(u, now):
                 self.stats.stale_dropped += 1
                 continue
-            self.stats.spoken += 1
             return u
         return None
 
+    def spoken(self, u: Utterance, now: float) -> None:
+        """The user heard ``u`` to its end: remember it (dedup), and queue the next part
+        of a reading."""
+        self.stats.spoken += 1
+        if u.lane in (Lane.HAZARD, Lane.SIGN, Lane.SCENE):
+            self._memory[u.key] = _Memory(
+                said_at=now, text=u.text, distance=u.distance, urgency=u.urgency
+            )
+        if u.lane == Lane.READING:
+            self._next_reading()
+
+    def cut(self, u: Utterance) -> None:
+        """``u`` was cut short (Stop, the user talking, the connection dropped): it is
+        not remembered as said; a reading keeps its place for "go on"."""
+        if u.lane == Lane.READING:
+            self._reading.appendleft(u.text)
+
     def is_stale(self, u: Utterance, now: float) -> bool:
         return (
-            u.lane != Lane.ANSWER
+            u.lane not in (Lane.ANSWER, Lane.READING)
             and u.frame_time is not None
             and now - u.frame_time > self.frame_age_budget_s
         )
 
     def preempts(self, new: Utterance, current: Utterance) -> bool:
         """Whether ``new`` should cut ``current`` short (server-side barge-in): a warning
-        cuts anything lower, the answer to a question included (it is said again after)."""
+        cuts anything lower, the answer or a reading included (said again after)."""
         return new.lane == Lane.HAZARD and current.lane > Lane.HAZARD
 
     def requeue(self, u: Utterance) -> None:
-        """Say an answer cut short by a warning again, in full, after the warning."""
-        if u.lane == Lane.ANSWER and all(q.key != u.key for q in self._queue):
-            self._make(u.lane, u.key, u.text, u.frame_time)  # a new id: a new utterance
+        """Say an answer or a reading cut short by a warning again after the warning."""
+        if u.lane in (Lane.ANSWER, Lane.READING) and all(q.key != u.key for q in self._queue):
+            again = self._make(u.lane, u.key, u.text, u.frame_time, verbatim=True)
+            again.kind = u.kind
 
     def pending(self) -> int:
         return len(self._queue)
@@ -290,6 +329,22 @@ class Narrator:
         return list(self.recent_scenes) if self.settings.memory else []
 
     # --- internals -----------------------------------------------------------
+
+    def _next_reading(self) -> Utterance | None:
+        if not self._reading:
+            return None
+        parts: list[str] = []
+        words = 0
+        while self._reading and (
+            not parts or words + _words(self._reading[0]) <= READING_CHUNK_WORDS
+        ):
+            sentence = self._reading.popleft()
+            parts.append(sentence)
+            words += _words(sentence)
+        sep = "" if language(self.settings.language).cjk else " "
+        return self._make(
+            Lane.READING, f"reading:{next(self._ids)}", sep.join(parts), None, verbatim=True
+        )
 
     def _offer(
         self, lane: Lane, key: str, text: str, frame_time: float, now: float, *, threshold: float
@@ -303,7 +358,6 @@ class Narrator:
             self.stats.deduplicated += 1
             return None
         self._queue = [u for u in self._queue if u.key != key]
-        self._memory[key] = _Memory(said_at=now, text=text)
         return self._make(lane, key, text, frame_time)
 
     def _hazard_news(self, h: HazardInfo, mem: _Memory, now: float) -> bool:
@@ -320,29 +374,42 @@ class Narrator:
             return closer >= 0.5 or closer >= mem.distance / 3
         return False
 
-    def _make(self, lane: Lane, key: str, text: str, frame_time: float | None) -> Utterance:
+    def _make(
+        self,
+        lane: Lane,
+        key: str,
+        text: str,
+        frame_time: float | None,
+        *,
+        verbatim: bool = False,
+    ) -> Utterance:
         u = Utterance(
             id=f"u{next(self._ids)}",
             lane=lane,
-            text=limit_words(text, self.settings.max_words),
+            text=text if verbatim else limit_words(text, self.settings.max_words),
             key=key,
             frame_time=frame_time,
         )
         self._queue.append(u)
         return u
 
-    def _phrase(self, name: str) -> str:
-        return PHRASES.get(self.settings.language, PHRASES["en"])[name]
+    def phrase(self, name: str, **values: object) -> str:
+        """A fixed phrase in the user's language."""
+        return phrase(self.settings.language, name, **values)
 
     def _hazard_text(self, h: HazardInfo) -> str:
         parts = [h.label[:1].upper() + h.label[1:]]
         if h.distance_m is not None:
             d = h.distance_m
             if abs(d - 1) < 0.05:
-                parts.append(self._phrase("metre"))
+                parts.append(self.phrase("metre"))
             else:
-                parts.append(self._phrase("metres").format(d=f"{d:g}"))
+                parts.append(self.phrase("metres", d=f"{d:g}"))
         if h.direction:
             parts.append(h.direction)
-        sep = "，" if self.settings.language == "zh" else ", "
-        return sep.join(parts) + ("。" if self.settings.language == "zh" else ".")
+        cjk = language(self.settings.language).cjk
+        return ("，" if cjk else ", ").join(parts) + ("。" if cjk else ".")
+
+
+def _words(text: str) -> int:
+    return len(text) // 2 if re.search(r"[\u4e00-\u9fff]", text) else len(text.split())

@@ -3,9 +3,14 @@
 One task per session takes the narrator's next utterance, sends
 ``speech-start`` (with the text, so the client can show it and screen readers
 can read it), streams the synthesiser's PCM as ``speech-chunk`` and ends with
-``speech-stop``. Barge-in: ``cut()`` cancels the utterance being spoken; the
-client is told to flush its playback (``interrupt``) and gets
-``speech-stop`` with reason ``interrupted``. Without a synthesiser the text
+``speech-stop``. An utterance that ends normally ends with ``speech-stop``
+``done`` and nothing else: the phone plays every sample. ``cut(reason)``
+stops the utterance being spoken: for a warning that cuts something lower
+(``barge-in``) the client is told to flush its playback (``interrupt``);
+for the user's own Stop the session has already acknowledged it. Either way
+the utterance ends with ``speech-stop`` ``interrupted``. The narrator hears
+what was really heard (``spoken``) and what was cut (``cut``), so only
+speech that reached the user counts as said. Without a synthesiser the text
 still goes out (start and stop, no chunks); ``tts`` is asked each time, so
 speech starts as soon as the synthesiser finishes loading.
 """
@@ -22,6 +27,7 @@ from typing import TypeVar
 
 from protocol import Interrupt, Message, SpeechChunk, SpeechStart, SpeechStop
 from server.narrator import Narrator, Utterance
+from speech.errors import SpeechError
 from speech.tts import SpeechSynthesizer, VoiceOptions
 
 log = logging.getLogger("seealoud.speaker")
@@ -49,11 +55,12 @@ class Speaker:
         self.lead_s = lead_s
         self.current: Utterance | None = None
         self._cancel: threading.Event | None = None
+        self._cut_reason: str | None = None
         self._wake = asyncio.Event()
         self._cut = asyncio.Event()
-        # The last few utterances and their timings (monotonic), for diagnostics and
-        # benchmarks; bounded so a long session does not grow.
-        self.spoken: dict[str, Utterance] = {}
+        self.failures = 0
+        # Timings of the last few utterances (monotonic), for the benchmarks; bounded
+        # so a long session does not grow.
         self.first_chunk_at: dict[str, float] = {}
         self.stopped_at: dict[str, float] = {}
 
@@ -67,13 +74,18 @@ class Speaker:
             return
         current = self.current
         if current is not None and self.narrator.preempts(utterance, current):
-            self.cut()
-            self.narrator.requeue(current)  # answers only: the user is waiting for them
+            self.cut("barge-in")
+            self.narrator.requeue(current)  # answers and readings: said again after
         self.wake()
 
-    def cut(self) -> None:
-        """Stop the utterance being spoken now (its stop message follows from ``run``)."""
-        if self._cancel is not None:
+    def cut(self, reason: str = "user") -> None:
+        """Stop the utterance being spoken now (its stop message follows from ``run``).
+
+        ``reason``: ``user`` (Stop, or the user started talking: the session has
+        acknowledged it) or ``barge-in`` (a warning cuts it: the phone is told to flush).
+        """
+        if self._cancel is not None and self._cut_reason is None:
+            self._cut_reason = reason
             self._cancel.set()
             self._cut.set()
 
@@ -86,25 +98,43 @@ class Speaker:
 
     async def _speak(self, u: Utterance) -> None:
         cancel = threading.Event()
-        self.current, self._cancel = u, cancel
+        self.current, self._cancel, self._cut_reason = u, cancel, None
         self._cut.clear()
-        _remember(self.spoken, u.id, u)
+        heard = False
         try:
             await self._send(
-                SpeechStart(utterance=u.id, priority=u.lane.wire, text=u.text, rate=self.rate)
+                SpeechStart(utterance=u.id, priority=u.wire, text=u.text, rate=self.rate)
             )
+            failed = False
             tts = self.tts()
             if tts is not None:
-                await self._stream(
-                    u, tts.stream(u.text, voice=self._voice(), cancel=cancel, priority=int(u.lane))
-                )
-            if cancel.is_set():
+                try:
+                    await self._stream(
+                        u,
+                        tts.stream(
+                            u.text, voice=self._voice(), cancel=cancel, priority=int(u.lane)
+                        ),
+                    )
+                except SpeechError as exc:
+                    failed = True
+                    self.failures += 1
+                    log.warning("speech synthesis failed: %s", exc)
+            reason = self._cut_reason
+            if reason == "barge-in":
                 await self._send(Interrupt(reason="barge-in"))
+            if reason is not None:
                 await self._send(SpeechStop(utterance=u.id, reason="interrupted"))
+            elif failed:
+                await self._send(SpeechStop(utterance=u.id, reason="failed"))
             else:
                 await self._send(SpeechStop(utterance=u.id, reason="done"))
+                heard = True
             _remember(self.stopped_at, u.id, time.monotonic())
         finally:
+            if heard:
+                self.narrator.spoken(u, time.monotonic())
+            else:
+                self.narrator.cut(u)
             self.current, self._cancel = None, None
 
     async def _stream(self, u: Utterance, chunks: AsyncIterator[bytes]) -> None:

@@ -134,7 +134,7 @@ async def test_stale_warning_is_dropped_and_counted(
     await phone.frame()
     obs = await phone.wait_for(lambda m: isinstance(m, p.ObservationMsg))
     assert obs.hazards  # type: ignore[attr-defined]  # the client still sees the observation
-    session = next(iter(server.sessions.values()))
+    session = server.user_session("alice")
     await phone.send(p.Ping(t=1))
     await phone.wait_for(lambda m: isinstance(m, p.Pong))
     assert session.narrator.stats.stale_dropped == 1 and phone.spoken() == []
@@ -302,7 +302,7 @@ async def test_settings_changed_by_the_cli_reach_the_running_session(
     other.update("alice", {"language": "zh"}, changed_by="cli:root")
     pushed = await phone.wait_for(lambda m: isinstance(m, p.Settings), timeout=5)
     assert pushed.values["language"] == "zh"  # type: ignore[attr-defined]
-    assert next(iter(server.sessions.values())).settings.language == "zh"
+    assert server.user_session("alice").settings.language == "zh"
     await phone.close()
 
 

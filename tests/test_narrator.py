@@ -20,8 +20,10 @@ def obs(
 
 
 def drain(n: Narrator, now: float) -> list[tuple[Lane, str]]:
+    """Speak everything queued to its end (as the speaker reports it)."""
     out = []
     while (u := n.next(now)) is not None:
+        n.spoken(u, now)
         out.append((u.lane, u.text))
     return out
 

@@ -67,6 +67,24 @@ class VisionEngine:
         finally:
             self._loaded.set()
 
+    def load_blocking(self) -> None:
+        """Load the backend on the calling thread (the server's ``runtime.Loader`` runs
+        it on a daemon thread); raises ``ModelUnavailable`` with the fix."""
+        self.status = "loading"
+        try:
+            self.backend.load()
+        except ModelUnavailable as exc:
+            self.status, self.failure = "failed", str(exc)
+            raise
+        except Exception as exc:  # a loader bug: report it as the reason, keep serving
+            self.status, self.failure = "failed", f"{type(exc).__name__}: {exc}"
+            raise ModelUnavailable(self.failure) from exc
+        self.status = "ready"
+
+    def settle_loaded(self) -> None:
+        """On the event loop, once loading ended either way: wake ``wait_loaded``."""
+        self._loaded.set()
+
     async def wait_loaded(self) -> None:
         await self._loaded.wait()
 

@@ -2,8 +2,10 @@
 
 VisionError                 anything the vision engine reports
 ├── ModelUnavailable        the model cannot be loaded; the message names the fix
-├── BackendError            one call failed (HTTP error, CUDA error, bad output shape)
-└── WorkerBusy              the model worker's queue is full; try the next frame
+└── BackendError            one call failed (HTTP error, CUDA error, bad output shape)
+
+The model worker's ``WorkerBusy`` / ``DeadlinePassed`` / ``WorkerStalled`` come from
+the shared ``runtime`` package (re-exported by ``vision/worker.py``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,3 @@ class ModelUnavailable(VisionError):
 
 class BackendError(VisionError):
     """A single model call failed; the next one may succeed."""
-
-
-class WorkerBusy(VisionError):
-    """The worker's bounded queue is full; the request was not taken."""

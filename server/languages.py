@@ -1,0 +1,326 @@
+"""Every language the companion speaks, in one table.
+
+A language is one setting: it reaches the vision prompt, speech recognition,
+the synthesiser's voice and every fixed phrase the narrator says. A language
+is offered only when its row here is complete (a test checks every phrase and
+every hazard category); adding one is adding a row, never code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PHRASE_KEYS = (
+    "unsure",
+    "no_vision",
+    "not_heard",
+    "say_again",
+    "heard",
+    "too_long",
+    "sign",
+    "sign_unreadable",
+    "metre",
+    "metres",
+    "sees_nothing_dark",
+    "sees_nothing_featureless",
+    "busy",
+    "no_text",
+    "text_blurred",
+    "text_cut_off",
+    "reading_done",
+    "nothing_to_continue",
+    "settings_changed",
+    "rate",
+    "volume",
+    "quiet_on",
+    "quiet_off",
+    "voice",
+    "language",
+    "verbosity:hazards-only",
+    "verbosity:standard",
+    "verbosity:detailed",
+)
+CATEGORIES = ("steps", "vehicles", "people", "doors", "surface")
+EDGES = ("left", "right", "top", "bottom")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Language:
+    """One row of the table.
+
+    Attributes:
+        code: The setting's value (BCP-47 primary tag).
+        name: The language's name in itself, shown to caregivers.
+        cjk: Written without spaces (word limits count characters).
+        phrases: Every fixed thing the narrator says, by ``PHRASE_KEYS``.
+        category_words: Words in hazard labels that put a hazard in a category.
+        edges: How to name an edge text runs off, by ``EDGES``.
+    """
+
+    code: str
+    name: str
+    cjk: bool = False
+    phrases: dict[str, str] = field(default_factory=dict)
+    category_words: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    edges: dict[str, str] = field(default_factory=dict)
+
+
+LANGUAGES: dict[str, Language] = {
+    "en": Language(
+        code="en",
+        name="English",
+        phrases={
+            "unsure": "I'm not sure.",
+            "no_vision": "Vision is unavailable right now.",
+            "not_heard": "Sorry, I didn't catch that.",
+            "say_again": "Sorry, I'm not sure I heard that right. Please say it again.",
+            "heard": "I heard: {text}.",
+            "too_long": "That was long; I answered the first part.",
+            "sign": "Sign: {text}",
+            "sign_unreadable": "A sign I can't read.",
+            "metre": "one metre",
+            "metres": "{d} metres",
+            "sees_nothing_dark": "The camera sees nothing: it may be covered or it is too dark.",
+            "sees_nothing_featureless": "The camera sees only a plain surface.",
+            "busy": "I'm busy; ask again in a moment.",
+            "no_text": "I see no text.",
+            "text_blurred": "There is text, but it is too blurred to read. Hold the phone still.",
+            "text_cut_off": "The text runs off the {edges}. Move the phone that way.",
+            "reading_done": "That is all the text.",
+            "nothing_to_continue": "There is nothing more to read.",
+            "settings_changed": "Your settings changed.",
+            "rate": "Speech rate {value}.",
+            "volume": "Volume {value} percent.",
+            "quiet_on": "Quiet mode on.",
+            "quiet_off": "Quiet mode off.",
+            "voice": "New voice.",
+            "language": "Language: {value}.",
+            "verbosity:hazards-only": "Warnings only.",
+            "verbosity:standard": "Warnings and signs.",
+            "verbosity:detailed": "Warnings, signs and descriptions.",
+        },
+        category_words={
+            "steps": ("step", "stair", "kerb", "curb", "drop", "ledge", "escalator"),
+            "vehicles": (
+                "car",
+                "bike",
+                "bicycle",
+                "bus",
+                "truck",
+                "scooter",
+                "vehicle",
+                "motorbike",
+                "tram",
+                "van",
+                "taxi",
+            ),
+            "people": ("person", "people", "man", "woman", "child", "pedestrian", "dog"),
+            "doors": ("door", "gate"),
+            "surface": ("wet", "puddle", "ice", "hole", "uneven", "crack", "grate"),
+        },
+        edges={"left": "left", "right": "right", "top": "top", "bottom": "bottom"},
+    ),
+    "zh": Language(
+        code="zh",
+        name="中文",
+        cjk=True,
+        phrases={
+            "unsure": "我不确定。",
+            "no_vision": "现在无法使用视觉功能。",
+            "not_heard": "抱歉，我没听清。",
+            "say_again": "抱歉，我可能没听对，请再说一遍。",
+            "heard": "我听到的是：{text}。",
+            "too_long": "问题太长，我回答了前一部分。",
+            "sign": "标志：{text}",
+            "sign_unreadable": "有一个我看不清的标志。",
+            "metre": "一米",
+            "metres": "{d}米",
+            "sees_nothing_dark": "摄像头什么也看不到：可能被遮住了，或者太暗了。",
+            "sees_nothing_featureless": "摄像头只看到一片平面。",
+            "busy": "我正在忙，请稍后再问。",
+            "no_text": "我没有看到文字。",
+            "text_blurred": "有文字，但太模糊了，看不清。请拿稳手机。",
+            "text_cut_off": "文字超出了画面的{edges}。请把手机往那边移。",
+            "reading_done": "文字就这些。",
+            "nothing_to_continue": "没有更多可读的了。",
+            "settings_changed": "你的设置已更改。",
+            "rate": "语速{value}。",
+            "volume": "音量百分之{value}。",
+            "quiet_on": "安静模式已打开。",
+            "quiet_off": "安静模式已关闭。",
+            "voice": "新的声音。",
+            "language": "语言：{value}。",
+            "verbosity:hazards-only": "只说警告。",
+            "verbosity:standard": "警告和标志。",
+            "verbosity:detailed": "警告、标志和描述。",
+        },
+        category_words={
+            "steps": ("台阶", "楼梯", "阶梯", "路缘", "扶梯"),
+            "vehicles": ("车", "巴士", "公交", "电车"),
+            "people": ("人", "行人", "孩子", "狗"),
+            "doors": ("门",),
+            "surface": ("湿", "水坑", "冰", "坑", "不平", "裂"),
+        },
+        edges={"left": "左边", "right": "右边", "top": "上边", "bottom": "下边"},
+    ),
+    "fr": Language(
+        code="fr",
+        name="Français",
+        phrases={
+            "unsure": "Je ne suis pas sûr.",
+            "no_vision": "La vision n'est pas disponible pour le moment.",
+            "not_heard": "Désolé, je n'ai pas compris.",
+            "say_again": "Désolé, je ne suis pas sûr d'avoir bien entendu. Répétez, s'il vous plaît.",
+            "heard": "J'ai entendu : {text}.",
+            "too_long": "C'était long ; j'ai répondu à la première partie.",
+            "sign": "Panneau : {text}",
+            "sign_unreadable": "Un panneau que je ne peux pas lire.",
+            "metre": "un mètre",
+            "metres": "{d} mètres",
+            "sees_nothing_dark": "La caméra ne voit rien : elle est peut-être couverte, ou il fait trop sombre.",
+            "sees_nothing_featureless": "La caméra ne voit qu'une surface unie.",
+            "busy": "Je suis occupé ; redemandez dans un instant.",
+            "no_text": "Je ne vois pas de texte.",
+            "text_blurred": "Il y a du texte, mais il est trop flou pour être lu. Tenez le téléphone immobile.",
+            "text_cut_off": "Le texte dépasse du côté {edges}. Déplacez le téléphone de ce côté.",
+            "reading_done": "C'est tout le texte.",
+            "nothing_to_continue": "Il n'y a rien de plus à lire.",
+            "settings_changed": "Vos réglages ont changé.",
+            "rate": "Débit de parole {value}.",
+            "volume": "Volume {value} pour cent.",
+            "quiet_on": "Mode silencieux activé.",
+            "quiet_off": "Mode silencieux désactivé.",
+            "voice": "Nouvelle voix.",
+            "language": "Langue : {value}.",
+            "verbosity:hazards-only": "Alertes seulement.",
+            "verbosity:standard": "Alertes et panneaux.",
+            "verbosity:detailed": "Alertes, panneaux et descriptions.",
+        },
+        category_words={
+            "steps": ("marche", "escalier", "trottoir", "bordure", "escalator"),
+            "vehicles": ("voiture", "vélo", "bus", "camion", "scooter", "véhicule", "moto", "tram"),
+            "people": ("personne", "gens", "homme", "femme", "enfant", "piéton", "chien"),
+            "doors": ("porte", "portail"),
+            "surface": ("mouillé", "flaque", "glace", "trou", "inégal", "fissure", "grille"),
+        },
+        edges={"left": "gauche", "right": "droit", "top": "haut", "bottom": "bas"},
+    ),
+    "de": Language(
+        code="de",
+        name="Deutsch",
+        phrases={
+            "unsure": "Ich bin nicht sicher.",
+            "no_vision": "Die Bilderkennung ist gerade nicht verfügbar.",
+            "not_heard": "Entschuldigung, das habe ich nicht verstanden.",
+            "say_again": "Entschuldigung, ich habe das vielleicht falsch verstanden. Bitte noch einmal.",
+            "heard": "Ich habe verstanden: {text}.",
+            "too_long": "Das war lang; ich habe den ersten Teil beantwortet.",
+            "sign": "Schild: {text}",
+            "sign_unreadable": "Ein Schild, das ich nicht lesen kann.",
+            "metre": "ein Meter",
+            "metres": "{d} Meter",
+            "sees_nothing_dark": "Die Kamera sieht nichts: Sie ist vielleicht verdeckt, oder es ist zu dunkel.",
+            "sees_nothing_featureless": "Die Kamera sieht nur eine glatte Fläche.",
+            "busy": "Ich bin beschäftigt; frag gleich noch einmal.",
+            "no_text": "Ich sehe keinen Text.",
+            "text_blurred": "Da ist Text, aber er ist zu unscharf zum Lesen. Halte das Telefon still.",
+            "text_cut_off": "Der Text geht über den Rand: {edges}. Beweg das Telefon dorthin.",
+            "reading_done": "Das ist der ganze Text.",
+            "nothing_to_continue": "Es gibt nichts mehr zu lesen.",
+            "settings_changed": "Deine Einstellungen wurden geändert.",
+            "rate": "Sprechtempo {value}.",
+            "volume": "Lautstärke {value} Prozent.",
+            "quiet_on": "Ruhemodus an.",
+            "quiet_off": "Ruhemodus aus.",
+            "voice": "Neue Stimme.",
+            "language": "Sprache: {value}.",
+            "verbosity:hazards-only": "Nur Warnungen.",
+            "verbosity:standard": "Warnungen und Schilder.",
+            "verbosity:detailed": "Warnungen, Schilder und Beschreibungen.",
+        },
+        category_words={
+            "steps": ("stufe", "treppe", "bordstein", "kante", "rolltreppe"),
+            "vehicles": ("auto", "fahrrad", "rad", "bus", "lkw", "roller", "fahrzeug", "bahn"),
+            "people": ("person", "leute", "mann", "frau", "kind", "fußgänger", "hund"),
+            "doors": ("tür", "tor"),
+            "surface": ("nass", "pfütze", "eis", "loch", "uneben", "riss", "gitter"),
+        },
+        edges={"left": "links", "right": "rechts", "top": "oben", "bottom": "unten"},
+    ),
+    "es": Language(
+        code="es",
+        name="Español",
+        phrases={
+            "unsure": "No estoy seguro.",
+            "no_vision": "La visión no está disponible ahora.",
+            "not_heard": "Perdón, no lo entendí.",
+            "say_again": "Perdón, no estoy seguro de haberlo oído bien. Repítelo, por favor.",
+            "heard": "Entendí: {text}.",
+            "too_long": "Era largo; respondí a la primera parte.",
+            "sign": "Letrero: {text}",
+            "sign_unreadable": "Un letrero que no puedo leer.",
+            "metre": "un metro",
+            "metres": "{d} metros",
+            "sees_nothing_dark": "La cámara no ve nada: puede estar tapada o está demasiado oscuro.",
+            "sees_nothing_featureless": "La cámara solo ve una superficie lisa.",
+            "busy": "Estoy ocupado; pregunta de nuevo en un momento.",
+            "no_text": "No veo texto.",
+            "text_blurred": "Hay texto, pero está demasiado borroso para leerlo. Sujeta el teléfono quieto.",
+            "text_cut_off": "El texto se sale por {edges}. Mueve el teléfono hacia ese lado.",
+            "reading_done": "Eso es todo el texto.",
+            "nothing_to_continue": "No hay nada más que leer.",
+            "settings_changed": "Tus ajustes cambiaron.",
+            "rate": "Velocidad de voz {value}.",
+            "volume": "Volumen {value} por ciento.",
+            "quiet_on": "Modo silencioso activado.",
+            "quiet_off": "Modo silencioso desactivado.",
+            "voice": "Voz nueva.",
+            "language": "Idioma: {value}.",
+            "verbosity:hazards-only": "Solo avisos.",
+            "verbosity:standard": "Avisos y letreros.",
+            "verbosity:detailed": "Avisos, letreros y descripciones.",
+        },
+        category_words={
+            "steps": ("escalón", "escalera", "bordillo", "desnivel", "escalera mecánica"),
+            "vehicles": ("coche", "bici", "bicicleta", "autobús", "camión", "moto", "vehículo"),
+            "people": ("persona", "gente", "hombre", "mujer", "niño", "peatón", "perro"),
+            "doors": ("puerta", "portón"),
+            "surface": ("mojado", "charco", "hielo", "agujero", "irregular", "grieta", "rejilla"),
+        },
+        edges={"left": "la izquierda", "right": "la derecha", "top": "arriba", "bottom": "abajo"},
+    ),
+}
+
+
+def language(code: str) -> Language:
+    """The row for ``code``; English for a code not in the table (never raises)."""
+    return LANGUAGES.get(code, LANGUAGES["en"])
+
+
+def phrase(code: str, key: str, **values: object) -> str:
+    """A fixed phrase in the user's language, filled in."""
+    text = language(code).phrases[key]
+    return text.format(**values) if values else text
+
+
+def settings_summary(values: dict[str, object], changed: list[str], code: str) -> str:
+    """One short sentence saying what a settings change did ("Speech rate 150. Warnings
+    only."), in the user's language."""
+    parts: list[str] = []
+    for key in changed:
+        value = values.get(key)
+        if key == "speech_rate":
+            parts.append(phrase(code, "rate", value=value))
+        elif key == "volume" and isinstance(value, int | float):
+            parts.append(phrase(code, "volume", value=round(float(value) * 100)))
+        elif key == "quiet":
+            parts.append(phrase(code, "quiet_on" if value else "quiet_off"))
+        elif key == "verbosity" and f"verbosity:{value}" in language(code).phrases:
+            parts.append(phrase(code, f"verbosity:{value}"))
+        elif key == "voice":
+            parts.append(phrase(code, "voice"))
+        elif key == "language" and isinstance(value, str):
+            parts.append(phrase(code, "language", value=language(value).name))
+    if len(parts) < len(changed) and not parts:
+        parts.append(phrase(code, "settings_changed"))
+    return " ".join(parts)

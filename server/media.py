@@ -1,0 +1,247 @@
+"""One phone's pictures: frames -> newest-frame slot -> detector -> model slot -> analysis.
+
+The receive task only validates a frame and drops it in the slot (newest
+wins, never blocks). The detector task decodes and scores it on the detector
+pool; frames it fires on go to the model slot. The analysis task answers the
+next question first, else looks at the newest firing frame, and hands the
+observation to the narrator. A dead or busy model costs one non-fatal
+``error``; the session goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from protocol import CameraFrame, ErrorCode, HazardInfo, Message, ObservationMsg
+from runtime import WorkerBusy
+from server.analysis import AnalysisRequest
+from server.context import ServerContext
+from server.jpeg import JpegHeaderError, jpeg_size
+from server.narrator import Narrator, Utterance
+from server.slot import FrameSlot, PendingFrame
+from vision.change import ChangeDetector, ChangeDetectorError, ChangeOptions
+
+log = logging.getLogger("seealoud.media")
+
+MAX_DIMENSION = 8192
+MAX_PENDING_QUESTIONS = 4
+SendError = Callable[..., Awaitable[None]]
+
+
+@dataclass(kw_only=True)
+class Asked:
+    """A question waiting for the model."""
+
+    text: str
+    ref: str | None
+    prefix: str = ""
+    """Said before the answer (e.g. "I heard: ..." when the recogniser was unsure)."""
+
+
+class MediaPipeline:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        ctx: ServerContext,
+        session_id: str,
+        narrator: Narrator,
+        offer: Callable[[Utterance | None], None],
+        send: Callable[[Message], Awaitable[None]],
+        send_error: SendError,
+        language: Callable[[], str],
+        heartbeat_s: float | None,
+    ) -> None:
+        self.ctx = ctx
+        self.session_id = session_id
+        self.narrator = narrator
+        self.offer = offer
+        self.send = send
+        self.send_error = send_error
+        self.language = language
+        self.slot = FrameSlot()
+        self.model_slot = FrameSlot()
+        self.detector = ChangeDetector(ChangeOptions(heartbeat_s=heartbeat_s))
+        self.questions: deque[Asked] = deque()
+        self._detect = asyncio.Event()
+        self._work = asyncio.Event()
+        self.frames_rejected = 0
+        self.analyses = 0
+        self.detector_fires = 0
+
+    # --- frames in (called from the receive task: no awaiting) -------------------
+
+    def frame_problem(self, frame: CameraFrame) -> tuple[ErrorCode, str] | None:
+        """Why ``frame`` is refused, checked before anything decodes it; else None."""
+        limit = self.ctx.config.max_frame_bytes
+        if len(frame.payload) > limit:
+            return ErrorCode.FRAME_TOO_LARGE, (
+                f"frame of {len(frame.payload)} bytes is over the {limit}-byte limit; "
+                "send a smaller or more compressed JPEG"
+            )
+        if frame.format != "jpeg":
+            return ErrorCode.UNSUPPORTED_FORMAT, f"frame format {frame.format[:20]!r}: use 'jpeg'"
+        if not (0 < frame.width <= MAX_DIMENSION and 0 < frame.height <= MAX_DIMENSION):
+            return ErrorCode.BAD_MESSAGE, f"frame size {frame.width}x{frame.height} is invalid"
+        if frame.seq < 0 or frame.ts < 0:
+            return ErrorCode.BAD_MESSAGE, "frame seq and ts must be non-negative"
+        try:
+            width, height = jpeg_size(frame.payload)
+        except JpegHeaderError as exc:
+            return ErrorCode.BAD_MESSAGE, f"frame payload: {exc}"
+        if (width, height) != (frame.width, frame.height):
+            return ErrorCode.BAD_MESSAGE, (
+                f"the JPEG is {width}x{height} but the header says {frame.width}x{frame.height}"
+            )
+        cap = self.ctx.config.max_frame_pixels
+        if width * height > cap:
+            return ErrorCode.FRAME_TOO_LARGE, (
+                f"frame of {width}x{height} pixels is over the {cap}-pixel limit; send 640x480"
+            )
+        return None
+
+    def put(self, frame: CameraFrame, received_at: float) -> None:
+        before = self.slot.dropped
+        self.slot.put(PendingFrame(frame=frame, received_at=received_at))
+        self.ctx.metrics.frames_received += 1
+        self.ctx.metrics.frames_dropped += self.slot.dropped - before
+        self._detect.set()
+
+    def ask(self, asked: Asked) -> None:
+        if len(self.questions) >= MAX_PENDING_QUESTIONS:
+            self.questions.popleft()
+        self.questions.append(asked)
+        self._work.set()
+
+    # --- the detector ------------------------------------------------------------
+
+    async def run_detector(self) -> None:
+        """Forever: run the change detector on the newest frame; pass firing frames on."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._detect.wait()
+            self._detect.clear()
+            pending = self.slot.take_nowait()
+            if pending is None:
+                continue
+            if not self.ctx.config.change_detection:
+                self._to_model(pending, "every-frame")
+                continue
+            try:
+                decision = await loop.run_in_executor(
+                    self.ctx.detector_pool,
+                    self.detector.observe_jpeg,
+                    pending.frame.payload,
+                    pending.received_at,
+                )
+            except ChangeDetectorError as exc:
+                self.frames_rejected += 1
+                self.ctx.metrics.frames_rejected += 1
+                await self.send_error(ErrorCode.BAD_MESSAGE, str(exc), ref=pending.frame.id)
+                continue
+            self.ctx.metrics.detector_decision(decision.reason.value if decision.reason else "none")
+            if decision.fire and decision.reason is not None:
+                self.detector_fires += 1
+                self.ctx.metrics.detector_fires += 1
+                self._to_model(pending, decision.reason.value)
+            if self.slot.pending():
+                self._detect.set()
+
+    def _to_model(self, pending: PendingFrame, reason: str) -> None:
+        pending.reason = reason
+        before = self.model_slot.dropped
+        self.model_slot.put(pending)
+        self.ctx.metrics.model_frames_dropped += self.model_slot.dropped - before
+        self._work.set()
+
+    # --- the model ---------------------------------------------------------------
+
+    async def run_analysis(self) -> None:
+        """Forever: answer the next question, else look at the newest firing frame."""
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            request = self._next_request()
+            if request is None:
+                continue
+            self._work.set()  # look again after this one; more may be waiting
+            await self._analyze(*request)
+
+    def _next_request(self) -> tuple[AnalysisRequest, Asked | None] | None:
+        if self.questions and self.slot.latest is not None:
+            asked = self.questions.popleft()
+            self.detector.question(time.monotonic())  # counts as a model call for the cooldown
+            request = AnalysisRequest(
+                frame=self.slot.latest,
+                question=asked.text,
+                reason="question",
+                session=self.session_id,
+                language=self.language(),
+                memory=self.narrator.memory_for_prompt(),
+            )
+            return request, asked
+        frame = self.model_slot.take_nowait()
+        if frame is None:
+            return None
+        request = AnalysisRequest(
+            frame=frame, reason=frame.reason, session=self.session_id, language=self.language()
+        )
+        return request, None
+
+    async def _analyze(self, request: AnalysisRequest, asked: Asked | None) -> None:
+        analyzer = self.ctx.services.analyzer
+        if analyzer is None or not self.ctx.services.vision_ready():
+            return  # questions were answered at once; frames wait for the model
+        frame_time = request.frame.received_at
+        request.on_hazard = lambda h: self._hazard_now(h, frame_time)
+        ref = asked.ref if asked else None
+        started = time.monotonic()
+        try:
+            observation = await analyzer.analyze(request)
+        except Exception as exc:  # model code (torch, CUDA, HTTP) may raise anything
+            busy = isinstance(exc, WorkerBusy)
+            log.warning(
+                "session %s: vision %s: %s",
+                self.session_id,
+                "busy" if busy else "failed",
+                type(exc).__name__,
+            )
+            if busy:
+                await self.send_error(ErrorCode.BUSY, "the vision model is busy", ref=ref)
+            else:
+                await self.send_error(
+                    ErrorCode.MODEL_FAILED, "the vision model failed on this frame", ref=ref
+                )
+            if asked is not None:
+                self.offer(self.narrator.notice("busy") if busy else self.narrator.answer(None))
+            return
+        self.analyses += 1
+        self.ctx.metrics.analyses += 1
+        latency = time.monotonic() - started
+        self.ctx.metrics.model_latency(analyzer.name, latency)
+        if observation is None:
+            return
+        observation.id = ref
+        if observation.latency_ms is None:
+            observation.latency_ms = round(latency * 1000)
+        await self.send(observation)
+        self.speak(observation, frame_time, asked)
+
+    def _hazard_now(self, hazard: HazardInfo, frame_time: float) -> None:
+        """A hazard streamed out of the model before its answer finished."""
+        self.offer(self.narrator.hazard(hazard, frame_time=frame_time, now=time.monotonic()))
+
+    def speak(self, obs: ObservationMsg, frame_time: float, asked: Asked | None) -> None:
+        """Hand an observation to the narrator and offer what it queued to the speaker."""
+        if asked is not None and asked.prefix:
+            obs.answer = f"{asked.prefix} {obs.answer or self.narrator.phrase('unsure')}"
+        for u in self.narrator.observe(
+            obs, frame_time=frame_time, now=time.monotonic(), question=asked is not None
+        ):
+            self.offer(u)

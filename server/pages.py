@@ -1,0 +1,174 @@
+"""The HTTP side: pages, ``/healthz``, ``/readyz``, ``/metrics``, and the upgrade gate.
+
+Answered in websockets' ``process_request``, before any websocket exists.
+Only GET and HEAD are served (others: 405). Pages carry a strict CSP that
+also forbids framing. A websocket upgrade is accepted on ``/ws`` and ``/``;
+from a browser, its ``Origin`` must be this server's own page (or a
+configured origin) and its ``Host`` a name this server answers to: an IP
+address, ``localhost``, this machine's name, or a configured host, so a
+DNS-rebinding page cannot pose as same-origin. ``/metrics`` is rendered off
+the event loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http
+import json
+import logging
+import socket
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from server.context import ServerContext
+
+log = logging.getLogger("seealoud.pages")
+
+WS_PATHS = ("/ws", "/")
+WEB_DIR = Path(__file__).resolve().parent.parent / "client-demo" / "web"
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".png": "image/png",
+}
+_CSP = (
+    "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob: mediastream:; "
+    "img-src 'self' data: blob:; style-src 'self'; script-src 'self'; worker-src 'self'; "
+    "frame-ancestors 'none'"
+)
+
+
+class Pages:
+    """``process_request`` for the server; see the module docstring."""
+
+    def __init__(self, ctx: ServerContext, *, tls: bool) -> None:
+        self.ctx = ctx
+        self.tls = tls
+        self.pages = load_pages()
+        cert = ctx.config.tls_cert
+        if cert is not None:
+            # The phone downloads this once to trust the laptop (public half only).
+            self.pages["/seealoud-ca.pem"] = (cert.read_bytes(), "application/x-x509-ca-cert")
+        self._own_names = {"localhost", socket.gethostname().lower()}
+        self._own_names |= {f"{n}.local" for n in list(self._own_names)}
+        self._own_names |= {h.lower() for h in ctx.config.hosts}
+
+    async def process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        path = urlsplit(request.path).path
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if upgrade and path in WS_PATHS:
+            return self._gate(connection, request)
+        if request.method not in ("GET", "HEAD"):
+            response = connection.respond(
+                http.HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed\n"
+            )
+            response.headers["Allow"] = "GET, HEAD"
+            return response
+        if path == "/healthz":
+            return connection.respond(http.HTTPStatus.OK, "ok\n")
+        if path == "/readyz":
+            services = self.ctx.services
+            caps = dataclasses.asdict(services.capabilities())
+            return _json_response({"capabilities": caps, "details": services.details()})
+        if path == "/metrics":
+            body = await self.ctx.off_loop(self.ctx.metrics.render)
+            return _response(body, "text/plain; version=0.0.4; charset=utf-8", cache="no-store")
+        if path == "/ws":
+            return connection.respond(
+                http.HTTPStatus.UPGRADE_REQUIRED,
+                "this is the websocket endpoint: connect with ws(s)://\n",
+            )
+        page = self.pages.get(path)
+        if page is None:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        return _page_response(*page)
+
+    def _gate(self, connection: ServerConnection, request: Request) -> Response | None:
+        origin = request.headers.get("Origin")
+        if origin is None or origin in self.ctx.config.origins:
+            return None  # not a browser, or an origin the operator allowed
+        host = request.headers.get("Host", "")
+        scheme = "https" if self.tls else "http"
+        if origin == f"{scheme}://{host}" and self.host_allowed(host):
+            return None
+        log.warning("refused websocket from origin %s", origin[:100])
+        return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
+
+    def host_allowed(self, host: str) -> bool:
+        """Whether ``host`` (a Host header) names this server."""
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        name = name.strip("[]").lower()
+        try:
+            ip_address(name)
+            return True
+        except ValueError:
+            return name in self._own_names
+
+
+def load_pages() -> dict[str, tuple[bytes, str]]:
+    """The phone and caregiver pages and their assets, read once at start-up."""
+    try:
+        from importlib.resources import files
+
+        web = Path(str(files("seealoud_client") / "web"))
+    except (ImportError, ModuleNotFoundError):
+        web = WEB_DIR
+    if not web.is_dir():
+        web = WEB_DIR
+    pages: dict[str, tuple[bytes, str]] = {}
+    if not web.is_dir():
+        log.warning("web pages not found at %s; / and /caregiver will answer 404", web)
+        return pages
+    for file in web.iterdir():
+        if file.suffix in _TYPES:
+            pages[f"/static/{file.name}"] = (file.read_bytes(), _TYPES[file.suffix])
+    for route, name in (("/", "index.html"), ("/caregiver", "caregiver.html")):
+        if f"/static/{name}" in pages:
+            pages[route] = pages[f"/static/{name}"]
+    return pages
+
+
+def _response(
+    body: bytes,
+    content_type: str,
+    *,
+    cache: str = "no-cache",
+    extra: list[tuple[str, str]] | None = None,
+) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", cache),
+            ("X-Content-Type-Options", "nosniff"),
+            ("X-Frame-Options", "DENY"),
+            *(extra or []),
+        ]
+    )
+    return Response(200, "OK", headers, body)
+
+
+def _page_response(body: bytes, content_type: str) -> Response:
+    return _response(
+        body,
+        content_type,
+        extra=[
+            ("Content-Security-Policy", _CSP),
+            ("Referrer-Policy", "no-referrer"),
+            ("Permissions-Policy", "camera=(self), microphone=(self)"),
+        ],
+    )
+
+
+def _json_response(body: dict[str, Any]) -> Response:
+    data = json.dumps(body, separators=(",", ":")).encode()
+    return _response(data, "application/json", cache="no-store")

@@ -1,0 +1,268 @@
+"""A phone's connection: small tasks that each own one thing.
+
+    control    interrupt / ping / settings / questions: never waits on anything slow
+    media      frames -> newest-frame slot -> detector -> model slot -> analysis
+    listening  audio -> recogniser (VAD, Whisper) -> transcript -> question
+    speaker    narrator -> TTS -> paced speech chunks
+
+``interrupt`` acts in the receive task itself (the narrator's queue is
+cleared and the current utterance cut before the next message is read); its
+acknowledgement is sent by the control task. What a person would expect to
+find again after a dropped connection (the narrator's memory of what was
+said, a pending warning, hands-free listening) lives in ``UserState``, which
+the server keeps for the resume window.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from protocol import (
+    AudioChunk,
+    AudioStart,
+    AudioStop,
+    CameraFrame,
+    Capabilities,
+    CapabilitiesMsg,
+    ErrorCode,
+    Interrupt,
+    Message,
+    Question,
+    Settings,
+    SettingsGet,
+    SettingsUpdate,
+)
+from server.auth import Account
+from server.context import ServerContext
+from server.languages import settings_summary
+from server.link import Link
+from server.listening import Listening
+from server.media import Asked, MediaPipeline
+from server.narrator import Narrator
+from server.session import BaseSession
+from server.settings import UserSettings
+from server.speaker import Speaker
+from speech.tts import VoiceOptions
+from vision.change import ChangeOptions
+
+log = logging.getLogger("seealoud.user")
+
+MAX_QUESTION_CHARS = 500
+
+
+@dataclass(kw_only=True)
+class UserState:
+    """What outlives a dropped connection for the resume window."""
+
+    narrator: Narrator
+    listening: str | None = None
+
+
+class UserSession(BaseSession):
+    """See the module docstring."""
+
+    role = "user"
+
+    def __init__(
+        self,
+        *,
+        ctx: ServerContext,
+        account: Account,
+        session_id: str,
+        link: Link,
+        settings: UserSettings,
+        state: UserState | None = None,
+    ) -> None:
+        super().__init__(ctx=ctx, account=account, session_id=session_id, link=link)
+        self.settings = settings
+        budget = ctx.config.frame_age_budget_ms / 1000
+        if state is None:
+            state = UserState(narrator=Narrator(settings, frame_age_budget_s=budget))
+        self.state = state
+        self.narrator = state.narrator
+        self.narrator.settings = settings
+        self.speaker = Speaker(
+            narrator=self.narrator,
+            send=self.send,
+            tts=ctx.services.tts_if_ready,
+            voice=self._voice,
+            rate=ctx.config.audio_rate,
+        )
+        self.media = MediaPipeline(
+            ctx=ctx,
+            session_id=session_id,
+            narrator=self.narrator,
+            offer=self.speaker.offer,
+            send=self.send,
+            send_error=self.send_error,
+            language=lambda: self.settings.language,
+            heartbeat_s=None if settings.quiet else settings.heartbeat_s,
+        )
+        self.listening = Listening(
+            ctx=ctx,
+            session_id=session_id,
+            send=self.send,
+            send_error=self.send_error,
+            language=lambda: self.settings.language,
+            on_question=self.ask,
+            on_speech=self._user_talks,
+            on_nothing_heard=lambda: self.speaker.offer(self.narrator.notice("not_heard")),
+            resume_mode=state.listening,
+        )
+        self._caps = ctx.services.capabilities()
+        self._unsubscribe: list[Callable[[], None]] = []
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def tasks(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        loops: list[Callable[[], Coroutine[Any, Any, None]]] = [
+            self.speaker.run,
+            self.listening.run,
+        ]
+        if self.ctx.services.analyzer is not None:
+            loops += [self.media.run_detector, self.media.run_analysis]
+        return loops
+
+    def opened(self) -> None:
+        """Subscribe to live settings and capability changes; speak what was pending."""
+        hub = self.ctx.hub
+        hub.seen(self.account.name, self.settings)
+        self._unsubscribe = [
+            hub.subscribe(self.account.name, self._settings_changed),
+            hub.subscribe_capabilities(self._capabilities_changed),
+        ]
+        self.speaker.wake()  # a warning pending from before a reconnect
+
+    def closed(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
+        self.speaker.cut("user")
+        self.state.listening = self.listening.mode_to_resume()
+
+    # --- routing (the receive task: nothing here may wait) -----------------------
+
+    def route(self, message: Message, received_at: float) -> None:
+        match message:
+            case CameraFrame():
+                problem = self.media.frame_problem(message)
+                if problem is None:
+                    self.media.put(message, received_at)
+                else:
+                    self.media.frames_rejected += 1
+                    self.ctx.metrics.frames_rejected += 1
+                    code, text = problem
+                    self.later(lambda: self.send_error(code, text, ref=message.id))
+            case AudioStart() | AudioChunk() | AudioStop():
+                if isinstance(message, AudioStart) and message.mode != "hands-free":
+                    self._user_talks()
+                self.listening.offer(message)
+            case Interrupt():
+                self._user_talks()
+                self.later(lambda: self.send(Interrupt(reason="user", id=message.id)))
+            case _:
+                super().route(message, received_at)
+
+    def _user_talks(self) -> None:
+        """Stop, or the user started talking: silence now, drop what was queued."""
+        self.narrator.interrupt()
+        self.speaker.cut("user")
+
+    # --- control -----------------------------------------------------------------
+
+    async def handle_control(self, message: Message) -> None:
+        match message:
+            case Question():
+                await self.ask(message.text, message.id, intent=message.intent)
+            case SettingsGet():
+                if message.user not in (None, self.account.name):
+                    await self.send_error(
+                        ErrorCode.FORBIDDEN,
+                        "a phone may read only its own settings",
+                        ref=message.id,
+                    )
+                    return
+                await self.send(
+                    Settings(user=self.account.name, values=self.settings.to_dict(), id=message.id)
+                )
+            case SettingsUpdate():
+                await self.send_error(
+                    ErrorCode.FORBIDDEN, "only a caregiver can change settings", ref=message.id
+                )
+            case _:
+                await super().handle_control(message)
+
+    async def ask(
+        self, text: str, ref: str | None, *, intent: str | None = None, prefix: str = ""
+    ) -> None:
+        """A typed or spoken question: never silence after it."""
+        text = text.strip()
+        if not text:
+            await self.send_error(ErrorCode.BAD_MESSAGE, "the question is empty", ref=ref)
+            self.speaker.offer(self.narrator.notice("not_heard"))
+            return
+        if len(text) > MAX_QUESTION_CHARS:
+            cut = text[:MAX_QUESTION_CHARS].rsplit(" ", 1)[0] or text[:MAX_QUESTION_CHARS]
+            text = cut
+            prefix = (prefix + " " + self.narrator.phrase("too_long")).strip()
+        services = self.ctx.services
+        if not services.vision_ready():
+            reason = services.capabilities().reasons.get("vision", "Vision is unavailable.")
+            await self.send_error(ErrorCode.CAPABILITY_UNAVAILABLE, reason, ref=ref)
+            self.speaker.offer(self.narrator.notice("no_vision"))
+            return
+        if self.media.slot.latest is None:
+            await self.send_error(
+                ErrorCode.NO_FRAME,
+                "no camera frame has arrived yet; start the camera, then ask",
+                ref=ref,
+            )
+            self.speaker.offer(self.narrator.notice("unsure"))
+            return
+        self.media.ask(Asked(text=text, ref=ref, prefix=prefix))
+
+    # --- live changes (hub callbacks: run on the loop, must not block) -----------
+
+    def _settings_changed(self, settings: UserSettings, changed: list[str]) -> None:
+        self.settings = settings
+        self.narrator.settings = settings
+        self.media.detector.options = ChangeOptions(
+            heartbeat_s=None if settings.quiet else settings.heartbeat_s
+        )
+        summary = settings_summary(settings.to_dict(), changed, settings.language)
+        message = Settings(
+            user=self.account.name, values=settings.to_dict(), changed=changed, summary=summary
+        )
+        self.later(lambda: self.send(message))
+
+    def _capabilities_changed(self, caps: Capabilities) -> None:
+        if caps == self._caps:
+            return
+        self._caps = caps
+        message = CapabilitiesMsg(
+            vision=caps.vision,
+            speech_in=caps.speech_in,
+            speech_out=caps.speech_out,
+            text_reading=caps.text_reading,
+            reasons=dict(caps.reasons),
+        )
+        self.later(lambda: self.send(message))
+
+    def _voice(self) -> VoiceOptions:
+        s = self.settings
+        return VoiceOptions(
+            language=s.language, voice=s.voice, rate_wpm=s.speech_rate, volume=s.volume
+        )
+
+    def stats_line(self) -> str:
+        st = self.narrator.stats
+        m = self.media
+        return (
+            f"frames received={m.slot.received} dropped={m.slot.dropped} "
+            f"rejected={m.frames_rejected}, detector fired {m.detector_fires}, "
+            f"analyses {m.analyses}; spoke {st.spoken}, deduplicated {st.deduplicated}, "
+            f"stale dropped {st.stale_dropped}"
+        )

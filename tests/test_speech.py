@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -149,16 +150,62 @@ async def test_tts_streams_chunks_sentence_by_sentence(tts: SpeechSynthesizer) -
     assert len(whole) > 3 * len(first_sentence)
 
 
+ESPEAK_BUFFER = 22_050  # pyttsx3 initialises espeak-ng with 1000 ms callback buffers at 22.05 kHz
+
+
+async def samples_of(tts: SpeechSynthesizer, text: str) -> int:
+    """How many samples espeak-ng produces for ``text`` (read from its own counter)."""
+    before = tts.samples_synthesised
+    await tts.synthesize(text)
+    return tts.samples_synthesised - before
+
+
 async def test_tts_cancel_stops_at_once(tts: SpeechSynthesizer) -> None:
+    """After ``cancel`` espeak-ng synthesises at most the buffer it was filling, and the
+    worker takes the next utterance long before the cancelled text would have ended."""
     text = " ".join(f"Sentence number {n} of a long description." for n in range(30))
+    whole_samples = await samples_of(tts, text)
+    started = time.perf_counter()
+    await tts.synthesize(text)
+    whole_s = time.perf_counter() - started
+    stop_samples = await samples_of(tts, "Stop.")
     cancel = threading.Event()
     got = []
     async for chunk in tts.stream(text, cancel=cancel):
         got.append(chunk)
+        at_cancel = tts.samples_synthesised
         cancel.set()
-    assert len(got) == 1
-    after = await tts.synthesize("Stop.")  # the synthesiser is free again at once
-    assert after
+        cancelled_at = time.perf_counter()
+    assert len(got) == 1 and cancel.is_set()
+    async for _ in tts.stream("Stop."):
+        free_after_s = time.perf_counter() - cancelled_at  # the next utterance's first chunk
+        break
+    await tts.synthesize("Stop.")  # the worker has finished the abandoned "Stop." too
+    after_cancel = tts.samples_synthesised - at_cancel - 2 * stop_samples
+    assert after_cancel <= ESPEAK_BUFFER + 500, (after_cancel, whole_samples)
+    assert whole_samples > 20 * ESPEAK_BUFFER  # so the bound above means something
+    assert free_after_s < whole_s / 4, (free_after_s, whole_s)
+
+
+async def test_tts_normal_end_does_not_set_the_callers_cancel(tts: SpeechSynthesizer) -> None:
+    """A finished utterance must not look cut (the server would flush the phone)."""
+    alone = await tts.synthesize("I'm not sure.")
+    cancel = threading.Event()
+    played = b"".join([c async for c in tts.stream("I'm not sure.", cancel=cancel)])
+    assert not cancel.is_set()
+    assert same_speech(played, alone)
+
+
+async def test_tts_consumer_that_leaves_stops_synthesis(tts: SpeechSynthesizer) -> None:
+    text = " ".join(f"Sentence number {n} of a long description." for n in range(30))
+    stop_samples = await samples_of(tts, "Stop.")
+    stream = tts.stream(text)
+    first = await anext(stream)
+    at_leave = tts.samples_synthesised
+    await stream.aclose()
+    await tts.synthesize("Stop.")
+    assert first
+    assert tts.samples_synthesised - at_leave - stop_samples <= ESPEAK_BUFFER + 500
 
 
 async def test_two_sessions_at_the_same_time(tts: SpeechSynthesizer) -> None:

@@ -154,10 +154,12 @@ async def run(trials: int, model_ms: float) -> dict[str, list[float]]:
         frame_seq = await send_frame()
         start = await started("hazard")
         await stopped(start.utterance)
-        u = session.speaker.spoken[start.utterance]
-        assert u.frame_time is not None and frame_seq in vision.done_at
+        latest = session.media.slot.latest  # the one frame sent: the warning's frame
+        assert latest is not None and latest.frame.seq == frame_seq
+        assert frame_seq in vision.done_at
         overhead.append(
-            (session.speaker.first_chunk_at[u.id] - u.frame_time - vision.model_s) * 1000
+            (session.speaker.first_chunk_at[start.utterance] - latest.received_at - vision.model_s)
+            * 1000
         )
 
         # 2. interrupt while a long description plays

@@ -80,7 +80,7 @@ class Services:
     def voices(self, language: str) -> list[Choice]:
         """The voice ids valid for ``language``, as espeak-ng lists them."""
         try:
-            from speech.tts import list_voices
+            from speech.voices import list_voices
 
             return [Choice(value=v.id, label=v.name) for v in list_voices(language)]
         except SpeechError:

@@ -39,6 +39,7 @@ class Listening:
         on_question: Callable[..., Awaitable[None]],
         on_speech: Callable[[], None],
         on_nothing_heard: Callable[[], None],
+        later: Callable[[Callable[[], Awaitable[None]]], None],
         resume_mode: str | None = None,
     ) -> None:
         self.ctx = ctx
@@ -49,6 +50,8 @@ class Listening:
         self.on_question = on_question
         self.on_speech = on_speech
         self.on_nothing_heard = on_nothing_heard
+        self.later = later
+        self._refused = False
         self.inbox: asyncio.Queue[AudioStart | AudioChunk | AudioStop] = asyncio.Queue(AUDIO_INBOX)
         self.listener: Listener | None = None
         self.resume_mode = resume_mode
@@ -57,7 +60,22 @@ class Listening:
         self._overflow_reported = False
 
     def offer(self, message: AudioStart | AudioChunk | AudioStop) -> None:
-        """From the receive task: queue, or drop (counted) when the inbox is full."""
+        """From the receive task: queue, or drop (counted) when the inbox is full. Without
+        a recogniser the utterance is refused at once, with one error (in order with the
+        session's other replies), and its chunks are dropped."""
+        if isinstance(message, AudioStart):
+            self._refused = self.ctx.services.asr_if_ready() is None
+            if self._refused:
+                reason = self.ctx.services.capabilities().reasons.get(
+                    "speech_in", "Spoken questions are unavailable; type instead."
+                )
+                ref = message.id
+                self.later(
+                    lambda: self.send_error(ErrorCode.CAPABILITY_UNAVAILABLE, reason, ref=ref)
+                )
+                return
+        elif self._refused:
+            return
         try:
             self.inbox.put_nowait(message)
         except asyncio.QueueFull:
@@ -109,11 +127,10 @@ class Listening:
         except ListenError as exc:
             await self.send_error(exc.code, str(exc), ref=start.id)
             return
-        if not started:
-            reason = self.ctx.services.capabilities().reasons.get(
-                "speech_in", "Spoken questions are unavailable; type instead."
+        if not started:  # the recogniser went away between offer and now
+            await self.send_error(
+                ErrorCode.CAPABILITY_UNAVAILABLE, "Spoken questions are unavailable.", ref=start.id
             )
-            await self.send_error(ErrorCode.CAPABILITY_UNAVAILABLE, reason, ref=start.id)
             self._error_sent = True
 
     async def _on_chunk(self, chunk: AudioChunk) -> None:

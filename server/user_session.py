@@ -110,6 +110,7 @@ class UserSession(BaseSession):
             on_question=self.ask,
             on_speech=self._user_talks,
             on_nothing_heard=lambda: self.speaker.offer(self.narrator.notice("not_heard")),
+            later=self.later,
             resume_mode=state.listening,
         )
         self._caps = ctx.services.capabilities()

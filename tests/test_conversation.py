@@ -4,96 +4,22 @@ order, what is interrupted, dropped as stale or deduplicated, per verbosity and 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
 
 import protocol as p
-from protocol import ErrorCode, HazardInfo, ObservationMsg, decode, encode
+from protocol import ErrorCode, HazardInfo
 from speech.tts import SpeechSynthesizer
-from tests.conftest import Accounts, ServerFactory, jpeg_bytes, ws_url
+from tests.conftest import Accounts, ServerFactory, ws_url
 from tests.doubles import ScriptedAnalyzerDouble
+from tests.phone import Phone, observation, stopped
 
 T = TypeVar("T")
 
 CHAIR = HazardInfo(label="chair", direction="ahead", distance_m=1.0, urgency="high")
 LONG_SCENE = " ".join(f"Part {n} of a long description of a busy square." for n in range(12))
-
-
-class Phone:
-    """A test client that records everything the server says."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.seen: list[tuple[float, p.Message]] = []
-        self._new = asyncio.Event()
-        self._reader = asyncio.create_task(self._read())
-        self.seq = 0
-
-    @classmethod
-    async def open(cls, server_url: str, token: str) -> Phone:
-        ws = await connect(server_url, max_size=None)
-        await ws.send(encode(p.Hello(protocol=1, token=token)))
-        ready = decode(await ws.recv())
-        assert isinstance(ready, p.Ready), ready
-        return cls(ws)
-
-    async def _read(self) -> None:
-        async for raw in self.ws:
-            self.seen.append((time.monotonic(), decode(raw)))
-            self._new.set()
-
-    async def send(self, msg: p.Message) -> None:
-        await self.ws.send(encode(msg))
-
-    async def frame(self, colour: tuple[int, int, int] = (90, 120, 200)) -> int:
-        seq = self.seq
-        self.seq += 1
-        await self.send(
-            p.CameraFrame(
-                seq=seq,
-                ts=int(time.time() * 1000),
-                width=64,
-                height=48,
-                payload=jpeg_bytes(colour=colour),
-            )
-        )
-        return seq
-
-    async def wait_for(self, pred: Callable[[p.Message], bool], timeout: float = 10) -> p.Message:
-        deadline = time.monotonic() + timeout
-        index = 0
-        while True:
-            while index < len(self.seen):
-                msg = self.seen[index][1]
-                index += 1
-                if pred(msg):
-                    return msg
-            self._new.clear()
-            await asyncio.wait_for(self._new.wait(), max(0.01, deadline - time.monotonic()))
-
-    def of(self, cls: type[T]) -> list[T]:
-        return [m for _, m in self.seen if isinstance(m, cls)]
-
-    def spoken(self) -> list[tuple[str, str]]:
-        return [(m.priority, m.text) for m in self.of(p.SpeechStart)]
-
-    async def close(self) -> None:
-        await self.ws.close()
-        await asyncio.gather(self._reader, return_exceptions=True)
-
-
-def observation(
-    *hazards: HazardInfo, signs: list[str] | None = None, scene: str = "", answer: str | None = None
-) -> ObservationMsg:
-    return ObservationMsg(hazards=list(hazards), signs=signs or [], scene=scene, answer=answer)
-
-
-def stopped(utterance: str) -> Callable[[p.Message], bool]:
-    return lambda m: isinstance(m, p.SpeechStop) and m.utterance == utterance
 
 
 async def test_order_of_speech_and_question_skips_the_detector(
@@ -269,9 +195,9 @@ async def test_caregiver_changes_settings_live(
         await carer.wait_for(lambda m: isinstance(m, p.Error) and m.ref == "bob")
     ).code == ErrorCode.FORBIDDEN  # type: ignore[attr-defined]
     await carer.send(p.SettingsGet(user="nobody", id="nobody"))
-    assert (
-        await carer.wait_for(lambda m: isinstance(m, p.Error) and m.ref == "nobody")
-    ).code == ErrorCode.UNKNOWN_USER  # type: ignore[attr-defined]
+    unknown = await carer.wait_for(lambda m: isinstance(m, p.Error) and m.ref == "nobody")
+    # The same answer as for a real but unassigned name: names cannot be enumerated.
+    assert unknown.code == ErrorCode.FORBIDDEN  # type: ignore[attr-defined]
     await phone.send(p.SettingsUpdate(values={"quiet": True}, id="self"))
     assert (
         await phone.wait_for(lambda m: isinstance(m, p.Error) and m.ref == "self")

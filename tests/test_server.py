@@ -95,7 +95,9 @@ async def test_wrong_token_is_refused_without_model_work(
     await ws.send(frame(0))
     error = await recv(ws)
     assert isinstance(error, p.Error) and error.code == ErrorCode.AUTH_FAILED and error.fatal
-    assert await closed_code(ws) == p.CLOSE_AUTH_REFUSED  # the only close that makes a phone forget its token
+    assert (
+        await closed_code(ws) == p.CLOSE_AUTH_REFUSED
+    )  # the only close that makes a phone forget its token
     assert analyzer.requests == [] and server.metrics.auth_failures == 1
 
 

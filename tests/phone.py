@@ -1,0 +1,90 @@
+"""A test phone over a real websocket that records everything the server says."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from websockets.asyncio.client import ClientConnection, connect
+
+import protocol as p
+from protocol import HazardInfo, ObservationMsg, decode, encode
+from tests.conftest import jpeg_bytes
+
+T = TypeVar("T")
+
+
+class Phone:
+    """A test client that records everything the server says."""
+
+    def __init__(self, ws: ClientConnection, ready: p.Ready) -> None:
+        self.ws = ws
+        self.ready = ready
+        self.seen: list[tuple[float, p.Message]] = []
+        self._new = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+        self.seq = 0
+
+    @classmethod
+    async def open(cls, server_url: str, token: str, *, resume: str | None = None) -> Phone:
+        ws = await connect(server_url, max_size=None)
+        await ws.send(encode(p.Hello(protocol=1, token=token, resume=resume)))
+        ready = decode(await ws.recv())
+        assert isinstance(ready, p.Ready), ready
+        return cls(ws, ready)
+
+    async def _read(self) -> None:
+        async for raw in self.ws:
+            self.seen.append((time.monotonic(), decode(raw)))
+            self._new.set()
+
+    async def send(self, msg: p.Message) -> None:
+        await self.ws.send(encode(msg))
+
+    async def frame(self, colour: tuple[int, int, int] = (90, 120, 200)) -> int:
+        seq = self.seq
+        self.seq += 1
+        await self.send(
+            p.CameraFrame(
+                seq=seq,
+                ts=int(time.time() * 1000),
+                width=64,
+                height=48,
+                payload=jpeg_bytes(colour=colour),
+            )
+        )
+        return seq
+
+    async def wait_for(self, pred: Callable[[p.Message], bool], timeout: float = 10) -> p.Message:
+        deadline = time.monotonic() + timeout
+        index = 0
+        while True:
+            while index < len(self.seen):
+                msg = self.seen[index][1]
+                index += 1
+                if pred(msg):
+                    return msg
+            self._new.clear()
+            await asyncio.wait_for(self._new.wait(), max(0.01, deadline - time.monotonic()))
+
+    def of(self, cls: type[T]) -> list[T]:
+        return [m for _, m in self.seen if isinstance(m, cls)]
+
+    def spoken(self) -> list[tuple[str, str]]:
+        return [(m.priority, m.text) for m in self.of(p.SpeechStart)]
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+
+def observation(
+    *hazards: HazardInfo, signs: list[str] | None = None, scene: str = "", answer: str | None = None
+) -> ObservationMsg:
+    return ObservationMsg(hazards=list(hazards), signs=signs or [], scene=scene, answer=answer)
+
+
+def stopped(utterance: str) -> Callable[[p.Message], bool]:
+    return lambda m: isinstance(m, p.SpeechStop) and m.utterance == utterance

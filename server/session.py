@@ -105,7 +105,10 @@ class BaseSession:
                 self.later(lambda exc=exc: self.send_error(exc.code, exc.message))  # type: ignore[misc]
                 continue
             if isinstance(message, Bye):
-                raise SessionClosed(message.reason)
+                # Everything the client sent before its bye is answered first: the
+                # control task closes the session when it reaches the bye.
+                self._to_control(message)
+                await asyncio.Future()  # read no more; cancelled when the session ends
             self.route(message, time.monotonic())
             self.ctx.metrics.ingest.add(time.perf_counter() - started)
 
@@ -135,6 +138,8 @@ class BaseSession:
         match message:
             case Ping():
                 await self.send(Pong(t=message.t, id=message.id))
+            case Bye():
+                raise SessionClosed(message.reason)
             case _:
                 await self.send_error(
                     ErrorCode.UNEXPECTED_MESSAGE,

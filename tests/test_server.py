@@ -41,9 +41,10 @@ async def open_session(url: str, token: str) -> tuple[ClientConnection, p.Ready]
 T = TypeVar("T")
 
 
-def frame(seq: int, payload: bytes | None = None) -> str | bytes:
-    data = payload if payload is not None else jpeg_bytes()
-    return encode(p.CameraFrame(seq=seq, ts=1000 + seq, width=64, height=48, payload=data))
+def frame(seq: int, payload: bytes | None = None, size: tuple[int, int] = (64, 48)) -> str | bytes:
+    data = payload if payload is not None else jpeg_bytes(*size)
+    width, height = size
+    return encode(p.CameraFrame(seq=seq, ts=1000 + seq, width=width, height=height, payload=data))
 
 
 async def closed_code(ws: ClientConnection) -> int | None:
@@ -368,7 +369,7 @@ async def test_unloadable_model_is_named_and_the_rest_keeps_working(
     await asyncio.wait_for(engine.wait_loaded(), 120)
     _, body = await asyncio.to_thread(http_get, server.port, "/readyz")
     caps = json.loads(body)["capabilities"]
-    assert caps["vision"] is False and "failed" in caps["reasons"]["vision"]
+    assert caps["vision"] is False and "failed" in json.loads(body)["details"]["vision"]
     ws, ready = await open_session(ws_url(server), accounts.user_token)
     assert "no-such-model" in json.loads(body)["details"]["vision"]  # operator text
     # The phone gets one short sentence, never the operator's instructions.
@@ -400,7 +401,7 @@ async def test_tiny_model_end_to_end(
     assert engine.ready
     ws, ready = await open_session(ws_url(server), accounts.user_token)
     assert ready.capabilities.vision is True
-    await ws.send(frame(0, payload=jpeg_bytes(640, 480)))
+    await ws.send(frame(0, size=(640, 480)))
     await ws.send(encode(p.Question(text="is the door open?", id="q1")))
     answer = await _first(ws, p.ObservationMsg, lambda m: m.id == "q1")
     assert answer.reason == "question" and answer.frame_seq == 0 and answer.latency_ms

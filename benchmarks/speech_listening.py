@@ -273,21 +273,26 @@ async def cpu_rows(synth: SpeechSynthesizer, asr: SpeechRecognizer) -> list[list
     for i, (_, audio) in enumerate(items):  # a question every 7.5 s
         start = i * 7 * RATE + i * RATE // 2
         stream[start : start + audio.size] += audio
-    streams = {"questions in quiet": stream, "talk nearby (babble)": babble * 0.1}
+    streams: dict[str, np.ndarray] = {"questions in quiet": stream, "talk nearby (babble)": babble * 0.1}
     rows: list[list[object]] = []
     for name, audio in streams.items():
         pcm = float_to_pcm16(audio)
         for decode in (False, True):
-            old = _cpu(lambda: _run_old(asr, pcm, decode))
-            new = _cpu(lambda: _run_new(asr, pcm, decode))
+            old = _cpu(_run_old, asr, pcm, decode)
+            new = _cpu(_run_new, asr, pcm, decode)
             label = "VAD + transcription" if decode else "VAD only"
             rows.append([name, label, f"{old:.2f}", f"{new:.2f}", f"{old / max(new, 1e-9):.1f}x"])
     return rows
 
 
-def _cpu(run: Callable[[], None]) -> float:
+def _cpu(
+    run: Callable[[SpeechRecognizer, bytes, bool], None],
+    asr: SpeechRecognizer,
+    pcm: bytes,
+    decode: bool,
+) -> float:
     start = time.process_time()
-    run()
+    run(asr, pcm, decode)
     return time.process_time() - start  # audio is one minute long
 
 

@@ -300,7 +300,8 @@ class SpeechRecognizer:
         text = " ".join(kept).strip()
         if not text:
             return None
-        confidence = round(sum(c * w for c, w in zip(scores, weights)) / sum(weights), 3)
+        weighted = sum(c * w for c, w in zip(scores, weights, strict=True))
+        confidence = round(weighted / sum(weights), 3)
         return Transcript(
             text=text,
             language=info.language,

@@ -296,10 +296,15 @@ class HandsFreeListener:
             return events
         self._run_ms += WINDOW_MS
         pause = o.speculate_pause_ms
-        if pause is not None and not self._paused and self._run_ms >= pause:
-            if self._speech_ms >= o.min_speech_ms and self._budget_left_ms() >= self._speech_ms:
-                self._paused = True
-                events.append(SpeechPaused(self._audio(), self._heard_at, self._utterance))
+        if (
+            pause is not None
+            and not self._paused
+            and self._run_ms >= pause
+            and self._speech_ms >= o.min_speech_ms
+            and self._budget_left_ms() >= self._speech_ms
+        ):
+            self._paused = True
+            events.append(SpeechPaused(self._audio(), self._heard_at, self._utterance))
         if self._run_ms >= o.endpoint_silence_ms:
             events.extend(self._end("silence"))
         return events

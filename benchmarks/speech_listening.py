@@ -273,7 +273,10 @@ async def cpu_rows(synth: SpeechSynthesizer, asr: SpeechRecognizer) -> list[list
     for i, (_, audio) in enumerate(items):  # a question every 7.5 s
         start = i * 7 * RATE + i * RATE // 2
         stream[start : start + audio.size] += audio
-    streams: dict[str, np.ndarray] = {"questions in quiet": stream, "talk nearby (babble)": babble * 0.1}
+    streams: dict[str, np.ndarray] = {
+        "questions in quiet": stream,
+        "talk nearby (babble)": babble * 0.1,
+    }
     rows: list[list[object]] = []
     for name, audio in streams.items():
         pcm = float_to_pcm16(audio)

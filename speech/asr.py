@@ -74,10 +74,11 @@ class AsrOptions:
         log_prob_threshold: See ``no_speech_threshold``.
         max_compression_ratio: Drop segments more repetitive than this.
         unsure_below: A transcript whose ``confidence`` is below this is marked
-            ``unsure``. 0.55 was chosen on tuning questions (espeak-ng, four
-            voices, clean / pink noise 10 dB / babble 5 dB) and checked on
-            held-out ones: see the README's speech benchmark for the false
-            accept / reject rates it gives.
+            ``unsure``. 0.475 has the fewest false accepts + false rejects on
+            the tuning questions (10 questions, voices gmw/en and gmw/en-US;
+            clean, pink noise 10 dB SNR, babble 5 dB SNR) with tiny.en; the
+            README's speech benchmark gives its false accept / reject rates on
+            held-out questions and voices. Re-tune for another model.
         vad_neg_threshold: Below this speech probability a window is silence
             (between the two thresholds nothing changes); ``None``: threshold - 0.15.
         vad_start_ms: Hands-free: speech needed before an utterance starts.
@@ -105,7 +106,7 @@ class AsrOptions:
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -1.0
     max_compression_ratio: float = 2.4
-    unsure_below: float = 0.55
+    unsure_below: float = 0.475
     vad_neg_threshold: float | None = None
     vad_start_ms: int = 96
     endpoint_silence_ms: int = 500

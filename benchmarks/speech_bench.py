@@ -8,6 +8,10 @@ the espeak-ng command synthesising the whole text before anything is sent
 chunks; the delay is from the end of the audio (audio-stop) to the
 transcript; with VAD (ours: gate, crop to speech) and without (baseline:
 Whisper on the raw utterance), for each model that is available offline.
+Listening (``speech_listening.py``, tiny.en): confidence false accept / reject on
+held-out questions in noise; hands-free end of speech -> transcript (streaming
+VAD with a speculative decode vs the previous whole-utterance VAD, same run);
+CPU per minute of hands-free audio; the event loop's cost per 20 ms chunk.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, markdown_table, write_json
+from benchmarks import speech_listening as listening
+from benchmarks.common import machine, markdown_table, percentile, write_json
 from speech.asr import RATE, AsrOptions, SpeechRecognizer, Utterance
 from speech.audio import chunks
 from speech.tts import SpeechSynthesizer
@@ -166,7 +171,55 @@ def main() -> None:
             asr,
         )
     )
-    write_json("speech", {"machine": machine(), "tts": tts, "asr": asr})
+    listen = asyncio.run(listening_tables())
+    write_json("speech", {"machine": machine(), "tts": tts, "asr": asr, **listen})
+
+
+async def listening_tables() -> dict[str, object]:
+    synth = SpeechSynthesizer()
+    synth.load()
+    asr = SpeechRecognizer(AsrOptions(model="tiny.en", device="cpu"))
+    asr.load()
+    chosen, conf = await listening.confidence_rows(synth, asr)
+    print(
+        f"\n### Misheard questions: unsure below {asr.options.unsure_below} "
+        f"(threshold chosen on tuning questions this run: {chosen})\n"
+    )
+    print(
+        markdown_table(
+            [
+                "held-out questions",
+                "n",
+                "WER",
+                "misheard (WER > 0.5)",
+                "false accept",
+                "heard well (WER <= 0.2)",
+                "false reject",
+            ],
+            conf,
+        )
+    )
+    latency, raw = await listening.latency_rows(synth, asr)
+    print("\n### Hands-free: end of speech -> transcript (held-out questions, real-time tail)\n")
+    print(
+        markdown_table(["end of speech", "n", "p50 ms", "p95 ms (target < 700)", "max ms"], latency)
+    )
+    cpu = await listening.cpu_rows(synth, asr)
+    print("\n### Hands-free CPU seconds per minute of audio (fed as fast as it goes)\n")
+    print(
+        markdown_table(
+            ["audio", "work", "previous endpoint (baseline)", "streaming VAD (ours)", "ratio"], cpu
+        )
+    )
+    pcm = await synth.synthesize(listening.HELD_OUT[0])
+    costs = listening.feed_cost_ms(asr, pcm + bytes(32_000))
+    print(
+        f"\nEvent-loop cost of HandsFreeListener.feed per 20 ms chunk at 48 kHz: p50 "
+        f"{percentile(costs, 0.5):.3f} ms, p99 {percentile(costs, 0.99):.3f} ms, "
+        f"max {max(costs):.3f} ms ({len(costs)} chunks)"
+    )
+    asr.close()
+    return {"threshold_chosen": chosen, "confidence": conf, "latency": raw, "cpu": cpu}
 
 
 if __name__ == "__main__":

@@ -3,14 +3,21 @@
 Audio arrives as PCM16 chunks at the client's rate; an ``Utterance`` collects
 them at 16 kHz. In push-to-talk mode the client's ``audio-stop`` ends it; in
 hands-free mode ``Utterance.endpoint()`` says when the speaker has stopped
-(Silero VAD, the model faster-whisper ships). One ``SpeechRecognizer`` (one
-Whisper model) serves every session from a single worker thread.
+(Silero VAD, the model faster-whisper ships, run as a streaming state machine:
+``speech.vad``). One ``SpeechRecognizer`` (one Whisper model) serves every
+session from a single worker thread. ``HandsFree`` is the asyncio shell for a
+hands-free session: VAD on the caller's thread (cheap), a speculative decode
+at the first short pause, the transcript at the end of speech.
 
 Whisper invents text for silence and noise ("Thank you."). Three guards:
 no transcript unless VAD finds at least ``min_speech_ms`` of speech; segments
 Whisper itself rates as probably not speech (high no-speech probability *and*
 low log-probability) are dropped; and so are segments with a runaway
 compression ratio (a loop).
+
+What is kept gets a ``confidence`` (0-1) from Whisper's own per-segment
+scores, and ``unsure`` when it is below ``AsrOptions.unsure_below``: the
+server then says what it heard ("I heard: ...") or asks to repeat.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +37,15 @@ import numpy as np
 
 from speech.audio import check_rate, pcm16_to_float, resample
 from speech.errors import SpeechUnavailable
+from speech.vad import (
+    AudioDropped,
+    HandsFreeListener,
+    SpeechEnded,
+    SpeechPaused,
+    SpeechResumed,
+    VadEvent,
+    VadOptions,
+)
 
 log = logging.getLogger("seealoud.asr")
 
@@ -56,8 +73,27 @@ class AsrOptions:
             Whisper thinks is not speech and is not confident about.
         log_prob_threshold: See ``no_speech_threshold``.
         max_compression_ratio: Drop segments more repetitive than this.
+        unsure_below: A transcript whose ``confidence`` is below this is marked
+            ``unsure``. 0.475 has the fewest false accepts + false rejects on
+            the tuning questions (10 questions, voices gmw/en and gmw/en-US;
+            clean, pink noise 10 dB SNR, babble 5 dB SNR) with tiny.en; the
+            README's speech benchmark gives its false accept / reject rates on
+            held-out questions and voices. Re-tune for another model.
+        vad_neg_threshold: Below this speech probability a window is silence
+            (between the two thresholds nothing changes); ``None``: threshold - 0.15.
+        vad_start_ms: Hands-free: speech needed before an utterance starts.
         endpoint_silence_ms: Hands-free: this much silence after speech ends
             the utterance.
+        speculate_pause_ms: Hands-free: after this much silence the utterance
+            so far is decoded at once, and kept if no more speech comes before
+            ``endpoint_silence_ms``; ``None`` turns speculation off.
+        vad_pad_ms: Hands-free: audio kept from before the speech started.
+        max_speech_s_per_min: Hands-free: speech transcribed per rolling minute
+            and session; more is dropped and counted (``speech-budget``).
+            ``None``: no cap.
+        max_audio_speed: Hands-free: audio accepted per second of wall time
+            (after a 2 s burst); faster audio is dropped and counted
+            (``faster-than-real-time``).
     """
 
     model: str = "tiny.en"
@@ -70,12 +106,39 @@ class AsrOptions:
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -1.0
     max_compression_ratio: float = 2.4
-    endpoint_silence_ms: int = 700
+    unsure_below: float = 0.475
+    vad_neg_threshold: float | None = None
+    vad_start_ms: int = 96
+    endpoint_silence_ms: int = 500
+    speculate_pause_ms: int | None = 200
+    vad_pad_ms: int = 200
+    max_speech_s_per_min: float | None = 30.0
+    max_audio_speed: float = 1.5
+
+    def vad_options(self) -> VadOptions:
+        """The hands-free state machine's settings."""
+        neg = self.vad_neg_threshold
+        return VadOptions(
+            threshold=self.vad_threshold,
+            neg_threshold=max(0.01, self.vad_threshold - 0.15) if neg is None else neg,
+            start_ms=self.vad_start_ms,
+            endpoint_silence_ms=self.endpoint_silence_ms,
+            speculate_pause_ms=self.speculate_pause_ms,
+            pad_ms=self.vad_pad_ms,
+            min_speech_ms=self.min_speech_ms,
+            max_speech_s_per_min=self.max_speech_s_per_min,
+            max_audio_speed=self.max_audio_speed,
+        )
 
 
 @dataclass(kw_only=True)
 class Transcript:
-    """What was said, and how sure the recogniser is."""
+    """What was said, and how sure the recogniser is.
+
+    ``confidence`` (0-1): Whisper's mean token probability, lowered by its
+    no-speech probability and by repetitive output (see ``segment_confidence``).
+    ``unsure``: below ``AsrOptions.unsure_below``; say what was heard or ask again.
+    """
 
     text: str
     language: str
@@ -83,6 +146,14 @@ class Transcript:
     audio_ms: float
     speech_ms: float
     transcribe_ms: float
+    unsure: bool = False
+
+
+def segment_confidence(avg_logprob: float, no_speech_prob: float, compression: float) -> float:
+    """One segment's confidence: mean token probability x (1 - no-speech probability),
+    halved for output more repetitive than natural speech (compression ratio > 2)."""
+    score = math.exp(min(0.0, avg_logprob)) * (1.0 - no_speech_prob)
+    return score * (0.5 if compression > 2.0 else 1.0)
 
 
 class SpeechRecognizer:
@@ -144,6 +215,29 @@ class SpeechRecognizer:
             )
         log.info("speech input ready: %s on %s (%s)", o.model, device, compute)
 
+    @property
+    def english_only(self) -> bool:
+        """Whether the model hears English only (``*.en`` models, or the loaded model says so)."""
+        if self._model is not None:
+            return not bool(self._model.model.is_multilingual)
+        return Path(self.options.model.rstrip("/")).name.endswith(".en")
+
+    def can_hear(self, language: str | None) -> bool:
+        """Whether questions in ``language`` can be transcribed (``None``: detect, any)."""
+        if language is None or not self.english_only:
+            return True
+        return language.lower().split("-")[0] == "en"
+
+    def cannot_hear_reason(self, language: str) -> str | None:
+        """For the user or operator when ``can_hear`` is False: what to install; else ``None``."""
+        if self.can_hear(language):
+            return None
+        return (
+            f"the speech model {self.options.model} hears English only, not {language}: "
+            "install a multilingual Whisper model (small or base, not .en) and pass "
+            "--asr-model PATH"
+        )
+
     def speech_spans(self, samples: np.ndarray) -> list[dict[str, int]]:
         """Where VAD hears speech in 16 kHz audio (sample offsets)."""
         from faster_whisper.vad import VadOptions
@@ -189,7 +283,7 @@ class SpeechRecognizer:
             log_prob_threshold=o.log_prob_threshold,
             temperature=0.0,
         )
-        kept, logprobs = [], []
+        kept, scores, weights = [], [], []
         for seg in segments:
             if (
                 seg.no_speech_prob > o.no_speech_threshold
@@ -200,17 +294,23 @@ class SpeechRecognizer:
                 continue
             if seg.text.strip():
                 kept.append(seg.text.strip())
-                logprobs.append(seg.avg_logprob)
+                scores.append(
+                    segment_confidence(seg.avg_logprob, seg.no_speech_prob, seg.compression_ratio)
+                )
+                weights.append(max(1, len(seg.tokens)))
         text = " ".join(kept).strip()
         if not text:
             return None
+        weighted = sum(c * w for c, w in zip(scores, weights, strict=True))
+        confidence = round(weighted / sum(weights), 3)
         return Transcript(
             text=text,
             language=info.language,
-            confidence=round(math.exp(sum(logprobs) / len(logprobs)), 3),
+            confidence=confidence,
             audio_ms=audio_ms,
             speech_ms=speech,
             transcribe_ms=(time.perf_counter() - started) * 1000,
+            unsure=confidence < o.unsure_below,
         )
 
     async def transcribe_async(
@@ -227,15 +327,23 @@ class SpeechRecognizer:
 
 
 class Utterance:
-    """Audio of one utterance as it streams in, kept at 16 kHz (bounded)."""
+    """Audio of one utterance as it streams in, kept at 16 kHz (bounded).
 
-    def __init__(self, *, rate: int, max_ms: int, endpoint_silence_ms: int = 700) -> None:
+    Push-to-talk keeps it whole for ``samples()``; hands-free can ask ``endpoint()``,
+    which runs the streaming VAD (``speech.vad``) on the audio added since the last
+    call only (linear in the utterance's length).
+    """
+
+    def __init__(self, *, rate: int, max_ms: int, endpoint_silence_ms: int = 500) -> None:
         self.rate = check_rate(rate)
+        self.max_ms = max_ms
         self.max_samples = RATE * max_ms // 1000
         self.endpoint_silence_ms = endpoint_silence_ms
         self._parts: list[np.ndarray] = []
         self._size = 0
         self._checked_at = 0
+        self._listener: HandsFreeListener | None = None
+        self._ended = False
         self.overflow = False
 
     def feed(self, pcm: bytes) -> None:
@@ -258,26 +366,95 @@ class Utterance:
             self._parts = [np.concatenate(self._parts)]
         return self._parts[0] if self._parts else np.zeros(0, dtype=np.float32)
 
-    def endpoint(self, recognizer: SpeechRecognizer, *, every_ms: int = 200) -> bool:
-        """Hands-free: True once speech was heard and has been followed by enough silence."""
-        if (self._size - self._checked_at) < RATE * every_ms // 1000:
-            return False
-        self._checked_at = self._size
-        from faster_whisper.vad import VadOptions
+    def endpoint(self, recognizer: SpeechRecognizer, *, every_ms: int = 0) -> bool:
+        """Hands-free: True once speech was heard and has been followed by enough silence.
 
-        audio = self.samples()
-        spans = recognizer._vad(
-            audio,
-            VadOptions(
-                threshold=recognizer.options.vad_threshold,
-                min_silence_duration_ms=200,
-                speech_pad_ms=0,
-            ),
-        )
-        if not spans:
+        Cheap (VAD on the new audio only); ``every_ms`` is kept for compatibility and
+        only skips calls that bring less new audio than that.
+        """
+        if self._ended:
+            return True
+        if (self._size - self._checked_at) < max(1, RATE * every_ms // 1000):
             return False
-        silence_ms = (audio.size - spans[-1]["end"]) / RATE * 1000
-        return silence_ms >= self.endpoint_silence_ms
+        if self._listener is None:
+            options = replace(
+                recognizer.options.vad_options(),
+                endpoint_silence_ms=self.endpoint_silence_ms,
+                speculate_pause_ms=None,
+                max_speech_s_per_min=None,
+                max_audio_speed=float("inf"),
+            )
+            self._listener = HandsFreeListener(
+                rate=RATE, max_ms=self.max_ms + 1000, options=options
+            )
+        new = self.samples()[self._checked_at :]
+        self._checked_at = self._size
+        events = self._listener.feed_samples(new)
+        self._ended = any(isinstance(e, SpeechEnded) for e in events)
+        return self._ended
+
+
+class HandsFree:
+    """One session's hands-free listening on asyncio: events in ``feed``, text in ``transcript``.
+
+    ``feed`` runs on the event loop (VAD: well under 1 ms per 20 ms chunk); at a short
+    pause it starts a speculative decode on the recogniser's worker, dropped if speech
+    resumes. ``transcript(ended)`` awaits that decode when it still covers the whole
+    utterance, else decodes ``ended.audio``. Counters: ``listener.stats``.
+    """
+
+    def __init__(
+        self,
+        recognizer: SpeechRecognizer,
+        *,
+        rate: int,
+        max_ms: int,
+        language: str | None = None,
+        options: VadOptions | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.recognizer = recognizer
+        self.language = language
+        self.listener = HandsFreeListener(
+            rate=rate,
+            max_ms=max_ms,
+            options=options or recognizer.options.vad_options(),
+            clock=clock,
+        )
+        self._speculation: tuple[int, asyncio.Future[Transcript | None]] | None = None
+        self.speculations_used = 0
+        self.speculations_wasted = 0
+
+    def feed(self, pcm: bytes) -> list[VadEvent]:
+        """One chunk of PCM16 at ``rate``: the events it completed (``speech.vad``)."""
+        events = self.listener.feed(pcm)
+        for event in events:
+            if isinstance(event, SpeechPaused):
+                self._drop_speculation()
+                future = asyncio.ensure_future(
+                    self.recognizer.transcribe_async(event.audio, language=self.language)
+                )
+                self._speculation = (event.utterance, future)
+            elif isinstance(event, (SpeechResumed, AudioDropped)):
+                self._drop_speculation()
+        return events
+
+    async def transcript(self, ended: SpeechEnded) -> Transcript | None:
+        """The transcript of an ended utterance (``None``: nothing was really said)."""
+        spec, self._speculation = self._speculation, None
+        if spec is not None and ended.speculative and spec[0] == ended.utterance:
+            self.speculations_used += 1
+            return await spec[1]
+        if spec is not None:
+            self.speculations_wasted += 1
+            spec[1].cancel()
+        return await self.recognizer.transcribe_async(ended.audio, language=self.language)
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is not None:
+            self.speculations_wasted += 1
+            self._speculation[1].cancel()  # a decode already running finishes unseen
+            self._speculation = None
 
 
 def resolve_model(name: str) -> str:

@@ -30,7 +30,7 @@ import logging
 import queue
 import re
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,7 +130,7 @@ class SpeechSynthesizer:
         cancel: threading.Event | None = None,
         priority: int = 5,
         on_fallback: Callable[[VoiceFallback], None] | None = None,
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """PCM16 chunks of ``text`` at ``options.rate``; lower ``priority`` goes first.
 
         ``cancel`` (set by the caller, e.g. on barge-in) stops synthesis at the next

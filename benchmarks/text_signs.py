@@ -78,6 +78,8 @@ class SignScene:
         rotate: Whole-frame rotation in degrees counter-clockwise (0, 90, 180, 270).
         centre: Centre of the sign in the frame, as fractions of width and height.
         language: ``"en"`` or ``"zh"``.
+        kind: ``"clean"``, ``"hard"``, ``"blurred"`` (must be refused) or ``"cut"``
+            (runs off the edge the name ends with).
     """
 
     name: str
@@ -92,6 +94,7 @@ class SignScene:
     rotate: int = 0
     centre: tuple[float, float] = (0.5, 0.5)
     language: str = "en"
+    kind: str = "clean"
 
     @property
     def text(self) -> str:
@@ -235,4 +238,20 @@ def scenes() -> list[SignScene]:
                   language="zh"),
         SignScene(name="blur-small", lines=["Bus stop 12 minutes"], font="sans", size=20, blur=3.0),
     ]
-    return clean + hard + blurred
+    for scene in hard:
+        scene.kind = "hard"
+    for scene in blurred:
+        scene.kind = "blurred"
+    return clean + hard + blurred + cut_scenes()
+
+
+def cut_scenes() -> list[SignScene]:
+    """Signs running off an edge of the frame; ``name`` ends with the edge."""
+    return [
+        SignScene(name="cut-left", lines=["Departures and arrivals"], font="sans", size=44, centre=(0.12, 0.5),
+                  kind="cut"),
+        SignScene(name="cut-right", lines=["Ticket office open daily"], font="serif", size=44,
+                  centre=(0.85, 0.3), kind="cut"),
+        SignScene(name="cut-top", lines=["Gate 12", "Boarding"], font="sans-bold", size=56,
+                  centre=(0.5, 0.1), kind="cut"),
+    ]

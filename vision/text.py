@@ -314,8 +314,19 @@ class TextReader:
     def _recognise(self, page: np.ndarray, regions: list[_Region]) -> None:
         if not regions:
             return
+        import cv2
+
         crops = self._crops(page, np.stack([r.quad for r in regions]))
         crops, _, _ = self._engine.text_cls(crops)
+        # Scale each line to the recogniser's input height ourselves, bicubic: its own
+        # bilinear resize of JPEG-compressed print drops the spaces between words
+        # ("Lifttoallfloors"); measured in benchmarks/text_bench.py.
+        height = int(self._engine.text_rec.rec_image_shape[1])
+        crops = [
+            cv2.resize(c, None, fx=height / c.shape[0], fy=height / c.shape[0],
+                       interpolation=cv2.INTER_CUBIC)
+            for c in crops
+        ]
         results, _ = self._engine.text_rec(crops)
         for region, (text, score) in zip(regions, results, strict=True):
             region.text = str(text).strip()
@@ -349,11 +360,23 @@ class TextReader:
 
     def _assemble(self, regions: list[_Region], rotation: int) -> TextReading:
         o = self.options
-        kept = [r for r in regions if not r.blurred and r.text and r.confidence >= o.min_confidence]
+        # A line touching the top or bottom edge has its letters cut through ("Gate 12"
+        # read "Gate iz"): it is not read, only reported as cut off. A line running off
+        # the left or right keeps its whole letters and is read as far as it goes.
+        kept = [
+            r
+            for r in regions
+            if not r.blurred
+            and r.text
+            and r.confidence >= o.min_confidence
+            and not {"top", "bottom"} & set(edges_touched(_unrotate(r.box, rotation), o.edge_margin))
+        ]
         # A region that was too soft to trust, or read badly while soft, is blurred text;
         # a sharp one read badly is texture or a cut letter and is just dropped.
         blurred = [
-            r for r in regions if r.blurred or (r not in kept and r.edge_px > o.max_edge_px)
+            r
+            for r in regions
+            if r.blurred or (r not in kept and r.edge_px > o.max_edge_px)
         ]
         order = reading_order([r.box for r in kept])
         lines = []
@@ -370,8 +393,10 @@ class TextReader:
                     vertical=vertical,
                 )
             )
+        # Any text the detector saw at an edge counts, even letters too cut to read:
+        # they are what tells the user which way the rest of the text is.
         cut: set[str] = set()
-        for r in kept + blurred:
+        for r in (r for r in regions if r.blurred or r.text):
             cut.update(edges_touched(_unrotate(r.box, rotation), o.edge_margin))
         status: Status
         if lines:

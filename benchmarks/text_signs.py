@@ -108,7 +108,9 @@ def _background(kind: str, seed: int) -> Image.Image:
         base = rng.normal(110, 18, size=(h // 4, w // 4, 3)).clip(0, 255).astype(np.uint8)
         img = Image.fromarray(base).resize(FRAME, Image.Resampling.BICUBIC)
         noise = rng.normal(0, 6, size=(h, w, 3))
-        return Image.fromarray((np.asarray(img, dtype=np.float64) + noise).clip(0, 255).astype(np.uint8))
+        return Image.fromarray(
+            (np.asarray(img, dtype=np.float64) + noise).clip(0, 255).astype(np.uint8)
+        )
     if kind == "gradient":
         ramp = np.linspace(60, 190, w)[None, :, None] * np.ones((h, 1, 3))
         ramp[..., 2] = ramp[..., 2] * 0.8 + 30
@@ -122,7 +124,9 @@ def _plate(scene: SignScene) -> Image.Image:
         raise FileNotFoundError(f"font {scene.font!r} ({FONT_NAMES[scene.font]}) is not installed")
     font = ImageFont.truetype(str(path), scene.size)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    boxes = [probe.textbbox((0, 0), line, font=font) for line in scene.lines]
+    boxes = [
+        tuple(round(v) for v in probe.textbbox((0, 0), line, font=font)) for line in scene.lines
+    ]
     gap = scene.size // 3
     pad = scene.size // 2
     width = max(b[2] - b[0] for b in boxes) + 2 * pad
@@ -164,11 +168,20 @@ def render(scene: SignScene, *, seed: int = 0) -> Image.Image:
     if scene.perspective:
         # The right edge recedes: shorter and a little narrower, as seen from the left.
         p = scene.perspective
-        dst = [(0.0, 0.0), (pw * (1 - p / 2), ph * p / 2), (pw * (1 - p / 2), ph * (1 - p / 2)), (0.0, ph)]
+        dst = [
+            (0.0, 0.0),
+            (pw * (1 - p / 2), ph * p / 2),
+            (pw * (1 - p / 2), ph * (1 - p / 2)),
+            (0.0, ph),
+        ]
         src = [(0.0, 0.0), (pw, 0.0), (pw, ph), (0.0, ph)]
         coeffs = _perspective_coeffs(src, dst)
-        plate = plate.transform(plate.size, Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BICUBIC)
-        mask = mask.transform(mask.size, Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BICUBIC)
+        plate = plate.transform(
+            plate.size, Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BICUBIC
+        )
+        mask = mask.transform(
+            mask.size, Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BICUBIC
+        )
     cx, cy = scene.centre
     x = int(cx * w - pw / 2)
     y = int(cy * h - ph / 2)
@@ -199,43 +212,128 @@ def page_scene(*, rotate: int = 0) -> SignScene:
 def scenes() -> list[SignScene]:
     """The benchmark's rendered scenes: clean signs, harder signs and blurred signs."""
     clean = [
-        SignScene(name="exit", lines=["EXIT"], font="sans-bold", size=72, fg=(255, 255, 255), bg=(0, 120, 60)),
-        SignScene(name="platform", lines=["Platform 4", "Trains to Cambridge"], font="sans", size=40),
-        SignScene(name="toilets", lines=["Toilets", "Lift to all floors"], font="liberation-sans", size=36,
-                  fg=(255, 255, 255), bg=(20, 40, 120), centre=(0.4, 0.4)),
-        SignScene(name="pharmacy", lines=["Pharmacy open until 9 pm"], font="liberation-serif", size=34),
-        SignScene(name="wet-floor", lines=["CAUTION", "Wet floor"], font="sans-bold", size=48,
-                  fg=(10, 10, 10), bg=(250, 210, 0)),
-        SignScene(name="room", lines=["Room 214", "Dr. Patel"], font="mono", size=38, centre=(0.6, 0.55)),
-        SignScene(name="zh-exit", lines=["出口"], font="cjk", size=72, fg=(255, 255, 255), bg=(0, 120, 60),
-                  language="zh"),
-        SignScene(name="zh-station", lines=["地铁站入口", "请小心台阶"], font="cjk", size=44, language="zh"),
-        SignScene(name="zh-pharmacy", lines=["药店营业时间", "上午九点到晚上十点"], font="cjk-serif", size=36,
-                  language="zh"),
+        SignScene(
+            name="exit",
+            lines=["EXIT"],
+            font="sans-bold",
+            size=72,
+            fg=(255, 255, 255),
+            bg=(0, 120, 60),
+        ),
+        SignScene(
+            name="platform", lines=["Platform 4", "Trains to Cambridge"], font="sans", size=40
+        ),
+        SignScene(
+            name="toilets",
+            lines=["Toilets", "Lift to all floors"],
+            font="liberation-sans",
+            size=36,
+            fg=(255, 255, 255),
+            bg=(20, 40, 120),
+            centre=(0.4, 0.4),
+        ),
+        SignScene(
+            name="pharmacy", lines=["Pharmacy open until 9 pm"], font="liberation-serif", size=34
+        ),
+        SignScene(
+            name="wet-floor",
+            lines=["CAUTION", "Wet floor"],
+            font="sans-bold",
+            size=48,
+            fg=(10, 10, 10),
+            bg=(250, 210, 0),
+        ),
+        SignScene(
+            name="room", lines=["Room 214", "Dr. Patel"], font="mono", size=38, centre=(0.6, 0.55)
+        ),
+        SignScene(
+            name="zh-exit",
+            lines=["出口"],
+            font="cjk",
+            size=72,
+            fg=(255, 255, 255),
+            bg=(0, 120, 60),
+            language="zh",
+        ),
+        SignScene(
+            name="zh-station",
+            lines=["地铁站入口", "请小心台阶"],
+            font="cjk",
+            size=44,
+            language="zh",
+        ),
+        SignScene(
+            name="zh-pharmacy",
+            lines=["药店营业时间", "上午九点到晚上十点"],
+            font="cjk-serif",
+            size=36,
+            language="zh",
+        ),
         page_scene(),
     ]
     hard = [
         SignScene(name="small", lines=["Bus stop 12 minutes"], font="sans", size=20),
-        SignScene(name="perspective", lines=["Main entrance", "Reception"], font="sans", size=44, perspective=0.3),
-        SignScene(name="texture", lines=["No parking"], font="sans-bold", size=44, background="texture",
-                  centre=(0.35, 0.6)),
-        SignScene(name="gradient", lines=["Ticket office"], font="serif", size=40, background="gradient",
-                  bg=(230, 230, 230)),
+        SignScene(
+            name="perspective",
+            lines=["Main entrance", "Reception"],
+            font="sans",
+            size=44,
+            perspective=0.3,
+        ),
+        SignScene(
+            name="texture",
+            lines=["No parking"],
+            font="sans-bold",
+            size=44,
+            background="texture",
+            centre=(0.35, 0.6),
+        ),
+        SignScene(
+            name="gradient",
+            lines=["Ticket office"],
+            font="serif",
+            size=40,
+            background="gradient",
+            bg=(230, 230, 230),
+        ),
         SignScene(name="slight-blur", lines=["Information desk"], font="sans", size=40, blur=1.0),
-        SignScene(name="zh-perspective", lines=["洗手间在二楼"], font="cjk", size=44, perspective=0.25,
-                  language="zh"),
+        SignScene(
+            name="zh-perspective",
+            lines=["洗手间在二楼"],
+            font="cjk",
+            size=44,
+            perspective=0.25,
+            language="zh",
+        ),
         page_scene(rotate=90),
         page_scene(rotate=180),
         page_scene(rotate=270),
     ]
     blurred = [
         SignScene(name="blur-exit", lines=["Emergency exit"], font="sans", size=40, blur=7.0),
-        SignScene(name="blur-platform", lines=["Platform 4", "Trains to Cambridge"], font="sans", size=40,
-                  blur=6.0),
-        SignScene(name="blur-page", lines=page_scene().lines, font="serif", size=26, bg=(255, 255, 255),
-                  blur=4.0),
-        SignScene(name="blur-zh", lines=["地铁站入口", "请小心台阶"], font="cjk", size=44, blur=6.0,
-                  language="zh"),
+        SignScene(
+            name="blur-platform",
+            lines=["Platform 4", "Trains to Cambridge"],
+            font="sans",
+            size=40,
+            blur=6.0,
+        ),
+        SignScene(
+            name="blur-page",
+            lines=page_scene().lines,
+            font="serif",
+            size=26,
+            bg=(255, 255, 255),
+            blur=4.0,
+        ),
+        SignScene(
+            name="blur-zh",
+            lines=["地铁站入口", "请小心台阶"],
+            font="cjk",
+            size=44,
+            blur=6.0,
+            language="zh",
+        ),
         SignScene(name="blur-small", lines=["Bus stop 12 minutes"], font="sans", size=20, blur=3.0),
     ]
     for scene in hard:
@@ -248,10 +346,28 @@ def scenes() -> list[SignScene]:
 def cut_scenes() -> list[SignScene]:
     """Signs running off an edge of the frame; ``name`` ends with the edge."""
     return [
-        SignScene(name="cut-left", lines=["Departures and arrivals"], font="sans", size=44, centre=(0.12, 0.5),
-                  kind="cut"),
-        SignScene(name="cut-right", lines=["Ticket office open daily"], font="serif", size=44,
-                  centre=(0.85, 0.3), kind="cut"),
-        SignScene(name="cut-top", lines=["Gate 12", "Boarding"], font="sans-bold", size=56,
-                  centre=(0.5, 0.1), kind="cut"),
+        SignScene(
+            name="cut-left",
+            lines=["Departures and arrivals"],
+            font="sans",
+            size=44,
+            centre=(0.12, 0.5),
+            kind="cut",
+        ),
+        SignScene(
+            name="cut-right",
+            lines=["Ticket office open daily"],
+            font="serif",
+            size=44,
+            centre=(0.85, 0.3),
+            kind="cut",
+        ),
+        SignScene(
+            name="cut-top",
+            lines=["Gate 12", "Boarding"],
+            font="sans-bold",
+            size=56,
+            centre=(0.5, 0.1),
+            kind="cut",
+        ),
     ]

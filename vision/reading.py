@@ -138,7 +138,7 @@ def reading_order(boxes: Sequence[Box]) -> list[int]:
     order = sorted(range(len(boxes)), key=lambda i: (boxes[i][1] + boxes[i][3]) / 2)
     rows: list[list[int]] = []
     for i in order:
-        x0, y0, x1, y1 = boxes[i]
+        _x0, y0, _x1, y1 = boxes[i]
         centre = (y0 + y1) / 2
         placed = False
         for row in rows[-3:]:
@@ -157,9 +157,7 @@ def reading_order(boxes: Sequence[Box]) -> list[int]:
 
 # ------------------------------------------------------------------- normalising
 
-_CJK = (
-    r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
-)
+_CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
 _CJK_RE = re.compile(f"[{_CJK}]")
 _TOKEN_RE = re.compile(f"[{_CJK}]|[^\\W_]+", re.UNICODE)
 
@@ -179,13 +177,54 @@ def tokens(text: str) -> list[str]:
 # ------------------------------------------------------------------ match_sign
 
 _SIGN_FILLER = frozenset(
-    """
-    a an the sign signs signboard board label labels text texts writing written notice
-    poster banner plaque placard says say saying reads read reading that which with
-    of on in it is are there some displayed showing shows word words letters printed
-    """.split()
+    [
+        "a",
+        "an",
+        "the",
+        "sign",
+        "signs",
+        "signboard",
+        "board",
+        "label",
+        "labels",
+        "text",
+        "texts",
+        "writing",
+        "written",
+        "notice",
+        "poster",
+        "banner",
+        "plaque",
+        "placard",
+        "says",
+        "say",
+        "saying",
+        "reads",
+        "read",
+        "reading",
+        "that",
+        "which",
+        "with",
+        "of",
+        "on",
+        "in",
+        "it",
+        "is",
+        "are",
+        "there",
+        "some",
+        "displayed",
+        "showing",
+        "shows",
+        "word",
+        "words",
+        "letters",
+        "printed",
+    ]
 )
-_ZH_FILLER = re.compile(r"(一个|一块|牌子|标志|标牌|招牌|指示牌|上面写着|上面写的|写着|文字|写的是)")
+_ZH_FILLER = re.compile(
+    r"(一个|一块|牌子|标志|标牌|招牌|指示牌|上面写着|上面写的|写着|文字|写的是)"
+)
 _QUOTED = re.compile(r"[\"“”「」『』‘’']([^\"“”「」『』‘’']{1,200})[\"“”「」『』‘’']")
 
 
@@ -251,7 +290,9 @@ _POLITE_PREFIX = re.compile(
     r"(?:can|could|would|will) you(?: please)?|i want you to|i'd like you to|"
     r"i need you to|help me|try to|just)\s+)+"
 )
-_POLITE_SUFFIX = re.compile(r"(?:\s+(?:please|for me|to me|out loud|aloud|now|again|thanks|thank you))+")
+_POLITE_SUFFIX = re.compile(
+    r"(?:\s+(?:please|for me|to me|out loud|aloud|now|again|thanks|thank you))+"
+)
 _OBJECT = (
     r"(?:this|that|it|these|those|here|everything|all|all of it|"
     r"(?:the|this|that|my) (?:sign|text|label|page|menu|letter|words|writing|note|notice|"
@@ -320,7 +361,29 @@ def is_read_request(text: str) -> str | None:
 
 _SENTENCE_END = re.compile(r"[.!?;:…。！？；]['\"”’)\]]*\Z")
 _ABBREVIATIONS = frozenset(
-    "dr mr mrs ms st no nr vs etc e.g i.e approx dept fig mt prof rd ave tel min max".split()
+    [
+        "dr",
+        "mr",
+        "mrs",
+        "ms",
+        "st",
+        "no",
+        "nr",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "approx",
+        "dept",
+        "fig",
+        "mt",
+        "prof",
+        "rd",
+        "ave",
+        "tel",
+        "min",
+        "max",
+    ]
 )
 _BOUNDARY = re.compile(
     # Chinese sentence punctuation ends a sentence where it stands;

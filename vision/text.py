@@ -221,7 +221,9 @@ class TextReader:
     def read_image(self, image: Image.Image) -> TextReading:
         """Read the text in a Pillow image, in the page's reading order. Blocking."""
         if self._engine is None:
-            raise TextReaderUnavailable(f"the text reader is not loaded: call load() ({INSTALL_HINT})")
+            raise TextReaderUnavailable(
+                f"the text reader is not loaded: call load() ({INSTALL_HINT})"
+            )
         started = time.perf_counter()
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         o = self.options
@@ -279,7 +281,8 @@ class TextReader:
         crops = self._crops(frame, quads)
         _, labels, _ = self._engine.text_cls(crops)
         flipped = sum(
-            float(w) for w, (label, score) in zip(length, labels, strict=True)
+            float(w)
+            for w, (label, score) in zip(length, labels, strict=True)
             if label == "180" and float(score) >= 0.9
         )
         upside_down = flipped > 0.5 * float(length.sum())
@@ -308,7 +311,9 @@ class TextReader:
             x0, y0 = quad.min(axis=0)
             x1, y1 = quad.max(axis=0)
             box = (float(x0) / w, float(y0) / h, float(x1) / w, float(y1) / h)
-            regions.append(_Region(quad=quad, box=box, height=height, edge_px=edge, blurred=blurred))
+            regions.append(
+                _Region(quad=quad, box=box, height=height, edge_px=edge, blurred=blurred)
+            )
         return regions
 
     def _recognise(self, page: np.ndarray, regions: list[_Region]) -> None:
@@ -323,8 +328,13 @@ class TextReader:
         # ("Lifttoallfloors"); measured in benchmarks/text_bench.py.
         height = int(self._engine.text_rec.rec_image_shape[1])
         crops = [
-            cv2.resize(c, None, fx=height / c.shape[0], fy=height / c.shape[0],
-                       interpolation=cv2.INTER_CUBIC)
+            cv2.resize(
+                c,
+                None,
+                fx=height / c.shape[0],
+                fy=height / c.shape[0],
+                interpolation=cv2.INTER_CUBIC,
+            )
             for c in crops
         ]
         results, _ = self._engine.text_rec(crops)
@@ -352,7 +362,9 @@ class TextReader:
 
         det = self._engine.text_det
         side = max(probe.shape)
-        tensor = DetPreProcess(side, "max", det.mean, det.std)(np.repeat(probe[:, :, None], 3, axis=2))
+        tensor = DetPreProcess(side, "max", det.mean, det.std)(
+            np.repeat(probe[:, :, None], 3, axis=2)
+        )
         if tensor is None:
             return False
         prob = det.infer(tensor)[0][0, 0]
@@ -369,15 +381,12 @@ class TextReader:
             if not r.blurred
             and r.text
             and r.confidence >= o.min_confidence
-            and not {"top", "bottom"} & set(edges_touched(_unrotate(r.box, rotation), o.edge_margin))
+            and not {"top", "bottom"}
+            & set(edges_touched(_unrotate(r.box, rotation), o.edge_margin))
         ]
         # A region that was too soft to trust, or read badly while soft, is blurred text;
         # a sharp one read badly is texture or a cut letter and is just dropped.
-        blurred = [
-            r
-            for r in regions
-            if r.blurred or (r not in kept and r.edge_px > o.max_edge_px)
-        ]
+        blurred = [r for r in regions if r.blurred or (r not in kept and r.edge_px > o.max_edge_px)]
         order = reading_order([r.box for r in kept])
         lines = []
         for i in order:
@@ -398,11 +407,9 @@ class TextReader:
         cut: set[str] = set()
         for r in (r for r in regions if r.blurred or r.text):
             cut.update(edges_touched(_unrotate(r.box, rotation), o.edge_margin))
-        status: Status
-        if lines:
-            status = "partial" if blurred else "ok"
-        else:
-            status = "blurred" if blurred else "none"
+        status: Status = (
+            ("partial" if blurred else "ok") if lines else "blurred" if blurred else "none"
+        )
         return TextReading(
             lines=lines,
             status=status,

@@ -20,8 +20,9 @@ if command -v apt-get >/dev/null 2>&1; then
         dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
     if [ "$profile" = test ]; then
-        # The browser end-to-end tests drive Debian's Chromium (no browser download).
-        for pkg in chromium chromium-driver; do
+        # The browser end-to-end tests drive Debian's Chromium (no browser download);
+        # the text-reading tests and benchmark render signs in these fonts.
+        for pkg in chromium chromium-driver fonts-dejavu-core fonts-liberation2 fonts-noto-cjk; do
             dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
         done
     fi

@@ -42,6 +42,7 @@ from server.user_session import UserSession, UserState
 from speech.asr import SpeechRecognizer
 from speech.tts import SpeechSynthesizer
 from vision.engine import VisionEngine
+from vision.text import TextReader
 
 log = logging.getLogger("seealoud.server")
 
@@ -67,12 +68,14 @@ class SeeAloudServer:
         engine: VisionEngine | None = None,
         tts: SpeechSynthesizer | None = None,
         asr: SpeechRecognizer | None = None,
+        text: TextReader | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
         self.tts = Loader("speech output", tts.load) if tts else None
         self.asr = Loader("speech input", asr.load) if asr else None
         self.vision = Loader("vision", engine.load_blocking) if engine else None
+        self.text = Loader("text reading", text.load) if text else None
         services = Services(
             analyzer=VisionAnalyzer(engine) if engine else analyzer,
             vision=self.vision,
@@ -80,6 +83,8 @@ class SeeAloudServer:
             tts_model=tts,
             asr=self.asr,
             asr_model=asr,
+            text=self.text,
+            text_model=text,
         )
         self.hub = Hub()
         self.metrics = ServerMetrics()
@@ -96,7 +101,7 @@ class SeeAloudServer:
             ),
             login_limiter=LoginLimiter(),
         )
-        for loader in (self.vision, self.tts, self.asr):
+        for loader in (self.vision, self.tts, self.asr, self.text):
             if loader is not None:
                 loader.on_change(lambda _: self.hub.capabilities(services.capabilities()))
         if engine is not None and self.vision is not None:
@@ -128,7 +133,7 @@ class SeeAloudServer:
             ssl=self._ssl_context(),
         )
         log.info("listening on %s://%s:%d%s", self.scheme, self.config.host, self.port, WS_PATH)
-        for loader in (self.vision, self.tts, self.asr):
+        for loader in (self.vision, self.tts, self.asr, self.text):
             if loader is not None:
                 self._background.append(asyncio.create_task(loader.load(), name=loader.name))
         self._background.append(

@@ -62,6 +62,7 @@ class Services:
     asr_model: SpeechRecognizer | None = None
     text: Loader | None = None
     text_model: Any = None
+    ocr: Worker = field(default_factory=lambda: Worker("ocr", max_pending=4, stall_s=20.0))
     voice_problems: dict[str, str] = field(default_factory=dict)
     """Per user: the last voice that failed at run time (shown to their caregiver)."""
 

@@ -1,10 +1,13 @@
 """One phone's microphone: an audio inbox, the recogniser, questions out.
 
 The receive task drops ``audio-*`` messages in a bounded inbox and moves on;
-this task feeds them to the ``Listener`` (resampling, VAD) and awaits the
-transcription on the recogniser's worker thread. Control messages never wait
-for any of it. An inbox that overflows (a client sending audio faster than
-real time) loses its excess, counted, with one ``rate-limited`` error.
+this task feeds them on: push-to-talk into an ``Utterance`` transcribed at
+``audio-stop``; hands-free into the streaming VAD (``speech.asr.HandsFree``,
+well under a millisecond per chunk on the loop), whose ended utterances are
+transcribed in their own task while listening goes on. Decoding always runs on
+the recogniser's worker thread; control messages never wait for any of it. An
+inbox that overflows (audio sent faster than real time) loses its excess,
+counted, with one ``rate-limited`` error.
 """
 
 from __future__ import annotations
@@ -15,14 +18,19 @@ from collections.abc import Awaitable, Callable
 
 from protocol import AudioChunk, AudioStart, AudioStop, ErrorCode, Message, TranscriptMsg
 from server.context import ServerContext
-from server.listener import Listener, ListenError
+from speech.asr import HandsFree, SpeechRecognizer, Transcript, Utterance
+from speech.errors import AudioFormatError
+from speech.vad import AudioDropped, SpeechEnded, VadEvent
 
 log = logging.getLogger("seealoud.listening")
 
 AUDIO_INBOX = 250
-"""Chunks waiting for the recogniser: 5 s of 20 ms chunks."""
-
+"""Chunks waiting to be heard: 5 s of 20 ms chunks."""
 MAX_AUDIO_CHUNK_BYTES = 64_000
+MAX_DECODING = 2
+"""Hands-free utterances being transcribed at once; more are dropped (counted)."""
+
+Later = Callable[[Callable[[], Awaitable[None]]], None]
 
 
 class Listening:
@@ -37,9 +45,8 @@ class Listening:
         send_error: Callable[..., Awaitable[None]],
         language: Callable[[], str],
         on_question: Callable[..., Awaitable[None]],
-        on_speech: Callable[[], None],
         on_nothing_heard: Callable[[], None],
-        later: Callable[[Callable[[], Awaitable[None]]], None],
+        later: Later,
         resume_mode: str | None = None,
     ) -> None:
         self.ctx = ctx
@@ -48,21 +55,25 @@ class Listening:
         self.send_error = send_error
         self.language = language
         self.on_question = on_question
-        self.on_speech = on_speech
         self.on_nothing_heard = on_nothing_heard
         self.later = later
-        self._refused = False
         self.inbox: asyncio.Queue[AudioStart | AudioChunk | AudioStop] = asyncio.Queue(AUDIO_INBOX)
-        self.listener: Listener | None = None
-        self.resume_mode = resume_mode
+        self.mode: str | None = resume_mode
+        self.rate = ctx.config.audio_rate
+        self.push: Utterance | None = None
+        self.hands: HandsFree | None = None
         self.dropped = 0
+        self._decoding: set[asyncio.Task[None]] = set()
+        self._refused = False
         self._error_sent = False
         self._overflow_reported = False
 
+    # --- from the receive task ---------------------------------------------------
+
     def offer(self, message: AudioStart | AudioChunk | AudioStop) -> None:
-        """From the receive task: queue, or drop (counted) when the inbox is full. Without
-        a recogniser the utterance is refused at once, with one error (in order with the
-        session's other replies), and its chunks are dropped."""
+        """Queue, or drop (counted) when the inbox is full. Without a recogniser the
+        utterance is refused at once, with one error in order with the session's other
+        replies, and its chunks are dropped."""
         if isinstance(message, AudioStart):
             self._refused = self.ctx.services.asr_if_ready() is None
             if self._refused:
@@ -87,51 +98,67 @@ class Listening:
 
     def mode_to_resume(self) -> str | None:
         """The listening mode a reconnect continues (hands-free keeps listening)."""
-        if self.listener is not None and self.listener.mode == "hands-free":
-            return "hands-free"
-        return None
+        return "hands-free" if self.mode == "hands-free" else None
+
+    # --- the task ----------------------------------------------------------------
 
     async def run(self) -> None:
-        if self.resume_mode == "hands-free":
-            self._start(AudioStart(mode="hands-free", rate=self.ctx.config.audio_rate))
-        while True:
-            message = await self.inbox.get()
-            if self._overflow_reported and self.inbox.empty():
-                self._overflow_reported = False
-                await self.send_error(
-                    ErrorCode.RATE_LIMITED, "audio arrived faster than real time; some was dropped"
-                )
-            match message:
-                case AudioStart():
-                    await self._on_start(message)
-                case AudioChunk():
-                    await self._on_chunk(message)
-                case AudioStop():
-                    await self._on_stop(message)
+        try:
+            while True:
+                message = await self.inbox.get()
+                if self._overflow_reported and self.inbox.empty():
+                    self._overflow_reported = False
+                    await self.send_error(
+                        ErrorCode.RATE_LIMITED,
+                        "audio arrived faster than real time; some was dropped",
+                    )
+                match message:
+                    case AudioStart():
+                        await self._on_start(message)
+                    case AudioChunk():
+                        await self._on_chunk(message)
+                    case AudioStop():
+                        await self._on_stop(message)
+        finally:
+            for task in self._decoding:
+                task.cancel()
 
-    def _start(self, start: AudioStart) -> bool:
-        asr = self.ctx.services.asr_if_ready()
-        if asr is None:
-            return False
-        if self.listener is None or self.listener.asr is not asr:
-            self.listener = Listener(
-                asr, max_ms=self.ctx.config.max_audio_ms, endpoint_silence_ms=700
-            )
-        self.listener.start(start)
-        return True
+    def _asr(self) -> SpeechRecognizer | None:
+        return self.ctx.services.asr_if_ready()
 
     async def _on_start(self, start: AudioStart) -> None:
         self._error_sent = False
-        try:
-            started = self._start(start)
-        except ListenError as exc:
-            await self.send_error(exc.code, str(exc), ref=start.id)
+        if start.format != "pcm16" or start.channels != 1:
+            await self.send_error(
+                ErrorCode.UNSUPPORTED_FORMAT, "audio must be pcm16, 1 channel", ref=start.id
+            )
             return
-        if not started:  # the recogniser went away between offer and now
+        if start.mode not in ("push-to-talk", "hands-free"):
+            await self.send_error(
+                ErrorCode.BAD_MESSAGE, "mode must be push-to-talk or hands-free", ref=start.id
+            )
+            return
+        asr = self._asr()
+        if asr is None:
             await self.send_error(
                 ErrorCode.CAPABILITY_UNAVAILABLE, "Spoken questions are unavailable.", ref=start.id
             )
-            self._error_sent = True
+            return
+        self.mode, self.rate = start.mode, start.rate
+        self.push = self.hands = None
+        try:
+            if start.mode == "hands-free":
+                self.hands = self._hands_free(asr)
+            else:
+                self.push = Utterance(rate=start.rate, max_ms=self.ctx.config.max_audio_ms)
+        except AudioFormatError as exc:
+            self.mode = None
+            await self.send_error(ErrorCode.UNSUPPORTED_FORMAT, str(exc), ref=start.id)
+
+    def _hands_free(self, asr: SpeechRecognizer) -> HandsFree:
+        return HandsFree(
+            asr, rate=self.rate, max_ms=self.ctx.config.max_audio_ms, language=self.language()
+        )
 
     async def _on_chunk(self, chunk: AudioChunk) -> None:
         if len(chunk.payload) > MAX_AUDIO_CHUNK_BYTES:
@@ -140,58 +167,94 @@ class Listening:
                 f"audio chunk over {MAX_AUDIO_CHUNK_BYTES} bytes; send 20-100 ms chunks",
             )
             return
-        listener = self.listener
-        if listener is None or listener.utterance is None:
-            if not self._error_sent:
-                self._error_sent = True
-                await self.send_error(
-                    ErrorCode.UNEXPECTED_MESSAGE, "audio-chunk without audio-start"
-                )
+        if self.hands is None and self.mode == "hands-free" and (asr := self._asr()) is not None:
+            self.hands = self._hands_free(asr)  # resumed: hands-free goes on without a new start
+        if chunk.rate != self.rate and (self.push or self.hands):
+            await self._once(
+                ErrorCode.UNSUPPORTED_FORMAT,
+                f"chunk rate {chunk.rate} differs from audio-start's {self.rate}",
+            )
             return
         try:
-            listener.feed(chunk)
-        except ListenError as exc:
-            if not self._error_sent:
-                self._error_sent = True
-                await self.send_error(exc.code, str(exc))
+            if self.hands is not None:
+                self._hear(self.hands.feed(chunk.payload))
+            elif self.push is not None:
+                self.push.feed(chunk.payload)
+                if self.push.overflow:
+                    await self.send_error(
+                        ErrorCode.AUDIO_TOO_LONG,
+                        f"utterance longer than {self.ctx.config.max_audio_ms} ms; "
+                        "transcribing what arrived",
+                    )
+                    await self._finish_push(None)
+            else:
+                await self._once(ErrorCode.UNEXPECTED_MESSAGE, "audio-chunk without audio-start")
+        except AudioFormatError as exc:
+            await self._once(ErrorCode.BAD_MESSAGE, str(exc))
+
+    async def _once(self, code: ErrorCode, text: str) -> None:
+        if not self._error_sent:
+            self._error_sent = True
+            await self.send_error(code, text)
+
+    def _hear(self, events: list[VadEvent]) -> None:
+        for event in events:
+            if isinstance(event, AudioDropped):
+                self.ctx.metrics.audio_dropped(event.reason, event.ms)
+            elif isinstance(event, SpeechEnded):
+                if len(self._decoding) >= MAX_DECODING:
+                    self.ctx.metrics.audio_dropped("decoder-busy", event.speech_ms)
+                    continue
+                task = asyncio.create_task(self._finish_hands_free(event))
+                self._decoding.add(task)
+                task.add_done_callback(self._decoding.discard)
+
+    async def _finish_hands_free(self, ended: SpeechEnded) -> None:
+        hands = self.hands
+        if hands is None:
             return
-        if listener.overflowed:
-            if listener.mode != "hands-free":
-                await self.send_error(
-                    ErrorCode.AUDIO_TOO_LONG,
-                    f"utterance longer than {self.ctx.config.max_audio_ms} ms; "
-                    "transcribing what arrived",
-                )
-            await self._transcribe(None, explicit=False)
-        elif await listener.heard_end():
-            await self._transcribe(None, explicit=False)
+        try:
+            transcript = await hands.transcript(ended)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the recogniser's native code may raise anything
+            log.warning("session %s: transcription failed: %s", self.session_id, type(exc).__name__)
+            return
+        if transcript is not None:  # hands-free: nothing heard means nothing said
+            await self._question(transcript, None)
 
     async def _on_stop(self, stop: AudioStop) -> None:
-        if self.listener is None or self.listener.utterance is None:
+        if self.hands is not None:
+            self._hear(self.hands.listener.flush())
+            self.hands, self.mode = None, None
+            return
+        if self.push is None:
             if not self._error_sent:
                 await self.send_error(
                     ErrorCode.UNEXPECTED_MESSAGE, "audio-stop without audio-start", ref=stop.id
                 )
             return
-        await self._transcribe(stop.id)
+        await self._finish_push(stop.id)
 
-    async def _transcribe(self, ref: str | None, *, explicit: bool = True) -> None:
-        assert self.listener is not None
-        try:
-            transcript = await self.listener.finish(language=self.language(), explicit=explicit)
-        except ListenError:
+    async def _finish_push(self, ref: str | None) -> None:
+        utterance, self.push, self.mode = self.push, None, None
+        asr = self._asr()
+        if utterance is None or asr is None:
             return
+        try:
+            transcript = await asr.transcribe_async(utterance.samples(), language=self.language())
         except Exception as exc:  # the recogniser's native code may raise anything
             log.warning("session %s: transcription failed: %s", self.session_id, type(exc).__name__)
             await self.send_error(ErrorCode.MODEL_FAILED, "speech recognition failed", ref=ref)
-            if explicit:
-                self.on_nothing_heard()
+            self.on_nothing_heard()
             return
-        if transcript is None:
-            if explicit:  # push-to-talk: the user waits for something
-                await self.send(TranscriptMsg(text="", final=True, id=ref))
-                self.on_nothing_heard()
+        if transcript is None:  # push-to-talk: the user waits for something
+            await self.send(TranscriptMsg(text="", final=True, id=ref))
+            self.on_nothing_heard()
             return
+        await self._question(transcript, ref)
+
+    async def _question(self, transcript: Transcript, ref: str | None) -> None:
         await self.send(
             TranscriptMsg(
                 text=transcript.text,
@@ -201,4 +264,4 @@ class Listening:
                 id=ref,
             )
         )
-        await self.on_question(transcript.text, ref)
+        await self.on_question(transcript.text, ref, unsure=transcript.unsure)

@@ -71,6 +71,8 @@ class MediaPipeline:
         self.questions: deque[Asked] = deque()
         self._detect = asyncio.Event()
         self._work = asyncio.Event()
+        self.signs: Callable[[list[str], PendingFrame], Awaitable[None]] | None = None
+        """Speaks reported signs in the text reader's words (``server/reading.py``)."""
         self.frames_rejected = 0
         self.analyses = 0
         self.detector_fires = 0
@@ -231,14 +233,18 @@ class MediaPipeline:
         if observation.latency_ms is None:
             observation.latency_ms = round(latency * 1000)
         await self.send(observation)
+        signs, observation.signs = observation.signs, []
         self.speak(observation, frame_time, asked)
+        if signs and self.signs is not None:
+            await self.signs(signs, request.frame)
 
     def _hazard_now(self, hazard: HazardInfo, frame_time: float) -> None:
         """A hazard streamed out of the model before its answer finished."""
         self.offer(self.narrator.hazard(hazard, frame_time=frame_time, now=time.monotonic()))
 
     def speak(self, obs: ObservationMsg, frame_time: float, asked: Asked | None) -> None:
-        """Hand an observation to the narrator and offer what it queued to the speaker."""
+        """Hand an observation to the narrator and offer what it queued to the speaker
+        (signs go through the text reader first: ``signs``)."""
         if asked is not None and asked.prefix:
             obs.answer = f"{asked.prefix} {obs.answer or self.narrator.phrase('unsure')}"
         for u in self.narrator.observe(

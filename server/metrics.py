@@ -71,6 +71,11 @@ class ServerMetrics:
     def error(self, code: str) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
 
+    def audio_dropped(self, reason: str, ms: float) -> None:
+        """Audio not listened to (faster than real time, speech budget, busy decoder)."""
+        key = f"audio-dropped:{reason}"
+        self.errors[key] = self.errors.get(key, 0) + 1
+
     def detector_decision(self, reason: str) -> None:
         self.decisions[reason] = self.decisions.get(reason, 0) + 1
 

@@ -198,6 +198,11 @@ class Narrator:
                 self.stats.filtered += 1
         return queued
 
+    def talkative(self) -> bool:
+        """Whether signs are said (not quiet, not warnings-only)."""
+        s = self.settings
+        return not s.quiet and s.verbosity != "hazards-only"
+
     def hazard(self, hazard: HazardInfo, *, frame_time: float, now: float) -> Utterance | None:
         """Queue one hazard (also used as hazards stream out of the model)."""
         cats = self.settings.hazard_categories

@@ -42,11 +42,13 @@ from server.link import Link
 from server.listening import Listening
 from server.media import Asked, MediaPipeline
 from server.narrator import Narrator
+from server.reading import Reading
 from server.session import BaseSession
 from server.settings import UserSettings
 from server.speaker import Speaker
 from speech.tts import VoiceOptions
 from vision.change import ChangeOptions
+from vision.reading import is_read_request
 
 log = logging.getLogger("seealoud.user")
 
@@ -108,11 +110,18 @@ class UserSession(BaseSession):
             send_error=self.send_error,
             language=lambda: self.settings.language,
             on_question=self.ask,
-            on_speech=self._user_talks,
             on_nothing_heard=lambda: self.speaker.offer(self.narrator.notice("not_heard")),
             later=self.later,
             resume_mode=state.listening,
         )
+        self.reading = Reading(
+            ctx=ctx,
+            narrator=self.narrator,
+            offer=self.speaker.offer,
+            send_error=self.send_error,
+            latest=lambda: self.media.slot.latest,
+        )
+        self.media.signs = self.reading.signs
         self._caps = ctx.services.capabilities()
         self._unsubscribe: list[Callable[[], None]] = []
 
@@ -197,10 +206,18 @@ class UserSession(BaseSession):
                 await super().handle_control(message)
 
     async def ask(
-        self, text: str, ref: str | None, *, intent: str | None = None, prefix: str = ""
+        self, text: str, ref: str | None, *, intent: str | None = None, unsure: bool = False
     ) -> None:
-        """A typed or spoken question: never silence after it."""
+        """A typed or spoken question: never silence after it. A spoken one the
+        recogniser was unsure of is answered with what was heard first, so a mishearing
+        is noticed."""
         text = text.strip()
+        prefix = self.narrator.phrase("heard", text=text.rstrip(".?!")) if unsure and text else ""
+        if intent is None:
+            intent = is_read_request(text)
+        if intent in ("read", "continue"):
+            await self.reading.request(intent, ref)
+            return
         if not text:
             await self.send_error(ErrorCode.BAD_MESSAGE, "the question is empty", ref=ref)
             self.speaker.offer(self.narrator.notice("not_heard"))

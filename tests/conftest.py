@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncio
 import io
 import os
@@ -75,15 +77,22 @@ class ServerFactory:
         *,
         tts: SpeechSynthesizer | None = None,
         asr: SpeechRecognizer | None = None,
+        text: Any = None,
         **config: object,
     ) -> SeeAloudServer:
         values: dict[str, object] = {"hello_timeout_s": 2.0, **config}
         cfg = ServerConfig(host="127.0.0.1", port=0, db_path=Path(":memory:"), **values)  # type: ignore[arg-type]
         server = SeeAloudServer(
-            cfg, store=self.accounts.store, analyzer=analyzer, engine=engine, tts=tts, asr=asr
+            cfg,
+            store=self.accounts.store,
+            analyzer=analyzer,
+            engine=engine,
+            tts=tts,
+            asr=asr,
+            text=text,
         )
         await server.start()
-        for service in (server.tts, server.asr):
+        for service in (server.tts, server.asr, server.text):
             if service is not None:
                 await asyncio.wait_for(service.loaded.wait(), 60)
         self.servers.append(server)
@@ -118,6 +127,17 @@ def tts_model() -> SpeechSynthesizer:
     synth = SpeechSynthesizer()
     synth.load()
     return synth
+
+
+@pytest.fixture(scope="session")
+def text_reader() -> Any:
+    """The real OCR reader (rapidocr-onnxruntime's bundled PP-OCRv4 models)."""
+    pytest.importorskip("rapidocr_onnxruntime", reason="the ocr extra is not installed")
+    from vision.text import TextReader
+
+    reader = TextReader()
+    reader.load()
+    return reader
 
 
 @pytest.fixture(scope="session")

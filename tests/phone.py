@@ -43,6 +43,16 @@ class Phone:
     async def send(self, msg: p.Message) -> None:
         await self.ws.send(encode(msg))
 
+    async def jpeg(self, data: bytes, width: int, height: int) -> int:
+        seq = self.seq
+        self.seq += 1
+        await self.send(
+            p.CameraFrame(
+                seq=seq, ts=int(time.time() * 1000), width=width, height=height, payload=data
+            )
+        )
+        return seq
+
     async def frame(self, colour: tuple[int, int, int] = (90, 120, 200)) -> int:
         seq = self.seq
         self.seq += 1

@@ -20,7 +20,7 @@ from protocol import HazardInfo
 from speech.asr import SpeechRecognizer, Transcript
 from speech.tts import SpeechSynthesizer
 from tests.conftest import Accounts, ServerFactory, ws_url
-from tests.doubles import ScriptedAnalyzerDouble
+from tests.doubles import GatedAnalyzerDouble, ScriptedAnalyzerDouble
 from tests.phone import Phone, observation, stopped
 
 CHAIR = HazardInfo(label="chair", direction="ahead", distance_m=2.0)
@@ -129,7 +129,7 @@ class SlowRecognizerDouble(SpeechRecognizer):
 async def test_control_is_answered_at_once_while_the_models_are_busy(
     make_server: ServerFactory, accounts: Accounts
 ) -> None:
-    vision = ScriptedAnalyzerDouble([(observation(CHAIR), 2.0)])  # a 2 s model call
+    vision = GatedAnalyzerDouble()  # a model call that lasts until released
     asr = SlowRecognizerDouble()
     server = await make_server(vision, asr=asr)
     phone = await Phone.open(ws_url(server), accounts.user_token)
@@ -139,7 +139,7 @@ async def test_control_is_answered_at_once_while_the_models_are_busy(
     for seq in range(25):
         await phone.send(p.AudioChunk(seq=seq, ts=seq * 20, payload=silence))
     await phone.send(p.AudioStop(id="a"))
-    await asyncio.wait_for(asr.busy.wait(), 5)
+    await asyncio.wait_for(asyncio.gather(asr.busy.wait(), vision.started.wait()), 5)
     waits = {}
     for name, msg, answered in (
         ("interrupt", p.Interrupt(id="i"), lambda m: isinstance(m, p.Interrupt) and m.id == "i"),
@@ -151,7 +151,8 @@ async def test_control_is_answered_at_once_while_the_models_are_busy(
         await phone.wait_for(answered, timeout=5)
         waits[name] = time.monotonic() - sent
     assert max(waits.values()) < 0.05, waits
-    assert vision.requests and not phone.of(p.TranscriptMsg)  # both still busy meanwhile
+    assert not phone.of(p.TranscriptMsg) and not phone.of(p.ObservationMsg)  # both still busy
+    vision.release()
     await phone.close()
 
 

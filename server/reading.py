@@ -1,0 +1,104 @@
+"""Text read aloud: the OCR reader is the source of every word, never the vision model.
+
+"Read this" reads all the text in view, verbatim and in reading order, a few
+sentences at a time (Stop pauses it, "go on" continues). Text that runs off an
+edge of the frame says which way to move the phone; text too blurred to read
+says so, with no guessed words. A sign the vision model reports is spoken in
+the reader's words when the reader confirms it, else as "a sign I can't
+read". OCR runs on its own worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from protocol import ErrorCode
+from server.context import ServerContext
+from server.languages import language
+from server.narrator import Narrator, Utterance, normalise
+from server.slot import PendingFrame
+from vision.reading import TextReading, match_sign, sentences
+
+log = logging.getLogger("seealoud.reading")
+
+
+class Reading:
+    """One session's text reading; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        ctx: ServerContext,
+        narrator: Narrator,
+        offer: Callable[[Utterance | None], None],
+        send_error: Callable[..., Awaitable[None]],
+        latest: Callable[[], PendingFrame | None],
+    ) -> None:
+        self.ctx = ctx
+        self.narrator = narrator
+        self.offer = offer
+        self.send_error = send_error
+        self.latest = latest
+
+    async def request(self, intent: str, ref: str | None) -> None:
+        """``read`` (everything in view) or ``continue`` (go on after Stop)."""
+        if intent == "continue":
+            u = self.narrator.continue_reading()
+            self.offer(u if u is not None else self.narrator.notice("nothing_to_continue"))
+            return
+        frame = self.latest()
+        if frame is None:
+            await self.send_error(
+                ErrorCode.NO_FRAME, "no camera frame has arrived yet; start the camera", ref=ref
+            )
+            self.offer(self.narrator.notice("no_text"))
+            return
+        reading = await self._read(frame, ref)
+        if reading is None:
+            return
+        if reading.status == "blurred":
+            self.offer(self.narrator.notice("text_blurred"))
+        elif not reading.lines:
+            self.offer(self.narrator.notice("no_text"))
+        else:
+            self.offer(self.narrator.read(sentences(reading)))
+        if reading.cut_off and reading.status != "blurred":
+            edges = language(self.narrator.settings.language).edges
+            named = " / ".join(edges[e] for e in reading.cut_off if e in edges)
+            self.offer(self.narrator.notice("text_cut_off", edges=named))
+
+    async def signs(self, signs: list[str], frame: PendingFrame) -> None:
+        """Speak the signs the vision model reported, in the reader's words."""
+        if not self.narrator.talkative():
+            return
+        reading = await self._read(frame, None, quiet=True)
+        for sign in signs:
+            words = match_sign(sign, reading) if reading is not None else None
+            key = "sign:" + normalise(words) if words else "sign?:" + normalise(sign)
+            self.offer(
+                self.narrator.sign(
+                    words, frame_time=frame.received_at, now=frame.received_at, key=key
+                )
+            )
+
+    async def _read(
+        self, frame: PendingFrame, ref: str | None, *, quiet: bool = False
+    ) -> TextReading | None:
+        services = self.ctx.services
+        reader = services.text_if_ready()
+        if reader is None:
+            if not quiet:
+                await self.send_error(
+                    ErrorCode.CAPABILITY_UNAVAILABLE, "Text reading is unavailable.", ref=ref
+                )
+                self.offer(self.narrator.notice("no_reader"))
+            return None
+        try:
+            return await services.ocr.submit(lambda: reader.read_jpeg(frame.frame.payload))
+        except Exception as exc:  # OCR's native code may raise anything; the session goes on
+            log.warning("text reading failed: %s", type(exc).__name__)
+            if not quiet:
+                await self.send_error(ErrorCode.MODEL_FAILED, "text reading failed", ref=ref)
+                self.offer(self.narrator.notice("unsure"))
+            return None

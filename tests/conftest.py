@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncio
 import io
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio

@@ -53,6 +53,19 @@ class Phone:
         )
         return seq
 
+    async def speak(self, pcm: bytes, *, rate: int = 16_000, speed: float = 1.0) -> None:
+        """Stream PCM16 as a microphone does: 20 ms chunks, paced at ``speed`` x real time
+        (the server drops audio that arrives much faster than it can be spoken)."""
+        step = rate // 50 * 2
+        started = time.monotonic()
+        for n, offset in enumerate(range(0, len(pcm), step)):
+            ahead = started + n * 0.02 / speed - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)  # pacing to the microphone's rate
+            await self.send(
+                p.AudioChunk(seq=n, ts=n * 20, rate=rate, payload=pcm[offset : offset + step])
+            )
+
     async def frame(self, colour: tuple[int, int, int] = (90, 120, 200)) -> int:
         seq = self.seq
         self.seq += 1

@@ -220,9 +220,7 @@ async def test_hands_free_keeps_listening_after_a_reconnect(
     await again.frame()
     pcm = b"".join([c async for c in tts_model.stream("Is the door open?")])  # 16 kHz
     silence = np.zeros(16000, dtype="<i2").tobytes()
-    stream = pcm + silence
-    for seq, start in enumerate(range(0, len(stream), 640)):  # no new audio-start
-        await again.send(p.AudioChunk(seq=seq, ts=seq * 20, payload=stream[start : start + 640]))
+    await again.speak(pcm + silence, speed=1.4)  # no new audio-start
     transcript = await again.wait_for(lambda m: isinstance(m, p.TranscriptMsg), timeout=30)
     assert "door" in transcript.text.lower()  # type: ignore[attr-defined]
     assert not [e for e in again.of(p.Error) if e.code == "unexpected-message"]

@@ -30,8 +30,6 @@ MAX_AUDIO_CHUNK_BYTES = 64_000
 MAX_DECODING = 2
 """Hands-free utterances being transcribed at once; more are dropped (counted)."""
 
-Later = Callable[[Callable[[], Awaitable[None]]], None]
-
 
 class Listening:
     """See the module docstring."""
@@ -46,7 +44,6 @@ class Listening:
         language: Callable[[], str],
         on_question: Callable[..., Awaitable[None]],
         on_nothing_heard: Callable[[], None],
-        later: Later,
         resume_mode: str | None = None,
     ) -> None:
         self.ctx = ctx
@@ -56,7 +53,6 @@ class Listening:
         self.language = language
         self.on_question = on_question
         self.on_nothing_heard = on_nothing_heard
-        self.later = later
         self.inbox: asyncio.Queue[AudioStart | AudioChunk | AudioStop] = asyncio.Queue(AUDIO_INBOX)
         self.mode: str | None = resume_mode
         self.rate = ctx.config.audio_rate
@@ -70,23 +66,18 @@ class Listening:
 
     # --- from the receive task ---------------------------------------------------
 
-    def offer(self, message: AudioStart | AudioChunk | AudioStop) -> None:
+    def offer(self, message: AudioStart | AudioChunk | AudioStop) -> str | None:
         """Queue, or drop (counted) when the inbox is full. Without a recogniser the
-        utterance is refused at once, with one error in order with the session's other
-        replies, and its chunks are dropped."""
+        utterance is refused at once (the reason is returned, for one error in order
+        with the session's other replies) and its chunks are dropped."""
         if isinstance(message, AudioStart):
             self._refused = self.ctx.services.asr_if_ready() is None
             if self._refused:
-                reason = self.ctx.services.capabilities().reasons.get(
+                return self.ctx.services.capabilities().reasons.get(
                     "speech_in", "Spoken questions are unavailable; type instead."
                 )
-                ref = message.id
-                self.later(
-                    lambda: self.send_error(ErrorCode.CAPABILITY_UNAVAILABLE, reason, ref=ref)
-                )
-                return
         elif self._refused:
-            return
+            return None
         try:
             self.inbox.put_nowait(message)
         except asyncio.QueueFull:
@@ -95,6 +86,7 @@ class Listening:
             if not self._overflow_reported:
                 self._overflow_reported = True
                 log.warning("session %s: audio arrives faster than it is heard", self.session_id)
+        return None
 
     def mode_to_resume(self) -> str | None:
         """The listening mode a reconnect continues (hands-free keeps listening)."""

@@ -102,18 +102,19 @@ class BaseSession:
                 message = decode(raw, max_bytes=text_limit if isinstance(raw, str) else None)
             except ProtocolError as exc:
                 self.ctx.metrics.bad_messages += 1
-                self.later(lambda exc=exc: self.send_error(exc.code, exc.message))  # type: ignore[misc]
+                await self.send_error(exc.code, exc.message)
                 continue
             if isinstance(message, Bye):
                 # Everything the client sent before its bye is answered first: the
                 # control task closes the session when it reaches the bye.
                 self._to_control(message)
                 await asyncio.Future()  # read no more; cancelled when the session ends
-            self.route(message, time.monotonic())
+            await self.route(message, time.monotonic())
             self.ctx.metrics.ingest.add(time.perf_counter() - started)
 
-    def route(self, message: Message, received_at: float) -> None:
-        """Put one decoded message where it is handled; must not block."""
+    async def route(self, message: Message, received_at: float) -> None:
+        """Put one decoded message where it is handled. Awaits only replies about the
+        message itself (a refusal), each bounded by the send time limit."""
         self._to_control(message)
 
     def _to_control(self, item: Message | Deferred) -> None:

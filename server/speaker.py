@@ -29,6 +29,7 @@ from protocol import Interrupt, Message, SpeechChunk, SpeechStart, SpeechStop
 from server.narrator import Narrator, Utterance
 from speech.errors import SpeechError
 from speech.tts import SpeechSynthesizer, VoiceOptions
+from speech.voices import VoiceFallback
 
 log = logging.getLogger("seealoud.speaker")
 T = TypeVar("T")
@@ -46,6 +47,7 @@ class Speaker:
         voice: Callable[[], VoiceOptions],
         rate: int,
         lead_s: float = 0.5,
+        on_voice_fallback: Callable[[VoiceFallback], None] | None = None,
     ) -> None:
         self.narrator = narrator
         self._send = send
@@ -53,6 +55,7 @@ class Speaker:
         self._voice = voice
         self.rate = rate
         self.lead_s = lead_s
+        self.on_voice_fallback = on_voice_fallback
         self.current: Utterance | None = None
         self._cancel: threading.Event | None = None
         self._cut_reason: str | None = None

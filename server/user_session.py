@@ -47,6 +47,7 @@ from server.session import BaseSession
 from server.settings import UserSettings
 from server.speaker import Speaker
 from speech.tts import VoiceOptions
+from speech.voices import VoiceFallback
 from vision.change import ChangeOptions
 from vision.reading import is_read_request
 
@@ -92,6 +93,7 @@ class UserSession(BaseSession):
             tts=ctx.services.tts_if_ready,
             voice=self._voice,
             rate=ctx.config.audio_rate,
+            on_voice_fallback=self._voice_failed,
         )
         self.media = MediaPipeline(
             ctx=ctx,
@@ -111,7 +113,6 @@ class UserSession(BaseSession):
             language=lambda: self.settings.language,
             on_question=self.ask,
             on_nothing_heard=lambda: self.speaker.offer(self.narrator.notice("not_heard")),
-            later=self.later,
             resume_mode=state.listening,
         )
         self.reading = Reading(
@@ -153,9 +154,9 @@ class UserSession(BaseSession):
         self.speaker.cut("user")
         self.state.listening = self.listening.mode_to_resume()
 
-    # --- routing (the receive task: nothing here may wait) -----------------------
+    # --- routing (the receive task: it awaits only its own replies) --------------
 
-    def route(self, message: Message, received_at: float) -> None:
+    async def route(self, message: Message, received_at: float) -> None:
         match message:
             case CameraFrame():
                 problem = self.media.frame_problem(message)
@@ -164,17 +165,18 @@ class UserSession(BaseSession):
                 else:
                     self.media.frames_rejected += 1
                     self.ctx.metrics.frames_rejected += 1
-                    code, text = problem
-                    self.later(lambda: self.send_error(code, text, ref=message.id))
+                    await self.send_error(*problem, ref=message.id)
             case AudioStart() | AudioChunk() | AudioStop():
                 if isinstance(message, AudioStart) and message.mode != "hands-free":
                     self._user_talks()
-                self.listening.offer(message)
+                refusal = self.listening.offer(message)
+                if refusal is not None:
+                    await self.send_error(ErrorCode.CAPABILITY_UNAVAILABLE, refusal, ref=message.id)
             case Interrupt():
                 self._user_talks()
-                self.later(lambda: self.send(Interrupt(reason="user", id=message.id)))
+                await self.send(Interrupt(reason="user", id=message.id))
             case _:
-                super().route(message, received_at)
+                await super().route(message, received_at)
 
     def _user_talks(self) -> None:
         """Stop, or the user started talking: silence now, drop what was queued."""
@@ -268,6 +270,13 @@ class UserSession(BaseSession):
             reasons=dict(caps.reasons),
         )
         self.later(lambda: self.send(message))
+
+    def _voice_failed(self, fallback: VoiceFallback) -> None:
+        """The chosen voice did not speak (the default did): tell the caregiver why."""
+        self.ctx.services.voice_problems[self.account.name] = (
+            f"The voice {fallback.requested[:40]!r} could not be used ({fallback.reason}); "
+            "the default voice of the language speaks instead."
+        )
 
     def _voice(self) -> VoiceOptions:
         s = self.settings

@@ -346,7 +346,8 @@ def models_line(caps: Capabilities, *, vision: str | None) -> str:
             name = f" ({vision.split(':', 1)[-1]})" if attr == "vision" and vision else ""
             parts.append(f"{label} live{name}")
         else:
-            parts.append(f"{label} unavailable ({caps.reasons.get(attr, 'off')})")
+            why = caps.reasons.get(attr, "off")
+            parts.append(f"{label} unavailable ({why if len(why) < 80 else 'see above'})")
     return "models: " + ", ".join(parts)
 
 

@@ -197,3 +197,44 @@ def test_unreachable_hub_is_found_by_one_quick_connect(monkeypatch: pytest.Monke
         listener.listen()
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
         assert hub_unreachable() is None
+
+
+def test_hub_log_lines_are_printed_once() -> None:
+    """huggingface_hub's own stderr handler plus propagation printed each warning twice."""
+    from vision.vlm import route_library_logs
+
+    route_library_logs()
+    hub = logging.getLogger("huggingface_hub")
+    assert not [h for h in hub.handlers if type(h) is logging.StreamHandler]
+    assert hub.propagate
+
+
+async def test_serve_offline_reports_vision_unavailable_once_and_fast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`seealoud serve` as a process, no weights, hub offline: /readyz says why within
+    seconds, and the log has exactly one line about it (plus the models summary)."""
+    import asyncio
+
+    from tests.server_process import ServeProcess
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    started = time.monotonic()
+    server = ServeProcess(
+        tmp_path / "s.db", "--model", EIGHT_B, "--device", "cpu", log=tmp_path / "server.log"
+    )
+
+    def vision_failed() -> bool:
+        return "are not on this machine" in json.dumps(server.get_json("/readyz"))
+
+    try:
+        await asyncio.to_thread(server.wait_until, vision_failed, timeout=15, what="failed fast")
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    log = server.log.read_text()
+    assert elapsed < 15, log
+    assert log.count("vision unavailable:") == 1, log
+    assert log.count("Retrying") == 0 and log.count(f"hf download {EIGHT_B}") == 1, log

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import logging
@@ -178,10 +179,9 @@ class TransformersBackend:
     def _load(self) -> None:
         try:
             import torch
-            from transformers import AutoModelForImageTextToText, AutoProcessor
         except ImportError as exc:
             raise ModelUnavailable(
-                f"the in-process model needs torch and transformers ({exc.name} is missing): "
+                "the in-process model needs torch and transformers (torch is missing): "
                 "pip install 'seealoud[vlm]'"
             ) from exc
         route_library_logs()
@@ -200,6 +200,14 @@ class TransformersBackend:
         log.info("vision model: %s", choice.reason)
         path = choice.local_path or fetch(choice.model, self.progress, models_dir=models_dir)
         self.progress.stage = "loading"
+        try:  # only now: transformers takes seconds to import, and a failure above is enough
+            from transformers import AutoModelForImageTextToText, AutoProcessor
+        except ImportError as exc:
+            raise ModelUnavailable(
+                f"the in-process model needs transformers ({exc.name} is missing): "
+                "pip install 'seealoud[vlm]'"
+            ) from exc
+        route_library_logs()
         device = choice.device
         dtype = getattr(torch, choice.dtype)
         if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
@@ -395,6 +403,8 @@ def route_library_logs() -> None:
     logger, so each of its warnings was printed twice; transformers keeps its own
     handler and does not propagate, so its lines ignored the server's format.
     """
+    with contextlib.suppress(ImportError):
+        import huggingface_hub  # noqa: F401  (it installs its handler on import)
     for name in ("huggingface_hub", "transformers"):
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):

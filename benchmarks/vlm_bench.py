@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from PIL import Image
 
 from benchmarks.common import SHARED_DATA, machine, markdown_table, write_json
+from tests.tiny_vlm import build_tiny_qwen3_vl
 from vision.prompts import build_prompt
-from vision.tiny_checkpoint import build_tiny_qwen3_vl
 from vision.vlm import GenerationOptions, TransformersBackend, TransformersOptions
 
 REFERENCE = {224: 320, 336: 450, 448: 680}  # A10G, transformers fp16, ms per frame (published)

@@ -47,7 +47,7 @@ def encode_jpeg(image: Image.Image, *, size: tuple[int, int] | None, quality: in
 
 def video_fps(path: Path) -> float:
     """The frame rate a video file declares (10 if it declares none)."""
-    cv2 = _cv2()
+    cv2 = require_cv2()
     cap = cv2.VideoCapture(str(path))
     try:
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -72,7 +72,7 @@ def iter_images(source: Path) -> Iterator[Image.Image]:
         with Image.open(source) as img:
             yield img.convert("RGB")
         return
-    cv2 = _cv2()
+    cv2 = require_cv2()
     cap = cv2.VideoCapture(str(source))
     if not cap.isOpened():
         raise FrameSourceError(f"cannot open video {source}")
@@ -86,11 +86,11 @@ def iter_images(source: Path) -> Iterator[Image.Image]:
         cap.release()
 
 
-def _cv2() -> Any:
+def require_cv2() -> Any:
     try:
         import cv2
     except ImportError as exc:
         raise FrameSourceError(
-            "reading video files needs OpenCV: pip install 'seealoud[replay]'"
+            "reading video, cameras and streams needs OpenCV: pip install 'seealoud[replay]'"
         ) from exc
     return cv2

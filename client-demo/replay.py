@@ -1,9 +1,11 @@
-"""Replay a video file (or image folder) to a SeeAloud server, as a phone would.
+"""Stream a video source to a SeeAloud server, as a phone would.
 
-Streams frames at the source's real frame rate, can ask typed questions at
-given times, and records everything that comes back with its arrival time.
-The tests and the benchmarks drive the server with ``ReplayClient``; the CLI
-(``seealoud replay``) prints what comes back.
+A recording (file, image folder) is sent at its own frame rate; a live source
+(camera, stream URL; ``seealoud_client.sources``) as its frames come. Typed
+questions can be asked at given times, and everything that comes back is
+recorded with its arrival time. The tests and the benchmarks drive the server
+with ``ReplayClient``; the CLI (``seealoud watch``, alias ``replay``) prints what
+comes back, for people or (``--jsonl``) for programs.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import sys
 import time
 import wave
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +40,11 @@ from protocol import (
 )
 from protocol import Error as ErrorMsg
 from protocol.codec import as_data
+from seealoud_client.events import to_event
 from seealoud_client.frames import EncodedFrame, encode_jpeg, iter_images, video_fps
+from seealoud_client.sources import LiveSource, SourceSpec
+
+CAPTURES_KEPT = 512
 
 
 class ReplayError(Exception):
@@ -80,6 +88,8 @@ class ReplayClient:
         self._reader: asyncio.Task[None] | None = None
         self._t0 = time.monotonic()
         self._seq = itertools.count()
+        self.captured: OrderedDict[int, int] = OrderedDict()
+        """Capture time (ms) of the last frames sent, by sequence number."""
         self.on_message: Callable[[Received], None] | None = None
 
     async def connect(self, *, open_timeout: float = 10.0) -> Ready:
@@ -117,9 +127,13 @@ class ReplayClient:
 
     async def send_frame(self, frame: EncodedFrame, *, capture_ms: int | None = None) -> None:
         ts = capture_ms if capture_ms is not None else int(time.time() * 1000)
+        seq = next(self._seq)
+        self.captured[seq] = ts
+        if len(self.captured) > CAPTURES_KEPT:
+            self.captured.popitem(last=False)
         await self.send(
             CameraFrame(
-                seq=next(self._seq),
+                seq=seq,
                 ts=ts,
                 width=frame.width,
                 height=frame.height,
@@ -151,6 +165,42 @@ class ReplayClient:
             while pending and pending[0][0] <= due - start:
                 await self.send(Question(text=pending.pop(0)[1]))
             await self.send_frame(frame)
+
+    async def stream_live(
+        self,
+        source: LiveSource,
+        *,
+        max_fps: float | None = None,
+        questions: dict[float, str] | None = None,
+        duration_s: float | None = None,
+        size: tuple[int, int] | None = (640, 480),
+        quality: int = 80,
+    ) -> None:
+        """Send a live source's newest frame as each arrives (at most ``max_fps``), with
+        its capture time, until the source ends or ``duration_s`` passes."""
+        pending = sorted((questions or {}).items())
+        start = time.monotonic()
+        next_due = start
+        source.start()
+        while True:
+            remaining = None if duration_s is None else start + duration_s - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    frame = await source.next_frame()
+            except TimeoutError:
+                break
+            if frame is None:
+                break
+            if max_fps and time.monotonic() < next_due:
+                continue  # above the rate asked for: this frame is skipped, not queued
+            next_due = max(next_due + 1 / max_fps, time.monotonic()) if max_fps else next_due
+            elapsed = time.monotonic() - start
+            while pending and pending[0][0] <= elapsed:
+                await self.send(Question(text=pending.pop(0)[1]))
+            encoded = await asyncio.to_thread(encode_jpeg, frame.image, size=size, quality=quality)
+            await self.send_frame(encoded, capture_ms=frame.captured_ms)
 
     async def send_wav(self, path: Path, *, chunk_ms: int = 20, realtime: bool = True) -> None:
         """Speak a question from a mono PCM16 WAV: audio-start, 20 ms chunks, audio-stop."""
@@ -219,8 +269,8 @@ def describe(item: Received) -> str:
     return f"{item.at:8.3f}s {msg.wire_type()} {body[:300]}"
 
 
-async def run_replay(
-    source: Path,
+async def run_watch(
+    source: str,
     *,
     url: str,
     token: str,
@@ -230,32 +280,69 @@ async def run_replay(
     wav: Path | None,
     loop: bool,
     linger_s: float,
+    jsonl: bool = False,
     printer: Callable[[str], None] = print,
+    status: Callable[[str], None] | None = None,
 ) -> ReplayStats:
-    """The ``seealoud replay`` command: stream, print what comes back, summarise."""
-    frames = load_frames(source)
-    rate = fps or source_fps(source)
+    """The ``seealoud watch``/``replay`` command: stream, print what comes back, summarise.
+
+    Human lines go to ``printer``; with ``jsonl`` only results go there, one JSON
+    object each, and the session lines go to ``status`` (stderr by default).
+    """
+    spec = SourceSpec.parse(source)
+    say = status or (printer if not jsonl else lambda line: print(line, file=sys.stderr))
+    live: LiveSource | None = None
+    frames: list[EncodedFrame] = []
+    if spec.live:
+        live = await asyncio.to_thread(LiveSource, spec)
+    else:
+        frames = await asyncio.to_thread(load_frames, Path(spec.target))
     client = ReplayClient(url, token)
-    ready = await client.connect()
-    printer(
-        f"ready: session {ready.session} as {ready.user} ({ready.role}), "
-        f"hello->ready {client.stats.hello_to_ready_ms:.1f} ms"
-    )
-    client.on_message = lambda item: printer(describe(item))
-    sequence: Iterable[EncodedFrame] = itertools.cycle(frames) if loop else frames
     try:
-        streaming = asyncio.create_task(
-            client.stream(sequence, fps=rate, questions=questions, duration_s=duration_s)
-        )
+        ready = await client.connect()
+    except BaseException:
+        if live is not None:
+            await live.close()
+        raise
+    say(
+        f"ready: session {ready.session} as {ready.user} ({ready.role}), "
+        f"hello->ready {client.stats.hello_to_ready_ms:.1f} ms, watching {spec.describe()}"
+    )
+
+    def on_message(item: Received) -> None:
+        if not jsonl:
+            printer(describe(item))
+            return
+        seq = getattr(item.message, "frame_seq", None)
+        captured = client.captured.get(seq) if isinstance(seq, int) else None
+        event = to_event(item.message, at=item.at, captured_ms=captured)
+        if event is not None:
+            printer(event.to_json())
+
+    client.on_message = on_message
+    try:
+        if live is not None:
+            streaming = asyncio.create_task(
+                client.stream_live(live, max_fps=fps, questions=questions, duration_s=duration_s)
+            )
+        else:
+            rate = fps or source_fps(Path(spec.target))
+            sequence: Iterable[EncodedFrame] = itertools.cycle(frames) if loop else frames
+            streaming = asyncio.create_task(
+                client.stream(sequence, fps=rate, questions=questions, duration_s=duration_s)
+            )
         if wav is not None:
             await client.send_wav(wav)
         await streaming
         await asyncio.sleep(linger_s)  # let late answers arrive before closing
     finally:
         await client.close()
+        if live is not None:
+            await live.close()
     s = client.stats
-    printer(
-        f"sent {s.frames_sent} frames at {rate:.1f} fps ({s.frames_late} late); "
+    dropped = f", {live.dropped} dropped at the source" if live is not None else ""
+    say(
+        f"sent {s.frames_sent} frames ({s.frames_late} late{dropped}); "
         f"received {len(s.received)} messages"
     )
     return s

@@ -1,6 +1,9 @@
-"""The ``seealoud`` command: serve, manage accounts, replay a video.
+"""The ``seealoud`` command: serve, manage accounts and settings, make a certificate.
 
-Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+``seealoud watch`` / ``replay`` belong to the client (``seealoud_client.cli``); the
+``seealoud`` entry point (``seealoud_cli``) hands them over, so the server never
+imports the client. Exit codes: 0 success, 1 runtime failure, 2 usage or
+configuration error.
 """
 
 from __future__ import annotations
@@ -13,17 +16,31 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from server.auth import AuthError, UserStore
+from protocol import Capabilities
+from server.auth import Account, AuthError, UserStore
 from server.config import ConfigError, ServerConfig
 from server.settings import InvalidSettings, SettingsStore
+
+if TYPE_CHECKING:
+    from server.app import SeeAloudServer
 
 log = logging.getLogger("seealoud")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seealoud", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="seealoud",
+        description=__doc__,
+        epilog=(
+            "also: `seealoud watch SOURCE` (alias `replay`) streams a video file, folder, "
+            "camera or stream URL to a server and prints what comes back; see "
+            "`seealoud watch --help`"
+        ),
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the server")
@@ -46,9 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["transformers", "openai", "none"],
         help="in-process model, an OpenAI-compatible engine, or no vision",
     )
-    serve.add_argument("--model", help="hub id or local path of the vision-language model")
+    serve.add_argument(
+        "--model",
+        help="hub id or local path of the vision-language model "
+        "(default: the Qwen3-VL that fits this machine)",
+    )
     serve.add_argument("--vlm-url", help="OpenAI-compatible engine, e.g. http://gpu:8000/v1")
-    serve.add_argument("--device", help="auto, cuda, cuda:1 or cpu")
+    serve.add_argument("--device", help="auto (default), cuda, cuda:1 or cpu")
     serve.add_argument("--quantization", choices=["4bit", "8bit"])
 
     users = sub.add_parser("users", help="manage accounts and tokens")
@@ -86,24 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra host name or address to include (repeatable)",
     )
 
-    replay = sub.add_parser("replay", help="stream a video or image folder as a phone would")
-    replay.add_argument("source", type=Path, help="video file, image or folder of images")
-    replay.add_argument("--server", default="ws://127.0.0.1:8765/ws", help="websocket URL")
-    replay.add_argument("--token", required=True, help="a user token (seealoud users add)")
-    replay.add_argument("--fps", type=float, help="frame rate (default: the video's own)")
-    replay.add_argument("--duration", type=float, help="stop after this many seconds")
-    replay.add_argument("--loop", action="store_true", help="repeat the source")
-    replay.add_argument(
-        "--ask",
-        action="append",
-        default=[],
-        metavar="SECONDS:TEXT",
-        help="ask a typed question at a time, e.g. '2:what is ahead?'",
-    )
-    replay.add_argument("--wav", type=Path, help="a spoken question (mono PCM16 WAV)")
-    replay.add_argument(
-        "--linger", type=float, default=3.0, help="seconds to wait for answers after the last frame"
-    )
     return parser
 
 
@@ -114,8 +117,6 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "users":
             return _users(args)
-        if args.command == "replay":
-            return _replay(args)
         if args.command == "settings":
             return _settings(args)
         if args.command == "cert":
@@ -229,17 +230,8 @@ def _serve(args: argparse.Namespace) -> int:
         device=args.device,
         quantization=args.quantization,
     )
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # websockets logs every HTTP probe at INFO; our own session lines are enough.
-    logging.getLogger("websockets").setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(config.log_level)
     store = _store(config)
-    if not store.accounts():
-        log.warning(
-            "no accounts yet: create one with `seealoud users add NAME` "
-            "(the token it prints goes into the phone)"
-        )
     asyncio.run(serve_until_signalled(config, store))
     return 0
 
@@ -257,50 +249,106 @@ async def serve_until_signalled(config: ServerConfig, store: UserStore) -> None:
         if config.speech_in
         else None
     )
-    server = SeeAloudServer(config, store=store, engine=build_engine(config), tts=tts, asr=asr)
+    engine = build_engine(config)
+    server = SeeAloudServer(config, store=store, engine=engine, tts=tts, asr=asr)
     await server.start()
+    for line in startup_summary(config, port=server.port, accounts=store.accounts()):
+        log.info("%s", line)
+    if not store.accounts():
+        log.warning(NO_ACCOUNTS)
+    models = asyncio.create_task(_log_models_when_loaded(server), name="models-summary")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    models.cancel()
     log.info("shutting down: closing %d sessions", len(server.sessions))
     await server.close()
 
 
-def _replay(args: argparse.Namespace) -> int:
-    from seealoud_client.frames import FrameSourceError
-    from seealoud_client.replay import ReplayError, run_replay
+async def _log_models_when_loaded(server: SeeAloudServer) -> None:
+    """One line once every model has loaded or failed: which capabilities are live."""
+    waits: list[Awaitable[object]] = [
+        s.loaded.wait() for s in (server.tts, server.asr) if s is not None
+    ]
+    if server.engine is not None:
+        waits.append(server.engine.wait_loaded())
+    await asyncio.gather(*waits)
+    vision = server.engine.backend.name if server.engine is not None else None
+    log.info("%s", models_line(server.capabilities(), vision=vision))
 
-    questions: dict[float, str] = {}
-    for item in args.ask:
-        at, sep, text = item.partition(":")
-        try:
-            questions[float(at)] = text
-        except ValueError:
-            sep = ""
-        if not sep or not text:
-            print(f"seealoud: --ask wants SECONDS:TEXT, got {item!r}", file=sys.stderr)
-            return 2
-    try:
-        asyncio.run(
-            run_replay(
-                args.source,
-                url=args.server,
-                token=args.token,
-                fps=args.fps,
-                questions=questions,
-                duration_s=args.duration,
-                wav=args.wav,
-                loop=args.loop,
-                linger_s=args.linger,
-            )
+
+NO_ACCOUNTS = (
+    "no accounts yet: create one with `seealoud users add NAME` "
+    "(the token it prints goes into the phone)"
+)
+
+
+def configure_logging(level: str) -> None:
+    """One handler on the root logger, each record printed once.
+
+    The hub client and transformers bring their own stderr handlers (the hub's also
+    propagates, so its lines came out twice); ``vision.vlm.route_library_logs``
+    removes them when they are imported. websockets logs every HTTP probe at INFO.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(max(logging.WARNING, root.level))
+
+
+def startup_summary(
+    config: ServerConfig, *, port: int, accounts: list[Account], lan: list[str] | None = None
+) -> list[str]:
+    """What the operator does next: the addresses a phone and a caregiver open, whether
+    phones can use them (camera and microphone need https), and who can sign in."""
+    from server.cert import lan_addresses
+
+    hosts = lan if lan is not None else lan_addresses()
+    if config.host not in ("0.0.0.0", "::", ""):
+        hosts = [config.host]
+    tls = config.tls_cert is not None
+    scheme = "https" if tls else "http"
+    lines = [
+        f"phone page: {scheme}://{h}:{port}/   caregiver page: {scheme}://{h}:{port}/caregiver"
+        for h in hosts
+    ]
+    if tls:
+        lines.append(
+            f"phones: open the https address above; first install the certificate from "
+            f"{scheme}://{hosts[0]}:{port}/seealoud-ca.pem (see the README)"
         )
-    except (FrameSourceError, ReplayError, OSError) as exc:
-        print(f"seealoud replay: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    else:
+        lines.append(
+            "TLS is off: a phone's browser allows camera and microphone only over https, "
+            "so phones cannot use this yet (a browser on this machine can, at "
+            f"http://localhost:{port}/). Run `seealoud cert`, then serve with "
+            "--tls-cert and --tls-key"
+        )
+    users = sum(a.role == "user" for a in accounts)
+    if accounts:
+        lines.append(f"accounts: {users} user(s), {len(accounts) - users} caregiver(s)")
+    return lines
+
+
+def models_line(caps: Capabilities, *, vision: str | None) -> str:
+    """``models: vision live (name), speech in live, speech out unavailable (why)``."""
+    parts = []
+    for attr, label in (
+        ("vision", "vision"),
+        ("speech_in", "speech in"),
+        ("speech_out", "speech out"),
+    ):
+        if getattr(caps, attr):
+            name = f" ({vision.split(':', 1)[-1]})" if attr == "vision" and vision else ""
+            parts.append(f"{label} live{name}")
+        else:
+            why = caps.reasons.get(attr, "off")
+            parts.append(f"{label} unavailable ({why if len(why) < 80 else 'see above'})")
+    return "models: " + ", ".join(parts)
 
 
 if __name__ == "__main__":

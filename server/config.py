@@ -52,6 +52,9 @@ class ServerConfig:
             OpenAI-compatible engine such as vLLM or SGLang at ``vlm_url``) or
             ``none`` (no vision: the server still relays speech and settings).
         model: Hub id or local path (in process), or the served model's name.
+            None (the default) chooses by the machine: Qwen3-VL-8B in bf16 on a
+            GPU with room for it, 4-bit or a smaller Qwen3-VL on a smaller GPU,
+            the smallest Qwen3-VL on disk without a GPU (``vision.choice``).
         vlm_url: Base URL of the OpenAI-compatible engine, e.g.
             ``http://gpu-server:8000/v1``.
         device: ``auto``, ``cuda``, ``cuda:1`` or ``cpu`` (in process).
@@ -92,7 +95,7 @@ class ServerConfig:
     hello_timeout_s: float = 10.0
     log_level: str = "INFO"
     vision_backend: str = "transformers"
-    model: str = "Qwen/Qwen3-VL-8B-Instruct"
+    model: str | None = None
     vlm_url: str | None = None
     device: str = "auto"
     quantization: str | None = None

@@ -114,7 +114,7 @@ def ws_url(server: SeeAloudServer) -> str:
 def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight Qwen3-VL checkpoint, built once per test run."""
     pytest.importorskip("transformers", reason="the vlm extra is not installed")
-    from vision.tiny_checkpoint import build_tiny_qwen3_vl
+    from tests.tiny_vlm import build_tiny_qwen3_vl
 
     return build_tiny_qwen3_vl(tmp_path_factory.mktemp("tiny-qwen3-vl"))
 

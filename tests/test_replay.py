@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 import protocol as p
+from seealoud_cli import main
 from seealoud_client.frames import FrameSourceError, iter_images
 from seealoud_client.replay import ReplayClient, ReplayError, load_frames
-from server.cli import main
 from tests.conftest import SHARED_DATA, Accounts, ServerFactory, ws_url
 from tests.doubles import GatedAnalyzerDouble
 

@@ -15,6 +15,7 @@ from vision.errors import BackendError, ModelUnavailable
 from vision.observation import Hazard
 from vision.prompts import Prompt, build_prompt
 from vision.vlm import Generation, GenerationOptions, TransformersBackend, TransformersOptions
+from vision.weights import LoadProgress
 
 pytest.importorskip("torch", reason="the vlm extra is not installed")
 
@@ -132,6 +133,7 @@ class ScriptedBackendDouble:
     def __init__(self, chunks: list[str]) -> None:
         self.chunks = chunks
         self.sent = 0
+        self.progress = LoadProgress(stage="ready", model="scripted-double")
 
     def load(self) -> None:
         pass

@@ -22,6 +22,7 @@ from vision.errors import BackendError, ModelUnavailable
 from vision.observation import Hazard, Observation, complete_hazards, parse_model_output
 from vision.prompts import PROMPT_VERSION, build_prompt
 from vision.vlm import Generation, GenerationOptions, VlmBackend
+from vision.weights import LoadProgress
 from vision.worker import DeadlinePassed, run_in_daemon_thread
 
 log = logging.getLogger("seealoud.vision")
@@ -49,6 +50,12 @@ class VisionEngine:
     @property
     def ready(self) -> bool:
         return self.status == "ready"
+
+    @property
+    def progress(self) -> LoadProgress:
+        """Where loading stands (stage, model, bytes downloaded of total), for ``/readyz``;
+        safe to read from the event loop while the loader thread writes it."""
+        return self.backend.progress
 
     async def load(self) -> None:
         """Load the backend off the event loop; on failure keep the reason and the fix."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import logging
@@ -28,8 +29,10 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from vision.choice import DeviceInventory, ModelChoice, choose_model, default_models_dir
 from vision.errors import BackendError, ModelUnavailable
 from vision.prompts import Prompt
+from vision.weights import LoadProgress, fetch
 from vision.worker import ModelWorker
 
 log = logging.getLogger("seealoud.vlm")
@@ -78,6 +81,7 @@ class VlmBackend(Protocol):
     """What the vision engine needs from a backend."""
 
     name: str
+    progress: LoadProgress
 
     def load(self) -> None:
         """Load (blocking; call off the event loop). Raises ``ModelUnavailable``."""
@@ -109,10 +113,6 @@ def resize_long_side(image: Image.Image, long_side: int) -> Image.Image:
     return image
 
 
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-
-
 # --- in-process transformers ----------------------------------------------------
 
 
@@ -121,18 +121,23 @@ class TransformersOptions:
     """How to load the in-process model.
 
     Attributes:
-        model: Hub id or local path of an image-text-to-text checkpoint.
+        model: Hub id or local path of an image-text-to-text checkpoint; None
+            chooses a Qwen3-VL by the machine (``vision.choice``).
         device: ``auto`` (CUDA if present), ``cuda``, ``cuda:1``, ``cpu``.
         quantization: ``None``, ``4bit`` or ``8bit`` (bitsandbytes; for 8-16 GB
             laptop GPUs: the 8B model needs ~17 GB in bf16, ~6 GB in 4-bit).
+        models_dir: Folder searched for downloaded models by name (e.g.
+            ``models_dir/Qwen3-VL-2B-Instruct``) before the Hugging Face cache;
+            None = ``vision.choice.default_models_dir()``.
         attn_implementation: e.g. ``sdpa`` or ``flash_attention_2``; None = default.
         warmup: Run one tiny generation after loading, so the first user
             request does not pay for kernel compilation and allocation.
     """
 
-    model: str = DEFAULT_MODEL
+    model: str | None = None
     device: str = "auto"
     quantization: str | None = None
+    models_dir: Path | None = None
     attn_implementation: str | None = None
     warmup: bool = True
 
@@ -140,9 +145,17 @@ class TransformersOptions:
 class TransformersBackend:
     """Qwen3-VL (or another image-text-to-text model) through transformers."""
 
-    def __init__(self, options: TransformersOptions | None = None) -> None:
+    def __init__(
+        self,
+        options: TransformersOptions | None = None,
+        *,
+        inventory: Callable[[], DeviceInventory] = DeviceInventory.detect,
+    ) -> None:
         self.options = options or TransformersOptions()
-        self.name = f"transformers:{self.options.model}"
+        self.name = f"transformers:{self.options.model or 'auto'}"
+        self.progress = LoadProgress()
+        self.choice: ModelChoice | None = None
+        self._inventory = inventory
         self._worker = ModelWorker("vlm")
         self._model: Any = None
         self._processor: Any = None
@@ -152,52 +165,86 @@ class TransformersBackend:
     # loading ---------------------------------------------------------------
 
     def load(self) -> None:
+        """Choose (unless configured), find or download, load, warm up. Blocking.
+
+        Raises ``ModelUnavailable`` with the fix; ``self.progress`` follows along.
+        """
+        try:
+            self._load()
+        except BaseException:
+            self.progress.stage = "failed"
+            raise
+        self.progress.stage = "ready"
+
+    def _load(self) -> None:
         try:
             import torch
+        except ImportError as exc:
+            raise ModelUnavailable(
+                "the in-process model needs torch and transformers (torch is missing): "
+                "pip install 'seealoud[vlm]'"
+            ) from exc
+        route_library_logs()
+        o = self.options
+        models_dir = o.models_dir if o.models_dir is not None else default_models_dir()
+        self.progress.stage = "choosing"
+        choice = choose_model(
+            model=o.model,
+            device=o.device,
+            quantization=o.quantization,
+            inventory=self._inventory(),
+            models_dir=models_dir,
+        )
+        self.choice, self.name = choice, f"transformers:{choice.model}"
+        self.progress.model = choice.model
+        log.info("vision model: %s", choice.reason)
+        path = choice.local_path or fetch(choice.model, self.progress, models_dir=models_dir)
+        self.progress.stage = "loading"
+        try:  # only now: transformers takes seconds to import, and a failure above is enough
             from transformers import AutoModelForImageTextToText, AutoProcessor
         except ImportError as exc:
             raise ModelUnavailable(
-                f"the in-process model needs torch and transformers ({exc.name} is missing): "
+                f"the in-process model needs transformers ({exc.name} is missing): "
                 "pip install 'seealoud[vlm]'"
             ) from exc
-        o = self.options
-        device = o.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda"):
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        else:
-            dtype = torch.float32
-        local_only = hub_offline() or Path(o.model).exists()
-        kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": local_only}
+        route_library_logs()
+        device = choice.device
+        dtype = getattr(torch, choice.dtype)
+        if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            dtype = torch.float16  # older GPUs (choice gives bf16 only on CUDA)
+        kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": True}
         if o.attn_implementation:
             kwargs["attn_implementation"] = o.attn_implementation
-        if o.quantization:
-            kwargs["quantization_config"] = _quantization(o.quantization, dtype)
+        if choice.quantization:
+            kwargs["quantization_config"] = _quantization(choice.quantization, dtype)
             kwargs["device_map"] = device
         started = time.monotonic()
         log.info(
-            "loading %s on %s (%s%s)",
-            o.model,
+            "loading %s from %s on %s (%s%s)",
+            choice.model,
+            path,
             device,
             str(dtype).split(".")[-1],
-            f", {o.quantization}" if o.quantization else "",
+            f", {choice.quantization}" if choice.quantization else "",
         )
         try:
-            processor = AutoProcessor.from_pretrained(o.model, local_files_only=local_only)
-            model: Any = AutoModelForImageTextToText.from_pretrained(o.model, **kwargs)
-            if not o.quantization:
+            processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+            model: Any = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+            if not choice.quantization:
                 model = model.to(device)
         except torch.cuda.OutOfMemoryError as exc:
             raise ModelUnavailable(
-                f"{o.model} does not fit in GPU memory: try --quantization 4bit, or a smaller "
-                "model such as Qwen/Qwen3-VL-4B-Instruct or Qwen/Qwen3-VL-2B-Instruct"
+                f"{choice.model} does not fit in GPU memory: try --quantization 4bit, or a "
+                "smaller model such as Qwen/Qwen3-VL-4B-Instruct or Qwen/Qwen3-VL-2B-Instruct"
             ) from exc
         except (OSError, ValueError) as exc:
-            raise ModelUnavailable(_not_found_message(o.model, local_only, exc)) from exc
+            raise ModelUnavailable(
+                f"{path} is not a usable checkpoint of {choice.model}: "
+                f"{str(exc).splitlines()[0][:200]}"
+            ) from exc
         model.eval()
         self._model, self._processor, self._device = model, processor, device
-        log.info("loaded %s in %.1f s", o.model, time.monotonic() - started)
+        log.info("loaded %s in %.1f s", choice.model, time.monotonic() - started)
         if o.warmup:
             self._generate_sync(
                 Image.new("RGB", (64, 64), (128, 128, 128)),
@@ -349,21 +396,21 @@ def _quantization(kind: str, dtype: Any) -> Any:
     raise ModelUnavailable(f"unknown quantization {kind!r}: use 4bit or 8bit")
 
 
-def _not_found_message(model: str, local_only: bool, exc: Exception) -> str:
-    if Path(model).exists():
-        return f"{model} is not a usable checkpoint: {str(exc).splitlines()[0][:200]}"
-    where = (
-        "the hub is unreachable (HF_HUB_OFFLINE is set)"
-        if local_only
-        else ("it could not be downloaded")
-    )
-    return (
-        f"the weights of {model} are not on this machine and {where}. "
-        f"Download them where there is network: `hf download {model} --local-dir ./models/"
-        f"{model.split('/')[-1]}` (about 17 GB for the 8B model), then start with "
-        f"`seealoud serve --model ./models/{model.split('/')[-1]}`; or use a smaller model "
-        "(Qwen/Qwen3-VL-2B-Instruct) or --quantization 4bit"
-    )
+def route_library_logs() -> None:
+    """Let the hub's and transformers' log records reach the server's handler once.
+
+    huggingface_hub adds its own stderr handler and also propagates to the root
+    logger, so each of its warnings was printed twice; transformers keeps its own
+    handler and does not propagate, so its lines ignored the server's format.
+    """
+    with contextlib.suppress(ImportError):
+        import huggingface_hub  # noqa: F401  (it installs its handler on import)
+    for name in ("huggingface_hub", "transformers"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+        logger.propagate = True
 
 
 # --- OpenAI-compatible HTTP -----------------------------------------------------
@@ -376,7 +423,7 @@ class HttpOptions:
     Attributes:
         base_url: e.g. ``http://gpu-server:8000/v1`` (vLLM, SGLang), or
             ``http://localhost:11434/v1`` (Ollama).
-        model: The model name the engine serves.
+        model: The model name the engine serves (None: Qwen3-VL-8B-Instruct).
         api_key: Bearer token, if the engine wants one (never logged); by
             default read from ``SEEALOUD_VLM_API_KEY``.
         connect_timeout_s: Give up connecting after this long.
@@ -387,12 +434,16 @@ class HttpOptions:
     """
 
     base_url: str = "http://127.0.0.1:8000/v1"
-    model: str = DEFAULT_MODEL
+    model: str | None = DEFAULT_MODEL
     api_key: str | None = field(default_factory=lambda: os.environ.get("SEEALOUD_VLM_API_KEY"))
     connect_timeout_s: float = 2.0
     max_concurrency: int = 8
     retries: int = 2
     backoff_s: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.model is None:  # the server's "no model given"
+            self.model = DEFAULT_MODEL
 
     def __repr__(self) -> str:
         key = "<set>" if self.api_key else None
@@ -405,6 +456,7 @@ class OpenAIBackend:
     def __init__(self, options: HttpOptions | None = None) -> None:
         self.options = options or HttpOptions()
         self.name = f"openai:{self.options.base_url}"
+        self.progress = LoadProgress(model=self.options.model or DEFAULT_MODEL)
         self._client: Any = None
         self._slots: asyncio.Semaphore | None = None
 
@@ -412,9 +464,11 @@ class OpenAIBackend:
         try:
             import httpx  # noqa: F401
         except ImportError as exc:
+            self.progress.stage = "failed"
             raise ModelUnavailable(
                 "the HTTP backend needs httpx: pip install 'seealoud[http]'"
             ) from exc
+        self.progress.stage = "ready"
 
     def _ensure_client(self) -> Any:
         import httpx

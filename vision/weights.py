@@ -1,0 +1,194 @@
+"""Getting a model's weights onto the machine: fast failure offline, progress online.
+
+Without this, a server with no weights and no network spends minutes in the
+hub client's retries (each warning printed twice) before saying what to do.
+Here the hub is probed once (``HF_HUB_OFFLINE``, then one TCP connect with a
+2 s budget, through the proxy if one is set); when it cannot be reached the
+caller gets one ``ModelUnavailable`` naming the fixes. When it can, the
+download reports bytes done and total in a ``LoadProgress`` (for ``/readyz``)
+and logs a line every 10%.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from vision.errors import ModelUnavailable
+
+log = logging.getLogger("seealoud.vlm")
+
+HUB_PROBE_TIMEOUT_S = 2.0
+
+
+@dataclass(kw_only=True)
+class LoadProgress:
+    """Where a model load stands; written by the loader thread, read by the server.
+
+    Attributes:
+        stage: ``waiting``, ``choosing``, ``downloading``, ``loading``, ``ready``
+            or ``failed``.
+        model: The model being loaded, once chosen.
+        done_bytes: Bytes downloaded so far (downloading only).
+        total_bytes: Bytes to download, when known.
+    """
+
+    stage: str = "waiting"
+    model: str = ""
+    done_bytes: int = 0
+    total_bytes: int | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.total_bytes:
+            return None
+        return min(1.0, self.done_bytes / self.total_bytes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """For ``/readyz``: plain JSON values."""
+        out: dict[str, Any] = {"stage": self.stage, "model": self.model}
+        if self.stage == "downloading":
+            out["done_bytes"] = self.done_bytes
+            out["total_bytes"] = self.total_bytes
+            fraction = self.fraction
+            out["percent"] = None if fraction is None else round(fraction * 100, 1)
+        return out
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def hub_unreachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """Why the model hub cannot be reached, or None when a connection opened.
+
+    One TCP connect (to the proxy when ``HTTPS_PROXY`` is set), DNS included, on a
+    helper thread so a resolver that hangs cannot stretch the budget.
+    """
+    if hub_offline():
+        return "HF_HUB_OFFLINE is set"
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    target = urlsplit(proxy or endpoint)
+    host = target.hostname or "huggingface.co"
+    port = target.port or (443 if target.scheme == "https" else 80)
+    result: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                result.append(None)
+        except OSError as exc:
+            result.append(f"{host}:{port} cannot be reached ({exc.strerror or exc})")
+
+    thread = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout_s + 0.2)
+    if not result:
+        return f"{host}:{port} did not answer within {timeout_s:.0f} s"
+    return result[0]
+
+
+def missing_weights_message(model: str, why: str, models_dir: Path | None) -> str:
+    """The one line an operator needs: what is missing, and every way to fix it."""
+    name = model.split("/")[-1]
+    target = (models_dir / name) if models_dir is not None else Path("models") / name
+    size = " (about 17 GB)" if "8B" in model else ""
+    return (
+        f"the weights of {model} are not on this machine and the hub is unreachable ({why}). "
+        f"Fix: download them where there is network, `hf download {model} --local-dir "
+        f"{target}`{size}, and copy the folder here (found there automatically), or start "
+        f"with `seealoud serve --model PATH`; a smaller model (Qwen/Qwen3-VL-2B-Instruct) or "
+        "--quantization 4bit needs less GPU memory"
+    )
+
+
+def fetch(model: str, progress: LoadProgress, *, models_dir: Path | None) -> Path:
+    """Download a hub model into the Hugging Face cache with progress; its folder.
+
+    Raises ``ModelUnavailable`` with the fix when the hub cannot be reached or the
+    download fails.
+    """
+    why = hub_unreachable()
+    if why is not None:
+        raise ModelUnavailable(missing_weights_message(model, why, models_dir))
+    try:
+        from huggingface_hub import HfApi, snapshot_download
+        from tqdm.auto import tqdm
+    except ImportError as exc:
+        raise ModelUnavailable(
+            f"downloading needs huggingface_hub ({exc.name} is missing): "
+            "pip install 'seealoud[vlm]'"
+        ) from exc
+    progress.stage, progress.model = "downloading", model
+    try:
+        info = HfApi().model_info(model, files_metadata=True)
+        progress.total_bytes = sum(s.size or 0 for s in info.siblings or []) or None
+    except Exception as exc:  # the size is a nicety; the download itself will say what failed
+        log.debug("no file sizes for %s: %s", model, type(exc).__name__)
+    reporter = _Reporter(progress)
+
+    class ProgressBar(tqdm):
+        """No terminal bar: the bytes go to ``progress`` and a log line every 10%."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["disable"] = True
+            kwargs.pop("name", None)
+            super().__init__(*args, **kwargs)
+            self._bytes = kwargs.get("unit") == "B" and "Reconstruct" in str(kwargs.get("desc"))
+
+        def update(self, n: float | None = 1) -> bool | None:
+            if self._bytes and n:
+                reporter.add(int(n), self.total)
+            return super().update(n)
+
+    started = time.monotonic()
+    try:
+        folder = Path(snapshot_download(model, tqdm_class=ProgressBar))
+    except Exception as exc:  # network, disk full, gated repo: one readable line
+        raise ModelUnavailable(
+            f"downloading {model} failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from exc
+    log.info(
+        "downloaded %s (%.1f GB) in %.0f s",
+        model,
+        progress.done_bytes / 1e9,
+        time.monotonic() - started,
+    )
+    return folder
+
+
+class _Reporter:
+    """Adds bytes to the progress and logs at each new tenth."""
+
+    def __init__(self, progress: LoadProgress) -> None:
+        self.progress = progress
+        self.logged_tenths = 0
+        self._lock = threading.Lock()
+
+    def add(self, n: int, bar_total: float | None) -> None:
+        with self._lock:
+            p = self.progress
+            p.done_bytes += n
+            if bar_total and (p.total_bytes is None or bar_total > p.total_bytes):
+                p.total_bytes = int(bar_total)
+            fraction = p.fraction
+            if fraction is None:
+                return
+            tenths = int(fraction * 10)
+            if tenths > self.logged_tenths:
+                self.logged_tenths = tenths
+                log.info(
+                    "downloading %s: %d%% (%.1f of %.1f GB)",
+                    p.model,
+                    tenths * 10,
+                    p.done_bytes / 1e9,
+                    (p.total_bytes or 0) / 1e9,
+                )

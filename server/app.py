@@ -108,7 +108,11 @@ class SeeAloudServer:
             self.vision.on_change(
                 lambda v: engine.settle_loaded() if v.status in ("ready", "failed") else None
             )
-        self.pages = Pages(self.ctx, tls=config.tls_cert is not None)
+        self.pages = Pages(
+            self.ctx,
+            tls=config.tls_cert is not None,
+            engine_progress=(lambda: engine.progress.to_dict()) if engine is not None else None,
+        )
         self.sessions: dict[str, BaseSession] = {}
         self.resumable = ResumeRegistry()
         self._background: list[asyncio.Task[None]] = []

@@ -250,7 +250,12 @@ async def serve_until_signalled(config: ServerConfig, store: UserStore) -> None:
         else None
     )
     engine = build_engine(config)
-    server = SeeAloudServer(config, store=store, engine=engine, tts=tts, asr=asr)
+    text = None
+    if config.text_reading:
+        from vision.text import TextReader
+
+        text = TextReader()
+    server = SeeAloudServer(config, store=store, engine=engine, tts=tts, asr=asr, text=text)
     await server.start()
     for line in startup_summary(config, port=server.port, accounts=store.accounts()):
         log.info("%s", line)
@@ -271,13 +276,13 @@ async def serve_until_signalled(config: ServerConfig, store: UserStore) -> None:
 async def _log_models_when_loaded(server: SeeAloudServer) -> None:
     """One line once every model has loaded or failed: which capabilities are live."""
     waits: list[Awaitable[object]] = [
-        s.loaded.wait() for s in (server.tts, server.asr) if s is not None
+        s.loaded.wait()
+        for s in (server.vision, server.tts, server.asr, server.text)
+        if s is not None
     ]
-    if server.engine is not None:
-        waits.append(server.engine.wait_loaded())
     await asyncio.gather(*waits)
     vision = server.engine.backend.name if server.engine is not None else None
-    log.info("%s", models_line(server.capabilities(), vision=vision))
+    log.info("%s", models_line(server.ctx.services.capabilities(), vision=vision))
 
 
 NO_ACCOUNTS = (

@@ -70,6 +70,7 @@ class ServerConfig:
         asr_model: faster-whisper model name or path (``tiny.en``, ``base.en``,
             ``small`` for Mandarin...).
         asr_device: ``auto``, ``cpu`` or ``cuda``.
+        text_reading: Load the OCR text reader (signs and "read this").
         hosts: Extra names this server answers to (``Host`` of browser
             websocket upgrades); IP addresses, ``localhost`` and this machine's
             name are always allowed.
@@ -107,6 +108,7 @@ class ServerConfig:
     speech_out: bool = True
     asr_model: str = "tiny.en"
     asr_device: str = "auto"
+    text_reading: bool = True
     hosts: list[str] = field(default_factory=list)
     max_frame_pixels: int = 4_000_000
     send_timeout_s: float = 10.0

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import http
+import importlib.util
 import json
 import logging
 import socket
+from collections.abc import Callable
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -48,9 +50,16 @@ _CSP = (
 class Pages:
     """``process_request`` for the server; see the module docstring."""
 
-    def __init__(self, ctx: ServerContext, *, tls: bool) -> None:
+    def __init__(
+        self,
+        ctx: ServerContext,
+        *,
+        tls: bool,
+        engine_progress: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.tls = tls
+        self.engine_progress = engine_progress
         self.pages = load_pages()
         cert = ctx.config.tls_cert
         if cert is not None:
@@ -77,11 +86,16 @@ class Pages:
             return connection.respond(http.HTTPStatus.OK, "ok\n")
         if path == "/readyz":
             services = self.ctx.services
-            caps = dataclasses.asdict(services.capabilities())
-            return _json_response({"capabilities": caps, "details": services.details()})
+            body: dict[str, Any] = {
+                "capabilities": dataclasses.asdict(services.capabilities()),
+                "details": services.details(),
+            }
+            if self.engine_progress is not None:
+                body["vision_loading"] = self.engine_progress()
+            return _json_response(body)
         if path == "/metrics":
-            body = await self.ctx.off_loop(self.ctx.metrics.render)
-            return _response(body, "text/plain; version=0.0.4; charset=utf-8", cache="no-store")
+            text = await self.ctx.off_loop(self.ctx.metrics.render)
+            return _response(text, "text/plain; version=0.0.4; charset=utf-8", cache="no-store")
         if path == "/ws":
             return connection.respond(
                 http.HTTPStatus.UPGRADE_REQUIRED,
@@ -116,14 +130,14 @@ class Pages:
 
 def load_pages() -> dict[str, tuple[bytes, str]]:
     """The phone and caregiver pages and their assets, read once at start-up."""
-    try:
-        from importlib.resources import files
-
-        web = Path(str(files("seealoud_client") / "web"))
-    except (ImportError, ModuleNotFoundError):
-        web = WEB_DIR
-    if not web.is_dir():
-        web = WEB_DIR
+    web = WEB_DIR
+    # Where the installed client package keeps its pages, found without importing it
+    # (the server never imports the client).
+    spec = importlib.util.find_spec("seealoud_client")
+    if spec is not None and spec.submodule_search_locations:
+        installed = Path(next(iter(spec.submodule_search_locations))) / "web"
+        if installed.is_dir():
+            web = installed
     pages: dict[str, tuple[bytes, str]] = {}
     if not web.is_dir():
         log.warning("web pages not found at %s; / and /caregiver will answer 404", web)

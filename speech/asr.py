@@ -28,13 +28,13 @@ import math
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from runtime import Worker
 from speech.audio import check_rate, pcm16_to_float, resample
 from speech.errors import SpeechUnavailable
 from speech.vad import (
@@ -163,7 +163,9 @@ class SpeechRecognizer:
         self.options = options or AsrOptions()
         self._model: Any = None
         self._vad: Any = None
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr")
+        # One decoder thread for every session, supervised: a decode stuck past
+        # ``stall_s`` is abandoned and a fresh thread serves the others.
+        self._worker = Worker("asr", max_pending=32, stall_s=30.0)
 
     @property
     def name(self) -> str:
@@ -316,14 +318,12 @@ class SpeechRecognizer:
     async def transcribe_async(
         self, samples: np.ndarray, *, language: str | None = None
     ) -> Transcript | None:
-        """``transcribe`` on the recogniser's worker thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._worker, lambda: self.transcribe(samples, language=language)
-        )
+        """``transcribe`` on the recogniser's worker thread (``runtime.Worker``: a full
+        queue raises ``WorkerBusy``, a stalled decode ``WorkerStalled``)."""
+        return await self._worker.submit(lambda: self.transcribe(samples, language=language))
 
     def close(self) -> None:
-        self._worker.shutdown(wait=False, cancel_futures=True)
+        self._worker.close()
 
 
 class Utterance:

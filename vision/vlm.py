@@ -156,7 +156,9 @@ class TransformersBackend:
         self.progress = LoadProgress()
         self.choice: ModelChoice | None = None
         self._inventory = inventory
-        self._worker = ModelWorker("vlm")
+        # Supervised: a generation stuck far past its deadline (a wedged GPU) is
+        # abandoned and a fresh thread serves the next frame.
+        self._worker = ModelWorker("vlm", stall_s=60.0)
         self._model: Any = None
         self._processor: Any = None
         self._device = "cpu"

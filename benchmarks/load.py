@@ -286,7 +286,8 @@ def run_step(
         if extra == "metrics":
             side = [metrics_poller(f"http://127.0.0.1:{port}/metrics", until) for _ in range(16)]
         elif extra == "stuck":
-            side = [stuck_client(url, tokens[n], frames, args.seconds)]
+            # Long enough to see it closed: ping interval + ping timeout is 40 s.
+            side = [stuck_client(url, tokens[n], frames, max(args.seconds, 60.0))]
         results = await asyncio.gather(*jobs, *side)
         note = ""
         if extra == "metrics":

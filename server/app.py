@@ -17,6 +17,7 @@ import os
 import secrets
 import ssl
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -117,6 +118,8 @@ class SeeAloudServer:
         self.resumable = ResumeRegistry()
         self._background: list[asyncio.Task[None]] = []
         self._server: Server | None = None
+        self._describe: Any = None
+        self.describe_port: int | None = None
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -137,6 +140,14 @@ class SeeAloudServer:
             ssl=self._ssl_context(),
         )
         log.info("listening on %s://%s:%d%s", self.scheme, self.config.host, self.port, WS_PATH)
+        if self.config.describe_port is not None:
+            from server.describe import start_describe
+
+            self._describe = await start_describe(
+                self.ctx, self.config.host, self.config.describe_port
+            )
+            self.describe_port = int(self._describe.addresses[0][1])
+            log.info("one-shot describe on port %d: POST /v1/describe", self.describe_port)
         for loader in (self.vision, self.tts, self.asr, self.text):
             if loader is not None:
                 self._background.append(asyncio.create_task(loader.load(), name=loader.name))
@@ -182,6 +193,8 @@ class SeeAloudServer:
         await asyncio.gather(*(goodbye(s) for s in list(self.sessions.values())))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), SHUTDOWN_S)
+        if self._describe is not None:
+            await self._describe.cleanup()
         for task in self._background:
             task.cancel()  # loader threads are daemons; nobody waits for them
         if self.engine is not None:

@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--vlm-url", help="OpenAI-compatible engine, e.g. http://gpu:8000/v1")
     serve.add_argument("--device", help="auto (default), cuda, cuda:1 or cpu")
     serve.add_argument("--quantization", choices=["4bit", "8bit"])
+    serve.add_argument(
+        "--describe-port",
+        type=int,
+        help="also serve POST /v1/describe on this port (off by default)",
+    )
 
     users = sub.add_parser("users", help="manage accounts and tokens")
     users.add_argument("--config", type=Path)
@@ -229,6 +234,7 @@ def _serve(args: argparse.Namespace) -> int:
         vlm_url=args.vlm_url,
         device=args.device,
         quantization=args.quantization,
+        describe_port=args.describe_port,
     )
     configure_logging(config.log_level)
     store = _store(config)

@@ -70,6 +70,8 @@ class ServerConfig:
         asr_model: faster-whisper model name or path (``tiny.en``, ``base.en``,
             ``small`` for Mandarin...).
         asr_device: ``auto``, ``cpu`` or ``cuda``.
+        describe_port: Port of ``POST /v1/describe`` (one-shot describe over
+            HTTP, ``server/describe.py``); ``None`` turns it off.
         text_reading: Load the OCR text reader (signs and "read this").
         hosts: Extra names this server answers to (``Host`` of browser
             websocket upgrades); IP addresses, ``localhost`` and this machine's
@@ -109,6 +111,7 @@ class ServerConfig:
     asr_model: str = "tiny.en"
     asr_device: str = "auto"
     text_reading: bool = True
+    describe_port: int | None = None
     hosts: list[str] = field(default_factory=list)
     max_frame_pixels: int = 4_000_000
     send_timeout_s: float = 10.0

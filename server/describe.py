@@ -1,0 +1,226 @@
+"""One-shot describe over HTTP: ``POST /v1/describe``, a JPEG in, an observation out.
+
+For other apps and scripts that have a picture rather than a stream. The same
+prompts, parser and model worker as a session, the same frame checks (size,
+JPEG header, pixel cap) and the same failed-login limit; one request at a time
+per account and at most ``RATE_PER_MINUTE`` a minute. websockets' HTTP side
+takes no request bodies, so this listens on its own port (``describe_port``,
+off by default) through aiohttp.
+
+    curl -s -H "Authorization: Bearer $TOKEN" -H "Content-Type: image/jpeg" \\
+         --data-binary @photo.jpg "http://laptop:8766/v1/describe?question=is+the+door+open"
+
+Multipart (``image`` part, optional ``question`` and ``language`` parts) is
+accepted too; parts with a ``Content-Transfer-Encoding`` are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import asdict
+from typing import Any
+
+from protocol import CameraFrame, ErrorCode
+from server.analysis import AnalysisRequest
+from server.auth import Account
+from server.context import ServerContext
+from server.jpeg import JpegHeaderError, jpeg_size
+from server.languages import LANGUAGES
+from server.slot import PendingFrame
+
+log = logging.getLogger("seealoud.describe")
+
+RATE_PER_MINUTE = 30
+MAX_QUESTION_CHARS = 500
+
+
+class DescribeError(Exception):
+    """A request refused with an HTTP status and a stable protocol error code."""
+
+    def __init__(self, status: int, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class Describer:
+    """The endpoint's logic, independent of the HTTP library (tested directly too)."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self._recent: dict[str, deque[float]] = {}
+        self._busy: set[str] = set()
+
+    async def authenticate(self, header: str | None, peer: str) -> Account:
+        now = time.monotonic()
+        if self.ctx.login_limiter.retry_after(peer, now) > 0:
+            raise DescribeError(429, ErrorCode.RATE_LIMITED, "too many failed logins; wait")
+        token = header[7:].strip() if header and header.lower().startswith("bearer ") else ""
+        account = await self.ctx.off_loop(self.ctx.accounts.authenticate, token)
+        if account is None:
+            self.ctx.metrics.auth_failures += 1
+            if self.ctx.login_limiter.failed(peer, now):
+                log.warning("describe: authentication failed from %s", peer)
+            raise DescribeError(401, ErrorCode.AUTH_FAILED, "the token is not valid")
+        self.ctx.login_limiter.succeeded(peer)
+        if account.role != "user":
+            raise DescribeError(403, ErrorCode.FORBIDDEN, "only a user account may ask")
+        return account
+
+    async def describe(
+        self, account: Account, jpeg: bytes, question: str | None, language: str | None
+    ) -> dict[str, Any]:
+        name = account.name
+        self._admit(name)
+        frame = self._frame(jpeg)
+        if language is None:
+            language = (await self.ctx.off_loop(self.ctx.settings.get, name)).language
+        if language not in LANGUAGES:
+            raise DescribeError(
+                400, ErrorCode.BAD_MESSAGE, f"language must be one of {sorted(LANGUAGES)}"
+            )
+        if question is not None:
+            question = question.strip()[:MAX_QUESTION_CHARS] or None
+        services = self.ctx.services
+        analyzer = services.analyzer
+        if analyzer is None or not services.vision_ready():
+            raise DescribeError(503, ErrorCode.CAPABILITY_UNAVAILABLE, "Vision is unavailable.")
+        self._busy.add(name)
+        started = time.monotonic()
+        try:
+            obs = await analyzer.analyze(
+                AnalysisRequest(
+                    frame=PendingFrame(frame=frame),
+                    question=question,
+                    reason="question" if question else "describe",
+                    session=f"describe:{name}",
+                    language=language,
+                )
+            )
+        except Exception as exc:  # model code may raise anything; the server goes on
+            log.warning("describe: vision failed: %s", type(exc).__name__)
+            raise DescribeError(502, ErrorCode.MODEL_FAILED, "the vision model failed") from exc
+        finally:
+            self._busy.discard(name)
+        total_ms = round((time.monotonic() - started) * 1000)
+        if obs is None:
+            return {
+                "hazards": [],
+                "signs": [],
+                "scene": "",
+                "answer": None,
+                "timings": {"total_ms": total_ms},
+            }
+        return {
+            "hazards": [asdict(h) for h in obs.hazards],
+            "signs": await self._signs(obs.signs, jpeg),
+            "scene": obs.scene,
+            "answer": obs.answer,
+            "partial": obs.partial,
+            "timings": {"model_ms": obs.latency_ms, "total_ms": total_ms},
+        }
+
+    def _admit(self, name: str) -> None:
+        if name in self._busy:
+            raise DescribeError(429, ErrorCode.BUSY, "one request at a time per account")
+        now = time.monotonic()
+        recent = self._recent.setdefault(name, deque())
+        while recent and now - recent[0] > 60:
+            recent.popleft()
+        if len(recent) >= RATE_PER_MINUTE:
+            raise DescribeError(429, ErrorCode.RATE_LIMITED, f"at most {RATE_PER_MINUTE} a minute")
+        recent.append(now)
+
+    def _frame(self, jpeg: bytes) -> CameraFrame:
+        cfg = self.ctx.config
+        if len(jpeg) > cfg.max_frame_bytes:
+            raise DescribeError(413, ErrorCode.FRAME_TOO_LARGE, f"over {cfg.max_frame_bytes} bytes")
+        try:
+            width, height = jpeg_size(jpeg)
+        except JpegHeaderError as exc:
+            raise DescribeError(400, ErrorCode.BAD_MESSAGE, f"the body: {exc}") from None
+        if width * height > cfg.max_frame_pixels:
+            raise DescribeError(
+                413, ErrorCode.FRAME_TOO_LARGE, f"{width}x{height} is over the pixel limit"
+            )
+        return CameraFrame(
+            seq=0, ts=int(time.time() * 1000), width=width, height=height, payload=jpeg
+        )
+
+    async def _signs(self, signs: list[str], jpeg: bytes) -> list[dict[str, str | None]]:
+        """Each reported sign with the reader's words (``None``: could not confirm it)."""
+        if not signs:
+            return []
+        reader = self.ctx.services.text_if_ready()
+        reading = None
+        if reader is not None:
+            try:
+                reading = await self.ctx.services.ocr.submit(lambda: reader.read_jpeg(jpeg))
+            except Exception:  # OCR's native code may raise anything: report unread
+                reading = None
+        from vision.reading import match_sign
+
+        return [
+            {"reported": s, "read": match_sign(s, reading) if reading is not None else None}
+            for s in signs
+        ]
+
+
+async def start_describe(ctx: ServerContext, host: str, port: int) -> Any:
+    """Serve ``POST /v1/describe`` on ``host:port``; returns the runner (``cleanup()``)."""
+    from aiohttp import web
+
+    describer = Describer(ctx)
+    cap = ctx.config.max_frame_bytes + 65_536
+
+    async def handle(request: web.Request) -> web.Response:
+        peer = request.remote or "?"
+        try:
+            account = await describer.authenticate(request.headers.get("Authorization"), peer)
+            jpeg, question, language = await _body(request, cap)
+            question = question or request.query.get("question")
+            language = language or request.query.get("language")
+            result = await describer.describe(account, jpeg, question, language)
+        except DescribeError as exc:
+            return web.json_response(
+                {"error": {"code": str(exc.code), "message": exc.message}}, status=exc.status
+            )
+        return web.json_response(result)
+
+    app = web.Application(client_max_size=cap)
+    app.router.add_post("/v1/describe", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner
+
+
+async def _body(request: Any, cap: int) -> tuple[bytes, str | None, str | None]:
+    """The JPEG, and question/language if sent as multipart parts."""
+    kind = request.content_type
+    if kind == "image/jpeg":
+        return await request.read(), None, None  # bounded by client_max_size
+    if kind != "multipart/form-data":
+        raise DescribeError(415, ErrorCode.UNSUPPORTED_FORMAT, "send image/jpeg or multipart")
+    reader = await request.multipart()
+    fields: dict[str, bytes] = {}
+    total = 0
+    while (part := await reader.next()) is not None:
+        if part.headers.get("Content-Transfer-Encoding"):
+            raise DescribeError(400, ErrorCode.BAD_MESSAGE, "encoded parts are not accepted")
+        data = bytearray()
+        while chunk := await part.read_chunk(65_536):
+            total += len(chunk)
+            if total > cap:
+                raise DescribeError(413, ErrorCode.FRAME_TOO_LARGE, "the request is too large")
+            data += chunk
+        if part.name in ("image", "question", "language"):
+            fields[part.name] = bytes(data)
+    if "image" not in fields:
+        raise DescribeError(400, ErrorCode.BAD_MESSAGE, "no 'image' part")
+    text = {
+        k: fields[k].decode("utf-8", "replace") for k in ("question", "language") if k in fields
+    }
+    return fields["image"], text.get("question"), text.get("language")

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import ssl
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,23 +22,23 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from protocol import PROTOCOL_VERSION, Bye, ErrorCode, Hello, Limits, Ready
+from protocol import Bye, ErrorCode
 from protocol import Error as ErrorMsg
 from runtime import Loader, Worker
 from server.analysis import Analyzer, VisionAnalyzer
-from server.auth import Account, UserStore
-from server.caregiver_session import CaregiverSession
+from server.auth import UserStore
 from server.config import ServerConfig
 from server.context import ServerContext, Services
-from server.handshake import ResumeRegistry, handshake, refuse
+from server.handshake import handshake
 from server.hub import Hub
-from server.link import Link, LinkClosed
+from server.link import LinkClosed
 from server.metrics import ServerMetrics
 from server.pages import Pages
 from server.ratelimit import LoginLimiter
+from server.registry import Registry
 from server.session import BaseSession, SessionClosed
 from server.settings import SettingsStore, UserSettings
-from server.user_session import UserSession, UserState
+from server.user_session import UserSession
 from speech.asr import SpeechRecognizer
 from speech.tts import SpeechSynthesizer
 from vision.engine import VisionEngine
@@ -114,8 +113,8 @@ class SeeAloudServer:
             tls=config.tls_cert is not None,
             engine_progress=(lambda: engine.progress.to_dict()) if engine is not None else None,
         )
-        self.sessions: dict[str, BaseSession] = {}
-        self.resumable = ResumeRegistry()
+        self.registry = Registry(self.ctx)
+        self.sessions = self.registry.sessions
         self._background: list[asyncio.Task[None]] = []
         self._server: Server | None = None
         self._describe: Any = None
@@ -213,10 +212,7 @@ class SeeAloudServer:
 
     def user_session(self, name: str) -> UserSession:
         """The live phone session of ``name`` (tests, benchmarks, the operator)."""
-        for session in self.sessions.values():
-            if isinstance(session, UserSession) and session.account.name == name:
-                return session
-        raise LookupError(f"{name} has no live session")
+        return self.registry.user_session(name)
 
     async def settings_store_update(
         self, user: str, values: dict[str, object], *, changed_by: str = "operator"
@@ -238,7 +234,7 @@ class SeeAloudServer:
             if result is None:
                 return
             account, hello = result
-            session = await self._open(ws, account, hello, peer)
+            session = await self.registry.open(ws, account, hello, peer)
             if session is None:
                 return
             await session.run(ws)
@@ -259,95 +255,7 @@ class SeeAloudServer:
                 await asyncio.wait_for(ws.close(CloseCode.INTERNAL_ERROR, "internal error"), 2)
         finally:
             if session is not None:
-                self._closed(session)
-
-    async def _open(
-        self, ws: ServerConnection, account: Account, hello: Hello, peer: str
-    ) -> BaseSession | None:
-        cfg = self.config
-        mine = [s for s in self.sessions.values() if s.account.name == account.name]
-        if len(mine) >= cfg.max_sessions_per_account:
-            await refuse(
-                ws,
-                ErrorCode.TOO_MANY_SESSIONS,
-                f"this account already has {len(mine)} live sessions; close one first",
-            )
-            return None
-        here = [s for s in self.sessions.values() if s.peer == peer]
-        if len(here) >= cfg.max_sessions_per_address:
-            await refuse(ws, ErrorCode.TOO_MANY_SESSIONS, "too many sessions from this address")
-            return None
-        resumed = self.resumable.take(hello.resume, account.name)
-        session_id = resumed.session_id if resumed else secrets.token_hex(8)
-        link = Link(ws, timeout_s=cfg.send_timeout_s, label=f"session {session_id}")
-        session: BaseSession
-        listening = None
-        if account.role == "user":
-            settings = await self.ctx.off_loop(self.ctx.settings.get, account.name)
-            state = resumed.state if resumed and isinstance(resumed.state, UserState) else None
-            listening = state.listening if state else None
-            session = UserSession(
-                ctx=self.ctx,
-                account=account,
-                session_id=session_id,
-                link=link,
-                settings=settings,
-                state=state,
-            )
-            manages: list[str] = []
-        else:
-            session = CaregiverSession(
-                ctx=self.ctx, account=account, session_id=session_id, link=link
-            )
-            manages = await self.ctx.off_loop(self.ctx.accounts.assigned_users, account.name)
-        session.peer = peer
-        session.resume_token = secrets.token_urlsafe(24)
-        ready = Ready(
-            protocol=PROTOCOL_VERSION,
-            session=session_id,
-            resume=session.resume_token,
-            user=account.name,
-            role=account.role,
-            resumed=resumed is not None,
-            manages=manages,
-            listening=listening,
-            limits=Limits(
-                max_frame_bytes=cfg.max_frame_bytes,
-                max_message_bytes=cfg.max_message_bytes,
-                max_text_bytes=cfg.max_text_bytes,
-                audio_rate=cfg.audio_rate,
-                max_audio_ms=cfg.max_audio_ms,
-                frame_age_budget_ms=cfg.frame_age_budget_ms,
-            ),
-            capabilities=self.ctx.services.capabilities(),
-            id=hello.id,
-        )
-        self.sessions[session_id] = session
-        self.metrics.sessions_active += 1
-        self.metrics.sessions_total += 1
-        log.info(
-            "session %s opened (%s) from %s%s",
-            session_id,
-            account.role,
-            peer,
-            " (resumed)" if resumed else "",
-        )
-        await session.send(ready)
-        if isinstance(session, UserSession):
-            session.opened()
-        return session
-
-    def _closed(self, session: BaseSession) -> None:
-        if self.sessions.pop(session.id, None) is None:
-            return
-        self.metrics.sessions_active -= 1
-        if isinstance(session, UserSession):
-            self.resumable.put(
-                session.resume_token, session.id, session.account.name, session.state
-            )
-            log.info("session %s closed: %s", session.id, session.stats_line())
-        else:
-            log.info("session %s closed", session.id)
+                self.registry.closed(session)
 
 
 def _encode(message: ErrorMsg) -> str | bytes:

@@ -1,0 +1,127 @@
+"""The live sessions of one server: who is connected, caps, resume, opening and closing.
+
+Opening checks the caps (sessions per account, per address), takes a resume
+token's saved state, builds the right session class for the account's role and
+sends ``ready``; closing keeps a phone's state for the resume window.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from websockets.asyncio.server import ServerConnection
+
+from protocol import PROTOCOL_VERSION, ErrorCode, Hello, Limits, Ready
+from server.auth import Account
+from server.caregiver_session import CaregiverSession
+from server.context import ServerContext
+from server.handshake import ResumeRegistry, refuse
+from server.link import Link
+from server.session import BaseSession
+from server.user_session import UserSession, UserState
+
+log = logging.getLogger("seealoud.server")
+
+
+class Registry:
+    """See the module docstring."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.sessions: dict[str, BaseSession] = {}
+        self.resumable = ResumeRegistry()
+
+    def user_session(self, name: str) -> UserSession:
+        for session in self.sessions.values():
+            if isinstance(session, UserSession) and session.account.name == name:
+                return session
+        raise LookupError(f"{name} has no live session")
+
+    async def open(
+        self, ws: ServerConnection, account: Account, hello: Hello, peer: str
+    ) -> BaseSession | None:
+        cfg = self.ctx.config
+        mine = [s for s in self.sessions.values() if s.account.name == account.name]
+        if len(mine) >= cfg.max_sessions_per_account:
+            await refuse(
+                ws,
+                ErrorCode.TOO_MANY_SESSIONS,
+                f"this account already has {len(mine)} live sessions; close one first",
+            )
+            return None
+        here = [s for s in self.sessions.values() if s.peer == peer]
+        if len(here) >= cfg.max_sessions_per_address:
+            await refuse(ws, ErrorCode.TOO_MANY_SESSIONS, "too many sessions from this address")
+            return None
+        resumed = self.resumable.take(hello.resume, account.name)
+        session_id = resumed.session_id if resumed else secrets.token_hex(8)
+        link = Link(ws, timeout_s=cfg.send_timeout_s, label=f"session {session_id}")
+        session: BaseSession
+        listening = None
+        if account.role == "user":
+            settings = await self.ctx.off_loop(self.ctx.settings.get, account.name)
+            state = resumed.state if resumed and isinstance(resumed.state, UserState) else None
+            listening = state.listening if state else None
+            session = UserSession(
+                ctx=self.ctx,
+                account=account,
+                session_id=session_id,
+                link=link,
+                settings=settings,
+                state=state,
+            )
+            manages: list[str] = []
+        else:
+            session = CaregiverSession(
+                ctx=self.ctx, account=account, session_id=session_id, link=link
+            )
+            manages = await self.ctx.off_loop(self.ctx.accounts.assigned_users, account.name)
+        session.peer = peer
+        session.resume_token = secrets.token_urlsafe(24)
+        ready = Ready(
+            protocol=PROTOCOL_VERSION,
+            session=session_id,
+            resume=session.resume_token,
+            user=account.name,
+            role=account.role,
+            resumed=resumed is not None,
+            manages=manages,
+            listening=listening,
+            limits=Limits(
+                max_frame_bytes=cfg.max_frame_bytes,
+                max_message_bytes=cfg.max_message_bytes,
+                max_text_bytes=cfg.max_text_bytes,
+                audio_rate=cfg.audio_rate,
+                max_audio_ms=cfg.max_audio_ms,
+                frame_age_budget_ms=cfg.frame_age_budget_ms,
+            ),
+            capabilities=self.ctx.services.capabilities(),
+            id=hello.id,
+        )
+        self.sessions[session_id] = session
+        self.ctx.metrics.sessions_active += 1
+        self.ctx.metrics.sessions_total += 1
+        log.info(
+            "session %s opened (%s) from %s%s",
+            session_id,
+            account.role,
+            peer,
+            " (resumed)" if resumed else "",
+        )
+        await session.send(ready)
+        if isinstance(session, UserSession):
+            session.opened()
+        return session
+
+    def closed(self, session: BaseSession) -> None:
+        if self.sessions.pop(session.id, None) is None:
+            return
+        self.ctx.metrics.sessions_active -= 1
+        if isinstance(session, UserSession):
+            self.resumable.put(
+                session.resume_token, session.id, session.account.name, session.state
+            )
+            log.info("session %s closed: %s", session.id, session.stats_line())
+        else:
+            log.info("session %s closed", session.id)

@@ -29,7 +29,7 @@ from server.analysis import Analyzer, VisionAnalyzer
 from server.auth import UserStore
 from server.config import ServerConfig
 from server.context import ServerContext, Services
-from server.handshake import handshake
+from server.handshake import handshake, refuse
 from server.hub import Hub
 from server.link import LinkClosed
 from server.metrics import ServerMetrics
@@ -53,6 +53,7 @@ _WS_LOG = logging.getLogger("seealoud.websockets")
 _WS_LOG.setLevel(logging.WARNING)
 WS_PATH = "/ws"
 SHUTDOWN_S = 3.0
+MAX_HANDSHAKING_PER_ADDRESS = 16
 
 
 class SeeAloudServer:
@@ -119,6 +120,7 @@ class SeeAloudServer:
         self._server: Server | None = None
         self._describe: Any = None
         self.describe_port: int | None = None
+        self._handshaking: dict[str, int] = {}
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -229,8 +231,20 @@ class SeeAloudServer:
     async def _handler(self, ws: ServerConnection) -> None:
         session: BaseSession | None = None
         peer = _peer(ws)
+        waiting = self._handshaking.get(peer, 0)
+        if waiting >= MAX_HANDSHAKING_PER_ADDRESS:
+            # Sockets that never say hello cost a file each: a few per address at a time.
+            self.metrics.rate_limited += 1
+            await refuse(ws, ErrorCode.RATE_LIMITED, "too many connections waiting to log in")
+            return
+        self._handshaking[peer] = waiting + 1
         try:
-            result = await handshake(ws, self.ctx, peer)
+            try:
+                result = await handshake(ws, self.ctx, peer)
+            finally:
+                left = self._handshaking.pop(peer, 1) - 1
+                if left > 0:
+                    self._handshaking[peer] = left
             if result is None:
                 return
             account, hello = result

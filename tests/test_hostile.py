@@ -1,0 +1,151 @@
+"""Hostile clients on loopback: each attack is answered, and a well-behaved phone in
+parallel keeps being served (its pings answered, its frames analysed, its warnings
+spoken)."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import socket
+import time
+
+from websockets.asyncio.client import connect
+
+import protocol as p
+from protocol import ErrorCode, HazardInfo, encode
+from tests.conftest import Accounts, ServerFactory, jpeg_bytes, ws_url
+from tests.doubles import ScriptedAnalyzerDouble
+from tests.phone import Phone, observation
+from tests.test_server import closed_code, open_session, recv
+
+CHAIR = HazardInfo(label="chair", direction="ahead", distance_m=2.0)
+
+
+def with_size(jpeg: bytes, width: int, height: int) -> bytes:
+    """The same JPEG with its start-of-frame claiming another size (a decompression bomb
+    when the size is huge: a few hundred bytes that decode to gigabytes)."""
+    data = bytearray(jpeg)
+    i = 2
+    while data[i + 1] not in (0xC0, 0xC2):
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    data[i + 5 : i + 7] = height.to_bytes(2, "big")
+    data[i + 7 : i + 9] = width.to_bytes(2, "big")
+    return bytes(data)
+
+
+async def test_decompression_bombs_and_lying_headers_are_refused_before_decoding(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    vision = ScriptedAnalyzerDouble([(observation(CHAIR), 0.0)])
+    server = await make_server(vision)
+    ws, _ = await open_session(ws_url(server), accounts.user_token)
+    bomb = with_size(jpeg_bytes(64, 48), 8000, 8000)
+    for n, (payload, w, h, code) in enumerate(
+        [
+            (bomb, 8000, 8000, ErrorCode.FRAME_TOO_LARGE),  # honest header, too many pixels
+            (with_size(jpeg_bytes(64, 48), 13000, 13000), 13000, 13000, ErrorCode.BAD_MESSAGE),
+            (bomb, 64, 48, ErrorCode.BAD_MESSAGE),  # header says small, the JPEG says huge
+            (jpeg_bytes(64, 48), 640, 480, ErrorCode.BAD_MESSAGE),
+        ]
+    ):
+        await ws.send(
+            encode(p.CameraFrame(seq=n, ts=n, width=w, height=h, payload=payload, id=f"f{n}"))
+        )
+        error = await recv(ws)
+        assert isinstance(error, p.Error) and error.code == code and error.ref == f"f{n}", error
+    assert server.metrics.frames_received == 0 and vision.requests == []  # nothing decoded
+    await ws.close()
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_nobody_waits(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    server = await make_server(ScriptedAnalyzerDouble([(None, 0.0)]), send_timeout_s=0.5)
+    good = await Phone.open(ws_url(server), accounts.user_token)
+    stuck = await connect(ws_url(server), max_size=None, compression=None)
+    await stuck.send(encode(p.Hello(protocol=1, token=accounts.caregiver_token)))
+    await stuck.recv()
+    stuck.transport.pause_reading()  # the client stops reading; its socket fills up
+    big = "x" * 60_000
+    for n in range(200):  # each pong echoes 60 kB: 12 MB the server cannot deliver
+        await stuck.send(encode(p.Ping(t=n, id=big)))
+        if len(server.sessions) == 1:
+            break
+    deadline = time.monotonic() + 10
+    while len(server.sessions) > 1 and time.monotonic() < deadline:
+        await good.send(p.Ping(t=1, id="good"))  # the good phone is served meanwhile
+        await good.wait_for(lambda m: isinstance(m, p.Pong) and m.id == "good", timeout=2)
+        good.seen.clear()
+    assert len(server.sessions) == 1  # the stuck one was dropped, the good one stays
+    started = time.monotonic()
+    await server.close()  # shutdown does not wait on anybody
+    assert time.monotonic() - started < 5
+    stuck.transport.abort()
+
+
+async def test_sessions_per_account_are_capped(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    server = await make_server(max_sessions_per_account=2)
+    phones = [await open_session(ws_url(server), accounts.user_token) for _ in range(2)]
+    ws = await connect(ws_url(server))
+    await ws.send(encode(p.Hello(protocol=1, token=accounts.user_token)))
+    error = await recv(ws)
+    assert isinstance(error, p.Error) and error.code == ErrorCode.TOO_MANY_SESSIONS
+    assert await closed_code(ws) == 1008  # the token stays good
+    for phone, _ in phones:
+        await phone.close()
+
+
+async def test_idle_sockets_from_one_address_do_not_lock_out_another(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    server = await make_server(hello_timeout_s=5.0)
+    idle = [await connect(ws_url(server)) for _ in range(16)]  # never say hello
+    refused = await connect(ws_url(server))
+    error = await recv(refused)
+    assert isinstance(error, p.Error) and error.code == ErrorCode.RATE_LIMITED
+    # Another address still gets in at once.
+    sock = socket.socket()
+    sock.bind(("127.0.0.2", 0))
+    sock.connect(("127.0.0.1", server.port))
+    other = await connect(ws_url(server), sock=sock)
+    await other.send(encode(p.Hello(protocol=1, token=accounts.user_token)))
+    assert isinstance(await recv(other), p.Ready)
+    for ws in [*idle, refused, other]:
+        await ws.close()
+
+
+def _request(
+    port: int, method: str, path: str, headers: dict[str, str]
+) -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request(method, path, headers=headers)
+    response = conn.getresponse()
+    response.read()
+    return response
+
+
+async def test_pages_refuse_other_methods_and_framing_and_rebinding(
+    make_server: ServerFactory,
+) -> None:
+    server = await make_server()
+    port = server.port
+    page = await asyncio.to_thread(_request, port, "GET", "/", {})
+    assert page.status == 200
+    assert page.getheader("X-Frame-Options") == "DENY"
+    assert "frame-ancestors 'none'" in (page.getheader("Content-Security-Policy") or "")
+    for method in ("POST", "PUT", "DELETE", "TRACE"):
+        assert (await asyncio.to_thread(_request, port, method, "/", {})).status == 405
+    # DNS rebinding: a page on evil.example resolving to this server is same-origin by
+    # name only; its Host is not a name this server answers to.
+    upgrade = {
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version": "13",
+    }
+    rebound = {**upgrade, "Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+    assert (await asyncio.to_thread(_request, port, "GET", "/ws", rebound)).status == 403
+    own = {**upgrade, "Host": f"127.0.0.1:{port}", "Origin": f"http://127.0.0.1:{port}"}
+    assert (await asyncio.to_thread(_request, port, "GET", "/ws", own)).status == 101

@@ -174,3 +174,66 @@ def test_direction_buckets_and_similarity() -> None:
     ] == ["ahead", "right", "left", "left", "ahead", "right"]
     assert similar("Exit, this way!", "exit this way", 0.99)
     assert not similar("Platform 2", "Platform 3", 0.99)
+
+
+def test_only_what_was_heard_is_remembered() -> None:
+    n = Narrator(UserSettings())
+    n.observe(obs(chair()), frame_time=T0, now=T0)
+    first = n.next(T0)
+    assert first is not None
+    n.cut(first)  # Stop (or the user talking) cut it: not heard
+    n.observe(obs(chair()), frame_time=T0 + 1, now=T0 + 1)
+    again = n.next(T0 + 1)
+    assert again is not None and again.text == first.text
+    n.spoken(again, T0 + 1)  # heard to the end: now it is not repeated
+    n.observe(obs(chair()), frame_time=T0 + 2, now=T0 + 2)
+    assert n.next(T0 + 2) is None
+
+
+def test_a_stale_warning_is_not_remembered_either() -> None:
+    n = Narrator(UserSettings(), frame_age_budget_s=1.5)
+    n.observe(obs(chair()), frame_time=T0, now=T0)
+    assert n.next(T0 + 2) is None and n.stats.stale_dropped == 1
+    n.observe(obs(chair()), frame_time=T0 + 2, now=T0 + 2)
+    assert [t for _, t in drain(n, T0 + 2)] == ["Chair, 2 metres, ahead."]
+
+
+def test_reading_goes_a_few_sentences_at_a_time_and_stop_keeps_the_place() -> None:
+    n = Narrator(UserSettings(max_words=5))
+    sentences = [f"This is sentence number {i} of the letter." for i in range(1, 9)]
+    first = n.read(sentences)
+    assert first is not None and first.lane == Lane.READING
+    assert first.text.startswith(
+        "This is sentence number 1 of the letter."
+    )  # verbatim, not cut to 5 words
+    u = n.next(T0)
+    assert u is first
+    n.spoken(u, T0)  # the next part is queued when this one was heard
+    second = n.next(T0)
+    assert second is not None and "number 6" in second.text
+    n.cut(second)  # Stop
+    n.interrupt()
+    assert n.next(T0) is None
+    again = n.continue_reading()  # "go on"
+    assert again is not None and again.text == second.text
+
+
+def test_a_warning_cuts_a_reading_which_comes_back_after_it() -> None:
+    n = Narrator(UserSettings())
+    reading = n.read(["Take one tablet twice a day."])
+    assert reading is not None and n.next(T0) is reading
+    hazard = n.hazard(chair(), frame_time=T0, now=T0)
+    assert hazard is not None and n.preempts(hazard, reading)
+    n.requeue(reading)
+    assert [lane for lane, _ in drain(n, T0)] == [Lane.HAZARD, Lane.READING]
+
+
+def test_nothing_to_see_is_said_once_until_it_changes() -> None:
+    n = Narrator(UserSettings())
+    said = n.view("nothing-to-see", "dark")
+    assert said is not None and said.text.startswith("The camera sees nothing")
+    assert n.view("nothing-to-see", "dark") is None
+    assert n.view("ok", None) is None  # its end is not announced
+    zh = Narrator(UserSettings(language="zh"))
+    notice = zh.view("nothing-to-see", "dark")
+    assert notice is not None and notice.text.startswith("摄像头")

@@ -83,6 +83,13 @@ class LogThrottle:
             self._keys.popitem(last=False)
         return suppressed
 
+    def hold_back(self, key: str) -> None:
+        """Count an event for ``key`` that is not to be logged on its own (it shows up
+        in the next line's count). Does nothing for a key not seen yet."""
+        entry = self._keys.get(key)
+        if entry is not None:
+            self._keys[key] = (entry[0], entry[1] + 1)
+
     def __len__(self) -> int:
         return len(self._keys)
 
@@ -121,7 +128,8 @@ class LoginFailure:
             (0 while it still has free tries).
         failures: Failures counted for this address.
         log: Whether to write the WARNING line now.
-        suppressed: Lines held back for this address since the last one.
+        suppressed: Failures and refused attempts from this address not logged
+            since the last line.
     """
 
     blocked_for_s: float
@@ -154,7 +162,7 @@ class FailedLogins:
 
     Attempts refused while blocked do not lengthen the block (the attacker
     learns nothing and the wait ends on schedule); they are counted in
-    ``refused`` for the metrics. A good user from another address is never
+    ``refused`` for the metrics and in the next WARNING's ``suppressed``. A good user from another address is never
     affected: state is per address only.
     """
 
@@ -172,6 +180,7 @@ class FailedLogins:
         if entry is None or entry.blocked_until <= now:
             return 0.0
         self.refused += 1
+        self._log.hold_back(key)
         return entry.blocked_until - now
 
     def failure(self, key: str, now: float) -> LoginFailure:

@@ -150,9 +150,7 @@ class ServerMetrics:
             "detector": _LabelledCounts(
                 "seealoud_detector_decisions", "Change-detector decisions.", "reason"
             ),
-            "errors": _LabelledCounts(
-                "seealoud_errors", "Error messages sent to clients.", "code"
-            ),
+            "errors": _LabelledCounts("seealoud_errors", "Error messages sent to clients.", "code"),
         }
         self._ingest_histogram = Histogram(
             "seealoud_ingest_seconds",

@@ -162,8 +162,8 @@ class FailedLogins:
 
     Attempts refused while blocked do not lengthen the block (the attacker
     learns nothing and the wait ends on schedule); they are counted in
-    ``refused`` for the metrics and in the next WARNING's ``suppressed``. A good user from another address is never
-    affected: state is per address only.
+    ``refused`` for the metrics and in the next WARNING's ``suppressed``. A
+    good user from another address is never affected: state is per address.
     """
 
     def __init__(self, options: LoginLimitOptions | None = None) -> None:

@@ -48,7 +48,9 @@ def test_render_parses_and_counts() -> None:
     assert s[("seealoud_ingest_seconds_bucket", (("le", "0.00025"),))] == 0
     vision = (("backend", "transformers"), ("le", "2.0"), ("task", "vision"))
     assert s[("seealoud_model_seconds_bucket", vision)] == 1
-    assert s[("seealoud_model_seconds_count", (("backend", "faster-whisper"), ("task", "asr")))] == 1
+    assert (
+        s[("seealoud_model_seconds_count", (("backend", "faster-whisper"), ("task", "asr")))] == 1
+    )
     assert any(name.startswith("process_") for name, _ in s)
     snap = m.snapshot()
     assert snap["frames_received"] == 3 and snap["auth_failures"] == 2

@@ -219,9 +219,12 @@ def test_stored_values_no_longer_valid_are_ignored_with_one_warning(
     applied = settings.apply("alice", {"voice": "en-gb"}, changed_by="carol")
     assert [(c.key, c.old, c.new) for c in applied.changes] == [("voice", None, "en-gb")]
     settings.update("alice", {"hazard_categories": ["all"]}, changed_by="carol")
-    assert conn.execute(
-        "SELECT COUNT(*) FROM settings WHERE user = 'alice' AND key = 'hazard_categories'"
-    ).fetchone()[0] == 0  # the bad row is gone, the default is not stored
+    assert (
+        conn.execute(
+            "SELECT COUNT(*) FROM settings WHERE user = 'alice' AND key = 'hazard_categories'"
+        ).fetchone()[0]
+        == 0
+    )  # the bad row is gone, the default is not stored
 
 
 def test_audit_log_is_capped_per_user_and_ids_keep_growing(tmp_path: Path) -> None:
@@ -251,10 +254,14 @@ def test_apply_reports_what_changed(stores: tuple[UserStore, SettingsStore]) -> 
     )
     assert applied.old == UserSettings()
     assert applied.new == UserSettings(speech_rate=150, quiet=True)
-    assert applied.changed_keys == changed_keys(applied.old, applied.new) == [
-        "quiet",
-        "speech_rate",
-    ]
+    assert (
+        applied.changed_keys
+        == changed_keys(applied.old, applied.new)
+        == [
+            "quiet",
+            "speech_rate",
+        ]
+    )
     assert applied.last_id == settings.last_change_id() == applied.changes[-1].id
     again = settings.apply("alice", {"quiet": True}, changed_by="c")
     assert again.changes == () and again.last_id == 0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from server.auth import AuthError, UserStore
 from server.config import ConfigError, ServerConfig
-from server.settings import InvalidSettings, SettingsStore
+from server.settings import InvalidSettings, SettingsStore, VoiceCheck
 
 log = logging.getLogger("seealoud")
 
@@ -207,11 +207,21 @@ def _cert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _voice_check() -> VoiceCheck | None:
+    """The speech package's check (only voices espeak-ng itself lists), so the CLI
+    accepts exactly what the server does; without it, the conservative id shape."""
+    try:
+        from speech.voices import is_valid_voice
+    except ImportError:
+        return None
+    return is_valid_voice
+
+
 def _settings(args: argparse.Namespace) -> int:
     config = _config(args)
     users = _store(config)
     users.get(args.user)  # raises UnknownAccount with a clear message
-    store = SettingsStore(users.connection)
+    store = SettingsStore(users.connection, voice_ok=_voice_check())
     if args.settings_command == "get":
         print(json.dumps(store.get(args.user).to_dict(), indent=2, ensure_ascii=False))
     elif args.settings_command == "set":

@@ -151,6 +151,14 @@ class ServerMetrics:
                 "seealoud_detector_decisions", "Change-detector decisions.", "reason"
             ),
             "errors": _LabelledCounts("seealoud_errors", "Error messages sent to clients.", "code"),
+            "audio_dropped": _LabelledCounts(
+                "seealoud_audio_dropped", "Stretches of microphone audio not listened to.", "reason"
+            ),
+            "audio_dropped_ms": _LabelledCounts(
+                "seealoud_audio_dropped_milliseconds",
+                "Milliseconds of microphone audio not listened to.",
+                "reason",
+            ),
         }
         self._ingest_histogram = Histogram(
             "seealoud_ingest_seconds",
@@ -185,10 +193,26 @@ class ServerMetrics:
         """A failed login: ``bad-token``, ``rate-limited``, ``bad-hello``..."""
         self._labelled["auth"].inc(reason)
 
-    def rate_limited(self, kind: str) -> None:
+    @property
+    def rate_limited(self) -> int:
+        """All refusals by a limit; ``metrics.rate_limited += 1`` counts one as
+        ``unspecified`` (prefer :meth:`rate_limited_by` with the kind)."""
+        return sum(self._labelled["rate"].counts.values())
+
+    @rate_limited.setter
+    def rate_limited(self, value: int) -> None:
+        self._labelled["rate"].inc("unspecified", value - self.rate_limited)
+
+    def rate_limited_by(self, kind: str) -> None:
         """A refusal by a limit: ``login``, ``frames``, ``audio``, ``questions``,
         ``settings``, ``sessions-account``, ``sessions-address``..."""
         self._labelled["rate"].inc(kind)
+
+    def audio_dropped(self, reason: str, ms: float) -> None:
+        """Microphone audio not listened to (faster than real time, speech budget,
+        busy decoder): one event and its length, by reason."""
+        self._labelled["audio_dropped"].inc(reason)
+        self._labelled["audio_dropped_ms"].inc(reason, max(0, round(ms)))
 
     def utterance(self, lane: str) -> None:
         """An utterance spoken in ``lane`` (``hazard``, ``answer``, ``sign``, ...)."""
@@ -208,12 +232,22 @@ class ServerMetrics:
 
     def count(self, family: str) -> dict[str, int]:
         """A copy of one labelled family's counts: ``auth``, ``rate``, ``utterances``,
-        ``stale``, ``detector`` or ``errors``."""
+        ``stale``, ``detector``, ``errors``, ``audio_dropped`` or ``audio_dropped_ms``."""
         return dict(self._labelled[family].counts)
+
+    @property
+    def errors(self) -> dict[str, int]:
+        """Errors sent, by code (a copy)."""
+        return self.count("errors")
+
+    @property
+    def decisions(self) -> dict[str, int]:
+        """Change-detector decisions, by reason (a copy)."""
+        return self.count("detector")
 
     # -- latencies (thread-safe: call from any thread) --
 
-    def model_latency(self, backend: str, task: str, seconds: float) -> None:
+    def model_latency(self, backend: str, seconds: float, *, task: str = "vision") -> None:
         """One model call: ``backend`` e.g. ``transformers``, ``openai``, ``faster-whisper``,
         ``espeak-ng``; ``task`` e.g. ``vision``, ``asr``, ``tts``."""
         series = (backend, task)
@@ -241,7 +275,9 @@ class ServerMetrics:
             "stale_drops": self.count("stale"),
             "detector_decisions": self.count("detector"),
             "errors": self.count("errors"),
-            "rate_limited": self.count("rate"),
+            "rate_limited": self.rate_limited,
+            "rate_limited_by": self.count("rate"),
+            "audio_dropped": self.count("audio_dropped"),
             "rss_bytes": rss_bytes(),
         }
 

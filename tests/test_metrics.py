@@ -24,15 +24,17 @@ def test_render_parses_and_counts() -> None:
     m.sessions_active += 2
     m.auth_failures += 1  # the attribute style still works
     m.auth_failure("bad-token")
-    m.rate_limited("login")
+    m.rate_limited_by("login")
+    m.rate_limited += 1  # the attribute style still works
+    m.audio_dropped("decoder-busy", 1500.4)
     m.utterance("hazard")
     m.utterance("hazard")
     m.stale_drop("warning")
     m.detector_decision("scene-change")
     m.error("bad-message")
     m.ingest.add(0.0003)
-    m.model_latency("transformers", "vision", 1.5)
-    m.model_latency("faster-whisper", "asr", 0.3)
+    m.model_latency("transformers", 1.5)
+    m.model_latency("faster-whisper", 0.3, task="asr")
     s = _samples(m)
     assert s[("seealoud_frames_received_total", ())] == 3
     assert s[("seealoud_sessions_active", ())] == 2
@@ -40,6 +42,11 @@ def test_render_parses_and_counts() -> None:
     assert s[("seealoud_auth_failures_total", (("reason", "unspecified"),))] == 1
     assert m.auth_failures == 2
     assert s[("seealoud_rate_limited_total", (("kind", "login"),))] == 1
+    assert s[("seealoud_rate_limited_total", (("kind", "unspecified"),))] == 1
+    assert m.rate_limited == 2
+    assert s[("seealoud_audio_dropped_total", (("reason", "decoder-busy"),))] == 1
+    key = ("seealoud_audio_dropped_milliseconds_total", (("reason", "decoder-busy"),))
+    assert s[key] == 1500
     assert s[("seealoud_utterances_total", (("lane", "hazard"),))] == 2
     assert s[("seealoud_stale_drops_total", (("kind", "warning"),))] == 1
     assert s[("seealoud_detector_decisions_total", (("reason", "scene-change"),))] == 1
@@ -67,7 +74,7 @@ def test_label_values_are_bounded() -> None:
     m = ServerMetrics()
     for i in range(MAX_LABEL_VALUES * 3):
         m.error(f"code-{i}")
-        m.model_latency(f"backend-{i}", "vision", 0.1)
+        m.model_latency(f"backend-{i}", 0.1)
     s = _samples(m)
     errors = [k for k in s if k[0] == "seealoud_errors_total"]
     models = {k[1] for k in s if k[0] == "seealoud_model_seconds_count"}
@@ -91,7 +98,7 @@ def test_render_cost_does_not_grow_with_observations() -> None:
     (best of 7, within a factor of 3 on a noisy shared machine)."""
     m = ServerMetrics()
     m.ingest.add(0.001)
-    m.model_latency("transformers", "vision", 1.0)
+    m.model_latency("transformers", 1.0)
     few = _best_render_s(m)
     series_few = set(_samples(m))
     for i in range(200_000):

@@ -7,6 +7,7 @@ object is meant to be used from one thread (the event loop); none blocks.
 - :class:`FailedLogins` -- per source address, exponential backoff after a few
   failed logins; bounded memory (LRU over addresses); tells the caller when to
   log so that an attack writes one WARNING per address per minute.
+  :class:`LoginLimiter` puts it behind the handshake's interface.
 - :class:`LogThrottle` -- that log-line suppression, for any key.
 - :class:`RateLimiter` -- a token bucket (``allow(now)``); :class:`SessionLimits`
   and :class:`SessionLimiters` bundle one per kind of client message.
@@ -207,7 +208,7 @@ class FailedLogins:
             suppressed=suppressed or 0,
         )
 
-    def success(self, key: str, now: float) -> None:
+    def success(self, key: str, now: float | None = None) -> None:
         """A good token from ``key``: forget its failures."""
         self._addresses.pop(key, None)
 
@@ -223,6 +224,36 @@ class FailedLogins:
             return None
         self._addresses.move_to_end(key)
         return entry
+
+
+class LoginLimiter:
+    """:class:`FailedLogins` behind the handshake's interface
+    (``server.context.LoginLimiter``): ``peer`` is the client's IP address as a
+    string, keyed by :func:`address_key` here.
+
+    ``failed()`` returns whether to log; ``last`` is the :class:`LoginFailure`
+    it decided from, so the line can say how many it stands for::
+
+        if limiter.failed(peer, now):
+            log.warning("authentication failed from %s (%d more since the last warning)",
+                        peer, limiter.last.suppressed if limiter.last else 0)
+    """
+
+    def __init__(self, options: LoginLimitOptions | None = None) -> None:
+        self.logins = FailedLogins(options)
+        self.last: LoginFailure | None = None
+
+    def retry_after(self, peer: str, now: float) -> float:
+        """Seconds ``peer`` must wait before trying again (0: may try now)."""
+        return self.logins.blocked_for(address_key(peer), now)
+
+    def failed(self, peer: str, now: float) -> bool:
+        """Count a failure; whether it deserves a log line (one per address per minute)."""
+        self.last = self.logins.failure(address_key(peer), now)
+        return self.last.log
+
+    def succeeded(self, peer: str) -> None:
+        self.logins.success(address_key(peer))
 
 
 # --- token buckets -------------------------------------------------------------

@@ -15,6 +15,7 @@ from server.auth import UserStore
 from server.db import connect
 from server.ratelimit import (
     FailedLogins,
+    LoginLimiter,
     LoginLimitOptions,
     LogThrottle,
     RateLimiter,
@@ -75,6 +76,18 @@ def test_two_thousand_bad_tokens_block_the_attacker_not_the_good_user(tmp_path: 
         blocks.append(limiter.failure(attacker, now).blocked_for_s)
     assert blocks[-1] == LoginLimitOptions().max_delay_s
     assert blocks[2:6] == [8.0, 16.0, 32.0, 64.0]
+
+
+def test_login_limiter_for_the_handshake() -> None:
+    limiter = LoginLimiter(LoginLimitOptions(free_failures=1))
+    assert limiter.retry_after("2001:db8::1", 0.0) == 0.0
+    assert limiter.failed("2001:db8::1", 0.0)  # the first failure is logged
+    assert not limiter.failed("2001:db8::2", 0.1)  # same /64: same attacker, held back
+    assert limiter.last is not None and limiter.last.blocked_for_s == 1.0
+    assert limiter.retry_after("2001:db8::3", 0.5) == pytest.approx(0.6)
+    assert limiter.retry_after("192.0.2.1", 0.5) == 0.0  # someone else
+    limiter.succeeded("2001:db8::9")
+    assert limiter.retry_after("2001:db8::1", 0.5) == 0.0
 
 
 def test_failed_login_memory_is_bounded() -> None:

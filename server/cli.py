@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from protocol import Capabilities
 from server.auth import Account, AuthError, UserStore
 from server.config import ConfigError, ServerConfig
-from server.settings import InvalidSettings, SettingsStore
+from server.settings import InvalidSettings, SettingsStore, VoiceCheck
 
 if TYPE_CHECKING:
     from server.app import SeeAloudServer
@@ -84,12 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
     add = usub.add_parser("add", help="create an account and print its token once")
     add.add_argument("name")
     add.add_argument("--role", choices=["user", "caregiver"], default="user")
-    usub.add_parser("list", help="list accounts (never tokens)")
+    usub.add_parser("list", help="list accounts, roles and who manages whom (never tokens)")
     remove = usub.add_parser("remove", help="delete an account; its token stops working")
     remove.add_argument("name")
+    reset = usub.add_parser(
+        "reset-token",
+        help="issue a new token (lost phone); settings and assignments stay, "
+        "the old token stops working at once",
+    )
+    reset.add_argument("name")
     assign = usub.add_parser("assign", help="let a caregiver manage a user's settings")
     assign.add_argument("caregiver")
     assign.add_argument("user")
+    unassign = usub.add_parser("unassign", help="stop a caregiver managing a user's settings")
+    unassign.add_argument("caregiver")
+    unassign.add_argument("user")
 
     settings = sub.add_parser("settings", help="read or change a user's settings")
     settings.add_argument("--config", type=Path)
@@ -152,14 +161,36 @@ def _users(args: argparse.Namespace) -> int:
         print(f"created {args.role} {args.name!r}. Token (shown once, keep it secret):")
         print(token)
     elif args.users_command == "list":
+        # name, role, created, then whom a caregiver manages / who manages a user
+        assignments = store.assignments()
+        managers: dict[str, list[str]] = {}
+        for caregiver, users in assignments.items():
+            for user in users:
+                managers.setdefault(user, []).append(caregiver)
         for account in store.accounts():
-            print(f"{account.name}\t{account.role}\t{account.created_at}")
+            if account.role == "caregiver":
+                names = assignments.get(account.name, [])
+                relation = f"manages: {', '.join(names) if names else '(nobody)'}"
+            else:
+                names = managers.get(account.name, [])
+                relation = f"managed by: {', '.join(names) if names else '(nobody)'}"
+            print(f"{account.name}\t{account.role}\t{account.created_at}\t{relation}")
     elif args.users_command == "remove":
         store.remove(args.name)
-        print(f"removed {args.name!r}")
+        print(f"removed {args.name!r}; a running server closes its sessions within a second")
+    elif args.users_command == "reset-token":
+        token = store.reset_token(args.name)
+        print(
+            f"new token for {args.name!r} (shown once, keep it secret; the old one no "
+            "longer works and a running server closes its sessions within a second):"
+        )
+        print(token)
     elif args.users_command == "assign":
         store.assign(args.caregiver, args.user)
         print(f"{args.caregiver!r} now manages {args.user!r}")
+    elif args.users_command == "unassign":
+        store.unassign(args.caregiver, args.user)
+        print(f"{args.caregiver!r} no longer manages {args.user!r}")
     return 0
 
 
@@ -182,11 +213,21 @@ def _cert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _voice_check() -> VoiceCheck | None:
+    """The speech package's check (only voices espeak-ng itself lists), so the CLI
+    accepts exactly what the server does; without it, the conservative id shape."""
+    try:
+        from speech.voices import is_valid_voice
+    except ImportError:
+        return None
+    return is_valid_voice
+
+
 def _settings(args: argparse.Namespace) -> int:
     config = _config(args)
     users = _store(config)
     users.get(args.user)  # raises UnknownAccount with a clear message
-    store = SettingsStore(users.connection)
+    store = SettingsStore(users.connection, voice_ok=_voice_check())
     if args.settings_command == "get":
         print(json.dumps(store.get(args.user).to_dict(), indent=2, ensure_ascii=False))
     elif args.settings_command == "set":
@@ -200,17 +241,16 @@ def _settings(args: argparse.Namespace) -> int:
             except ValueError:
                 values[key] = raw  # a bare word such as hazards-only
         who = f"cli:{getpass.getuser()}"
-        print(
-            json.dumps(
-                store.update(args.user, values, changed_by=who).to_dict(),
-                indent=2,
-                ensure_ascii=False,
+        applied = store.apply(args.user, values, changed_by=who)
+        print(json.dumps(applied.new.to_dict(), indent=2, ensure_ascii=False))
+        if applied.changes:
+            print(
+                f"changed {', '.join(applied.changed_keys)}; a running server applies "
+                "this to the user's sessions within a second",
+                file=sys.stderr,
             )
-        )
-        print(
-            "a running server applies this to the user's sessions within a second",
-            file=sys.stderr,
-        )
+        else:
+            print("nothing changed: the values were already set", file=sys.stderr)
     else:
         for change in store.history(args.user):
             print(

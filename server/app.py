@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -93,7 +94,7 @@ class SeeAloudServer:
             config=config,
             metrics=self.metrics,
             accounts=store,
-            settings=settings_store or SettingsStore(store.connection),
+            settings=settings_store or SettingsStore(store.connection, voice_ok=_voice_check()),
             hub=self.hub,
             services=services,
             db=Worker("database", max_pending=1024),
@@ -157,6 +158,7 @@ class SeeAloudServer:
                 self.hub.watch(self.ctx.settings, self.ctx.off_loop), name="settings-watch"
             )
         )
+        self._background.append(asyncio.create_task(self._watch_accounts(), name="accounts"))
 
     @property
     def scheme(self) -> str:
@@ -209,6 +211,23 @@ class SeeAloudServer:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(self.config.tls_cert, self.config.tls_key)
         return ctx
+
+    async def _watch_accounts(self, every_s: float = 1.0) -> None:
+        """Close the live sessions of an account removed or given a new token (by the CLI,
+        in another process) within ``every_s``."""
+        accounts = self.ctx.accounts
+        seen = await self.ctx.off_loop(accounts.last_account_change_id)
+        while True:
+            await asyncio.sleep(every_s)  # polling interval, not synchronisation
+            try:
+                changes = await self.ctx.off_loop(accounts.account_changes_since, seen)
+            except Exception:  # a locked or busy database: next round
+                log.warning("account watcher could not read the database; retrying")
+                continue
+            for change in changes:
+                seen = max(seen, change.id)
+                if change.ends_sessions:
+                    await self.registry.end_account(change.name, change.event)
 
     # --- operator side -------------------------------------------------------------
 
@@ -270,6 +289,15 @@ class SeeAloudServer:
         finally:
             if session is not None:
                 self.registry.closed(session)
+
+
+def _voice_check() -> Callable[[str, str], bool] | None:
+    """Only voices espeak-ng itself lists (``speech.voices``), when speech is installed."""
+    try:
+        from speech.voices import is_valid_voice
+    except ImportError:
+        return None
+    return is_valid_voice
 
 
 def _encode(message: ErrorMsg) -> str | bytes:

@@ -9,6 +9,7 @@ and unassigned names get the same answer, so names cannot be discovered.
 from __future__ import annotations
 
 import logging
+import time
 
 from protocol import (
     AudioChunk,
@@ -26,6 +27,7 @@ from protocol import (
     SettingsUpdate,
 )
 from server.languages import LANGUAGES
+from server.ratelimit import LogThrottle
 from server.session import BaseSession
 from server.settings import InvalidSettings, UserSettings
 
@@ -36,8 +38,13 @@ class CaregiverSession(BaseSession):
     """See the module docstring."""
 
     role = "caregiver"
+    _log_throttle = LogThrottle(interval_s=60.0)
 
     async def handle_control(self, message: Message) -> None:
+        if isinstance(message, SettingsGet | SettingsUpdate) and not await self.admitted(
+            "settings", ref=message.id
+        ):
+            return
         match message:
             case SettingsGet():
                 user = await self._managed(message.user, message.id)
@@ -72,11 +79,14 @@ class CaregiverSession(BaseSession):
         except InvalidSettings as exc:
             await self.send_error(ErrorCode.INVALID_SETTINGS, str(exc), ref=msg.id)
             return
-        log.info(
-            "settings of a user changed by %s: %s",
-            self.account.name,
-            ", ".join(sorted(msg.values))[:200],
-        )
+        held_back = self._log_throttle.note(user, time.monotonic())
+        if held_back is not None:  # one line a minute per person, however many changes
+            log.info(
+                "settings of a user changed by %s: %s%s",
+                self.account.name,
+                ", ".join(sorted(msg.values))[:200],
+                f" (and {held_back} more changes)" if held_back else "",
+            )
         self.ctx.hub.publish(user, new)  # the person's live sessions hear it once, now
         await self.send(await self._settings_message(user, new, msg.id))
 

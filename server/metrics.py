@@ -300,3 +300,19 @@ class _Counters(Collector):
             yield CounterMetricFamily(f"seealoud_{name}", help_text, value=getattr(m, name))
         for labelled in m._labelled.values():
             yield labelled.family()
+
+
+def read_metrics(text: str) -> dict[str, float]:
+    """Unlabelled samples of a ``/metrics`` page by name without the ``seealoud_`` prefix
+    and ``_total`` suffix (``frames_received``, ``sessions_active``): for tests and
+    benchmarks that read the page a Prometheus server would."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels:
+                continue
+            name = sample.name.removeprefix("seealoud_").removesuffix("_total")
+            values[name] = sample.value
+    return values

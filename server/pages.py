@@ -29,6 +29,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from server.context import ServerContext
+from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 log = logging.getLogger("seealoud.pages")
 
@@ -95,7 +96,7 @@ class Pages:
             return _json_response(body)
         if path == "/metrics":
             text = await self.ctx.off_loop(self.ctx.metrics.render)
-            return _response(text, "text/plain; version=0.0.4; charset=utf-8", cache="no-store")
+            return _response(text, METRICS_CONTENT_TYPE, cache="no-store")
         if path == "/ws":
             return connection.respond(
                 http.HTTPStatus.UPGRADE_REQUIRED,

@@ -12,7 +12,7 @@ import secrets
 
 from websockets.asyncio.server import ServerConnection
 
-from protocol import PROTOCOL_VERSION, ErrorCode, Hello, Limits, Ready
+from protocol import CLOSE_AUTH_REFUSED, PROTOCOL_VERSION, ErrorCode, Hello, Limits, Ready
 from server.auth import Account
 from server.caregiver_session import CaregiverSession
 from server.context import ServerContext
@@ -31,6 +31,18 @@ class Registry:
         self.ctx = ctx
         self.sessions: dict[str, BaseSession] = {}
         self.resumable = ResumeRegistry()
+
+    async def end_account(self, name: str, why: str) -> None:
+        """The account was removed or its token replaced: its sessions end now."""
+        self.resumable.forget_user(name)
+        for session in [s for s in self.sessions.values() if s.account.name == name]:
+            log.info("session %s closed: account %s", session.id, why)
+            await refuse(
+                session.link.ws,
+                ErrorCode.AUTH_FAILED,
+                "this account's token is no longer valid",
+                CLOSE_AUTH_REFUSED,
+            )
 
     def user_session(self, name: str) -> UserSession:
         for session in self.sessions.values():

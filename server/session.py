@@ -27,6 +27,7 @@ from protocol import Error as ErrorMsg
 from server.auth import Account
 from server.context import ServerContext
 from server.link import Link
+from server.ratelimit import SessionLimiters, SessionLimits
 
 log = logging.getLogger("seealoud.session")
 
@@ -52,7 +53,9 @@ class BaseSession:
         self.link = link
         self.peer = peer
         self.control: asyncio.Queue[Message | Deferred] = asyncio.Queue(CONTROL_INBOX)
+        self.limits = SessionLimiters.build(SessionLimits())
         self._flood_reported = 0.0
+        self._limit_reported: dict[str, float] = {}
         self.resume_token = ""
 
     # --- sending ---------------------------------------------------------------
@@ -65,6 +68,21 @@ class BaseSession:
     ) -> None:
         self.ctx.metrics.error(str(code))
         await self.send(ErrorMsg(code=str(code), message=message, fatal=fatal, ref=ref))
+
+    async def admitted(self, kind: str, *, cost: float = 1.0, ref: str | None = None) -> bool:
+        """Whether this client may send one more ``kind`` now (``frames``, ``audio``,
+        ``questions``, ``settings``); if not, the message is dropped, counted, and the
+        client told (at most once a second per kind)."""
+        now = time.monotonic()
+        if self.limits.allow(kind, now, cost):
+            return True
+        self.ctx.metrics.rate_limited_by(kind)
+        if now - self._limit_reported.get(kind, 0.0) >= 1.0:
+            self._limit_reported[kind] = now
+            await self.send_error(
+                ErrorCode.RATE_LIMITED, f"too many {kind} at once; some were dropped", ref=ref
+            )
+        return False
 
     def later(self, action: Deferred) -> None:
         """Have the control task run ``action`` (used by callbacks that must not block)."""

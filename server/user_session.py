@@ -159,6 +159,8 @@ class UserSession(BaseSession):
     async def route(self, message: Message, received_at: float) -> None:
         match message:
             case CameraFrame():
+                if not await self.admitted("frames", ref=message.id):
+                    return
                 problem = self.media.frame_problem(message)
                 if problem is None:
                     self.media.put(message, received_at)
@@ -167,6 +169,10 @@ class UserSession(BaseSession):
                     self.ctx.metrics.frames_rejected += 1
                     await self.send_error(*problem, ref=message.id)
             case AudioStart() | AudioChunk() | AudioStop():
+                if isinstance(message, AudioChunk) and not await self.admitted(
+                    "audio", cost=len(message.payload)
+                ):
+                    return
                 if isinstance(message, AudioStart) and message.mode != "hands-free":
                     self._user_talks()
                 refusal = self.listening.offer(message)
@@ -188,7 +194,8 @@ class UserSession(BaseSession):
     async def handle_control(self, message: Message) -> None:
         match message:
             case Question():
-                await self.ask(message.text, message.id, intent=message.intent)
+                if await self.admitted("questions", ref=message.id):
+                    await self.ask(message.text, message.id, intent=message.intent)
             case SettingsGet():
                 if message.user not in (None, self.account.name):
                     await self.send_error(

@@ -51,6 +51,13 @@ class ServeProcess:
         with urllib.request.urlopen(self.base + path, timeout=5) as resp:
             return dict(json.load(resp))
 
+    def get_metrics(self) -> dict[str, float]:
+        """The ``/metrics`` page (Prometheus text) as plain numbers by name."""
+        from server.metrics import read_metrics
+
+        with urllib.request.urlopen(self.base + "/metrics", timeout=5) as resp:
+            return read_metrics(resp.read().decode())
+
     def wait_until(self, check: Callable[[], bool], *, timeout: float, what: str) -> None:
         """Poll ``check`` (connection errors count as not yet) until true; fail with the log."""
         deadline = time.monotonic() + timeout

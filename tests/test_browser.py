@@ -152,7 +152,7 @@ def test_phone_page_end_to_end(world: dict[str, Any]) -> None:
     wait(driver, "window.seealoud && window.seealoud.state === 'live'")
     # Frames reach the server.
     wait(driver, "window.seealoud.framesSent >= 5")
-    assert world["server"].get_json("/metrics")["frames_received"] >= 5
+    assert world["server"].get_metrics()["frames_received"] >= 5
     assert driver.find_element(By.ID, "talk").get_attribute("aria-describedby") == "talk-help"
     shot(driver, "phone.png")
 

@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import protocol as p
 from protocol import ErrorCode, decode, encode
+from server.metrics import read_metrics
 from tests.conftest import Accounts, ServerFactory, jpeg_bytes, ws_url
 from tests.doubles import BuggyAnalyzerDouble, FailingAnalyzerDouble, GatedAnalyzerDouble
 
@@ -68,7 +69,7 @@ async def test_health_ready_and_metrics(make_server: ServerFactory) -> None:
     caps = json.loads(body)["capabilities"]
     assert status == 200 and caps["vision"] is False and "vision" in caps["reasons"]
     status, body = await asyncio.to_thread(http_get, server.port, "/metrics")
-    assert status == 200 and json.loads(body)["sessions_active"] == 0
+    assert status == 200 and read_metrics(body.decode())["sessions_active"] == 0
     status, _ = await asyncio.to_thread(http_get, server.port, "/nope")
     assert status == 404
 

@@ -149,3 +149,27 @@ async def test_pages_refuse_other_methods_and_framing_and_rebinding(
     assert (await asyncio.to_thread(_request, port, "GET", "/ws", rebound)).status == 403
     own = {**upgrade, "Host": f"127.0.0.1:{port}", "Origin": f"http://127.0.0.1:{port}"}
     assert (await asyncio.to_thread(_request, port, "GET", "/ws", own)).status == 101
+
+
+async def test_a_token_guesser_is_slowed_and_a_good_user_elsewhere_is_not(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    server = await make_server()
+    codes: dict[str, int] = {}
+    for n in range(60):
+        ws = await connect(ws_url(server))
+        await ws.send(encode(p.Hello(protocol=1, token=f"sa_guess{n}_{'x' * 43}")))
+        error = await recv(ws)
+        assert isinstance(error, p.Error)
+        codes[error.code] = codes.get(error.code, 0) + 1
+        await ws.close()
+    assert codes.get(ErrorCode.RATE_LIMITED, 0) >= 50  # most guesses never reach a check
+    sock = socket.socket()
+    sock.bind(("127.0.0.2", 0))
+    sock.connect(("127.0.0.1", server.port))
+    good = await connect(ws_url(server), sock=sock)
+    started = time.monotonic()
+    await good.send(encode(p.Hello(protocol=1, token=accounts.user_token)))
+    assert isinstance(await recv(good), p.Ready)
+    assert time.monotonic() - started < 1.0
+    await good.close()

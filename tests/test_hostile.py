@@ -173,3 +173,17 @@ async def test_a_token_guesser_is_slowed_and_a_good_user_elsewhere_is_not(
     assert isinstance(await recv(good), p.Ready)
     assert time.monotonic() - started < 1.0
     await good.close()
+
+
+async def test_a_reset_token_ends_the_open_session_at_once(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    server = await make_server()
+    ws, _ = await open_session(ws_url(server), accounts.user_token)
+    new_token = await asyncio.to_thread(accounts.store.reset_token, "alice")  # as the CLI does
+    error = await recv(ws, timeout=5)
+    assert isinstance(error, p.Error) and error.code == ErrorCode.AUTH_FAILED
+    assert await closed_code(ws) == p.CLOSE_AUTH_REFUSED
+    again, ready = await open_session(ws_url(server), new_token)  # the new one works
+    assert ready.user == "alice"
+    await again.close()

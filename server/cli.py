@@ -386,12 +386,13 @@ def startup_summary(
 
 
 def models_line(caps: Capabilities, *, vision: str | None) -> str:
-    """``models: vision live (name), speech in live, speech out unavailable (why)``."""
+    """``models: vision live (name), speech in live, speech out unavailable (why), ...``."""
     parts = []
     for attr, label in (
         ("vision", "vision"),
         ("speech_in", "speech in"),
         ("speech_out", "speech out"),
+        ("text_reading", "text reading"),
     ):
         if getattr(caps, attr):
             name = f" ({vision.split(':', 1)[-1]})" if attr == "vision" and vision else ""

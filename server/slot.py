@@ -9,7 +9,6 @@ can never back up the socket.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -35,7 +34,6 @@ class FrameSlot:
 
     def __init__(self) -> None:
         self._pending: PendingFrame | None = None
-        self._ready = asyncio.Event()
         self.latest: PendingFrame | None = None
         """The newest frame received, taken or not (questions are asked about it)."""
         self.received = 0
@@ -48,7 +46,6 @@ class FrameSlot:
         self._pending = frame
         self.latest = frame
         self.received += 1
-        self._ready.set()
 
     def pending(self) -> bool:
         """Whether a frame is waiting to be taken."""
@@ -57,15 +54,4 @@ class FrameSlot:
     def take_nowait(self) -> PendingFrame | None:
         """The waiting frame, or ``None``; empties the slot."""
         frame, self._pending = self._pending, None
-        self._ready.clear()
-        return frame
-
-    async def take(self) -> PendingFrame:
-        """Wait for a frame and take it."""
-        while self._pending is None:
-            await self._ready.wait()
-            if self._pending is None:
-                self._ready.clear()
-        frame = self.take_nowait()
-        assert frame is not None
         return frame

@@ -31,10 +31,6 @@ class Hazard:
     distance_m: float | None = None
     urgency: str = "normal"
 
-    def key(self) -> str:
-        """Identity for deduplication: what it is and roughly where."""
-        return f"{self.label.lower().strip()}|{self.direction.lower().strip()}"
-
 
 @dataclass(kw_only=True)
 class Observation:

@@ -178,7 +178,7 @@ class Narrator:
             if u is not None:
                 queued.append(u)
         if question:
-            queued.append(self.answer(obs.answer, frame_time=frame_time))
+            queued.append(self.answer(obs.answer))
         s = self.settings
         talkative = not s.quiet and s.verbosity != "hazards-only"
         if talkative:
@@ -232,8 +232,9 @@ class Narrator:
             key = key or "sign:" + normalise(text)
         return self._offer(Lane.SIGN, key, said, frame_time, now, threshold=0.999)
 
-    def answer(self, text: str | None, *, frame_time: float | None = None) -> Utterance:
-        """Queue an answer; an empty one becomes "I'm not sure" (never silence)."""
+    def answer(self, text: str | None) -> Utterance:
+        """Queue an answer; an empty one becomes "I'm not sure" (never silence). Answers are
+        never stale: the user asked and waits for them."""
         spoken = text.strip() if text and text.strip() else self.phrase("unsure")
         return self._make(Lane.ANSWER, f"answer:{next(self._ids)}", spoken, None)
 

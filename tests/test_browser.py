@@ -173,6 +173,12 @@ def test_phone_page_end_to_end(world: dict[str, Any]) -> None:
     wait(driver, "window.seealoud.buffersScheduled > 0")
     assert driver.execute_script("return window.seealoud.chunksReceived") > 0
 
+    # A tap (or Enter, or a screen reader's double-tap: all clicks) toggles talking.
+    talk.click()
+    assert talk.get_attribute("aria-pressed") == "true"
+    talk.click()
+    assert talk.get_attribute("aria-pressed") == "false" and talk.text == "Talk"
+
     # Stop flushes playback at once (and the server acknowledges with interrupt).
     scheduled = driver.execute_script("return window.seealoud.buffersScheduled")
     driver.find_element(By.ID, "describe").click()
@@ -207,8 +213,17 @@ def test_caregiver_page_changes_a_live_setting(world: dict[str, Any]) -> None:
     driver.find_element(By.ID, "save").click()
     wait(driver, "window.seealoudCaregiver.saved >= 1")
     assert "Saved" in driver.find_element(By.ID, "result").text
-    changes = driver.find_elements(By.CSS_SELECTOR, "#changes li")
-    assert any("verbosity" in c.text and "carol" in c.text for c in changes)
+    assert driver.find_element(By.ID, "connected").text.startswith("Connected now")
+    changes = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#changes li")]
+    change = next(c for c in changes if "verbosity" in c and "carol" in c)
+    assert "from standard to detailed" in change  # plain values, not JSON
+    assert "T" not in change.split(": ")[0] and "Z" not in change.split(": ")[0]  # local time
+    # "All" and single categories exclude each other.
+    driver.find_element(By.CSS_SELECTOR, "input[name=cat][value=steps]").click()
+    assert not driver.find_element(By.CSS_SELECTOR, "input[name=cat][value=all]").is_selected()
+    driver.find_element(By.CSS_SELECTOR, "input[name=cat][value=all]").click()
+    assert not driver.find_element(By.CSS_SELECTOR, "input[name=cat][value=steps]").is_selected()
+    assert driver.find_element(By.ID, "volume-out").text.endswith("%")
     shot(driver, "caregiver.png")
     driver.switch_to.window(phone)
     settings = wait(
@@ -217,3 +232,9 @@ def test_caregiver_page_changes_a_live_setting(world: dict[str, Any]) -> None:
         "=== 150 && window.seealoud.settings",
     )
     assert settings["verbosity"] == "detailed"
+    # The phone says what changed, once.
+    summary = "Speech rate 150. Warnings, signs and descriptions."
+    wait(driver, f"window.seealoud.announced.includes({summary!r})")
+    announced = driver.execute_script("return window.seealoud.announced")
+    assert announced.count(summary) == 1, announced
+    assert "Your settings were updated." not in announced

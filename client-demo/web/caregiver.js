@@ -4,7 +4,9 @@ import { PROTOCOL_VERSION, decode, textMessage } from "./protocol.js";
 const $ = (id) => document.getElementById(id);
 let ws = null;
 let pending = 0;
-const state = (window.seealoudCaregiver = { ready: null, settings: null, saved: 0, errors: [] });
+let refresher = null;
+const state = (window.seealoudCaregiver = { ready: null, settings: null, saved: 0, errors: [],
+                                            connected: null });
 
 function status(text) { $("status").textContent = text; }
 
@@ -14,7 +16,10 @@ function connect(token) {
   ws.onopen = () => ws.send(textMessage("hello", { protocol: PROTOCOL_VERSION, token,
                                                    client: "seealoud-caregiver/0.1" }));
   ws.onmessage = (event) => onMessage(decode(event.data));
-  ws.onclose = (event) => status(event.code === 1008 ? "The token was refused." : "Disconnected.");
+  ws.onclose = (event) => {
+    clearInterval(refresher);
+    status(event.code === 4001 ? "The token was refused." : "Disconnected. Reload to log in again.");
+  };
 }
 
 function onMessage(msg) {
@@ -32,11 +37,17 @@ function onMessage(msg) {
     select.replaceChildren(...msg.data.manages.map((u) => new Option(u, u)));
     if (msg.data.manages.length) load(msg.data.manages[0]);
     else status(`Logged in as ${msg.data.user}. Nobody is assigned to you yet.`);
+    // Keep "connected" and the change log current while the page is open.
+    refresher = setInterval(() => { if (!document.hidden) load($("user").value, "refresh"); }, 10000);
   } else if (msg.type === "settings") {
-    show(msg.data);
+    const refresh = msg.id && msg.id.startsWith("refresh-");
+    if (!refresh || !formIsDirty()) show(msg.data);
+    else showStatus(msg.data);
     if (msg.id && msg.id.startsWith("save-")) {
       state.saved += 1;
-      $("result").textContent = "Saved. The change applies at once.";
+      $("result").textContent = msg.data.connected
+        ? "Saved. It applies at once."
+        : "Saved. It applies when they next connect.";
     }
   } else if (msg.type === "error") {
     state.errors.push(msg.data.code);
@@ -44,28 +55,92 @@ function onMessage(msg) {
   }
 }
 
-function load(user) {
-  ws.send(textMessage("settings-get", { user }, `get-${++pending}`));
+function load(user, kind = "get") {
+  if (user) ws.send(textMessage("settings-get", { user }, `${kind}-${++pending}`));
 }
 
-function show({ user, values, changes }) {
+let shownValues = null;
+function formIsDirty() {
+  return shownValues !== null && JSON.stringify(readForm()) !== JSON.stringify(pick(shownValues));
+}
+
+function showStatus({ connected, warnings }) {
+  state.connected = connected;
+  $("connected").textContent = connected
+    ? "Connected now: changes apply at once."
+    : "Not connected: changes apply when they next connect.";
+  $("connected").dataset.state = connected ? "live" : "down";
+  $("warnings").replaceChildren(...(warnings || []).map((w) => {
+    const li = document.createElement("li");
+    li.textContent = w;
+    return li;
+  }));
+}
+
+function plain(value) {
+  if (value === null || value === undefined) return "default";
+  if (Array.isArray(value)) return value.join(", ");
+  if (typeof value === "boolean") return value ? "on" : "off";
+  return String(value);
+}
+
+function show(data) {
+  const { user, values, changes, voices, languages } = data;
   state.settings = values;
+  shownValues = values;
+  showStatus(data);
   $("user").value = user;
   $("verbosity").value = values.verbosity;
   $("quiet").checked = values.quiet;
   $("speech_rate").value = values.speech_rate;
   $("rate-out").textContent = values.speech_rate;
   $("volume").value = values.volume;
+  $("volume-out").textContent = `${Math.round(values.volume * 100)} %`;
+  $("language").replaceChildren(...(languages || []).map((l) => new Option(l.label, l.value)));
   $("language").value = values.language;
+  $("voice").replaceChildren(new Option("Default voice", ""),
+                             ...(voices || []).map((v) => new Option(v.label || v.value, v.value)));
   $("voice").value = values.voice || "";
+  $("heartbeat").value = values.heartbeat_s ?? "";
+  $("max_words").value = values.max_words;
+  $("repeat_after_s").value = values.repeat_after_s;
+  $("urgent_repeat_s").value = values.urgent_repeat_s;
+  $("memory").checked = values.memory;
   for (const box of document.querySelectorAll("input[name=cat]")) {
     box.checked = values.hazard_categories.includes(box.value);
   }
   $("changes").replaceChildren(...(changes || []).map((c) => {
     const li = document.createElement("li");
-    li.textContent = `${c.at}: ${c.by} changed ${c.key} from ${JSON.stringify(c.old)} to ${JSON.stringify(c.new)}`;
+    const when = new Date(c.at).toLocaleString();
+    li.textContent = `${when}: ${c.by} changed ${c.key.replaceAll("_", " ")} from ${plain(c.old)} to ${plain(c.new)}`;
     return li;
   }));
+}
+
+function pick(values) {
+  const { verbosity, quiet, speech_rate, volume, language, voice, heartbeat_s, max_words,
+          repeat_after_s, urgent_repeat_s, memory, hazard_categories } = values;
+  return { verbosity, quiet, speech_rate, volume, language, voice, heartbeat_s, max_words,
+           repeat_after_s, urgent_repeat_s, memory, hazard_categories };
+}
+
+function readForm() {
+  const cats = [...document.querySelectorAll("input[name=cat]:checked")].map((b) => b.value);
+  const heartbeat = $("heartbeat").value.trim();
+  return {
+    verbosity: $("verbosity").value,
+    quiet: $("quiet").checked,
+    speech_rate: Number($("speech_rate").value),
+    volume: Number($("volume").value),
+    language: $("language").value,
+    voice: $("voice").value || null,
+    heartbeat_s: heartbeat === "" ? null : Number(heartbeat),
+    max_words: Number($("max_words").value),
+    repeat_after_s: Number($("repeat_after_s").value),
+    urgent_repeat_s: Number($("urgent_repeat_s").value),
+    memory: $("memory").checked,
+    hazard_categories: cats.length ? cats : ["all"],
+  };
 }
 
 $("login").addEventListener("submit", (e) => {
@@ -75,18 +150,26 @@ $("login").addEventListener("submit", (e) => {
 });
 $("user").addEventListener("change", (e) => load(e.target.value));
 $("speech_rate").addEventListener("input", (e) => { $("rate-out").textContent = e.target.value; });
+$("volume").addEventListener("input", (e) => {
+  $("volume-out").textContent = `${Math.round(Number(e.target.value) * 100)} %`;
+});
+// "All" and single categories exclude each other.
+for (const box of document.querySelectorAll("input[name=cat]")) {
+  box.addEventListener("change", () => {
+    if (!box.checked) return;
+    for (const other of document.querySelectorAll("input[name=cat]")) {
+      if (other !== box && (box.value === "all" || other.value === "all")) other.checked = false;
+    }
+  });
+}
 $("settings").addEventListener("submit", (e) => {
   e.preventDefault();
-  const cats = [...document.querySelectorAll("input[name=cat]:checked")].map((b) => b.value);
-  const values = {
-    verbosity: $("verbosity").value,
-    quiet: $("quiet").checked,
-    speech_rate: Number($("speech_rate").value),
-    volume: Number($("volume").value),
-    language: $("language").value,
-    voice: $("voice").value.trim() || null,
-    hazard_categories: cats.length ? cats : ["all"],
-  };
+  const values = readForm();
+  // Send only what changed, so the person hears exactly what their caregiver changed.
+  const before = shownValues ? pick(shownValues) : {};
+  const changed = Object.fromEntries(Object.entries(values)
+    .filter(([k, v]) => JSON.stringify(before[k]) !== JSON.stringify(v)));
+  if (!Object.keys(changed).length) { $("result").textContent = "Nothing to save."; return; }
   $("result").textContent = "Saving…";
-  ws.send(textMessage("settings-update", { user: $("user").value, values }, `save-${++pending}`));
+  ws.send(textMessage("settings-update", { user: $("user").value, values: changed }, `save-${++pending}`));
 });

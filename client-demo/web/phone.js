@@ -18,11 +18,17 @@ const said = $("said");
 const stats = (window.seealoud = {
   framesSent: 0, chunksReceived: 0, buffersScheduled: 0, flushes: 0,
   transcripts: [], utterances: [], state: "idle", playing: 0, audioChunksSent: 0,
-  settings: null,
+  settings: null, announced: [], stops: {},
+  // ?test=1 only: what reached the speaker, per utterance (samples sent vs heard).
+  ear: {},
 });
+const TEST = params.get("test") === "1";
+const currentSpeech = { id: null, priority: null };
 
 let ws = null;
 let ready = null;
+let tokenRefused = false;
+let caps = null;
 let resumeToken = null;
 let backoff = 500;
 let cameraOn = true;
@@ -96,7 +102,10 @@ function connect() {
   ws.onclose = (event) => {
     stopFrames();
     ready = null;
-    if (event.code === 1008) {
+    // Only a refused token (error auth-failed, close 4001) is forgotten; a slow network,
+    // a rate limit or a malformed hello leaves it alone: reconnect and try again.
+    if (event.code === 4001 || tokenRefused) {
+      tokenRefused = false;
       setStatus("The token was refused. Ask your caregiver for a new one.", "down");
       localStorage.removeItem("seealoud-token");
       $("login").hidden = false;
@@ -114,25 +123,50 @@ function onMessage(msg) {
       ready = msg.data;
       resumeToken = msg.data.resume;
       backoff = 500;
-      const caps = msg.data.capabilities;
-      const missing = Object.entries(caps.reasons || {})
-        .filter(([k]) => k !== "text_reading").map(([, v]) => v);
+      const first = caps === null;
+      const before = caps;
+      caps = msg.data.capabilities;
       setStatus(caps.vision ? "Connected. Watching." : "Connected. Vision is unavailable.", "live");
-      if (missing.length) say(missing.join(". "), "notice");
+      // Short sentences, said once: on the first connect, or when they changed.
+      if (first) {
+        for (const [k, v] of Object.entries(caps.reasons || {})) {
+          if (k !== "vision") announce(v);
+        }
+      } else {
+        announceCapabilityChanges(before, caps);
+      }
       $("controls").hidden = false;
       $("login").hidden = true;
+      if (handsFree || msg.data.listening === "hands-free") {
+        handsFree = true;
+        showHandsFree();
+        startMic("hands-free").catch((err) => announce(`Microphone unavailable: ${err.message}`));
+      }
       startFrames();
       requestWakeLock();
+      break;
+    }
+    case "capabilities": {
+      const before = caps;
+      caps = msg.data;
+      announceCapabilityChanges(before, caps);
       break;
     }
     case "speech-start":
       stats.utterances.push({ id: msg.data.utterance, priority: msg.data.priority, text: msg.data.text });
       say(msg.data.text, msg.data.priority);
+      currentSpeech.id = msg.data.utterance;
+      currentSpeech.priority = msg.data.priority;
+      showNow(msg.data.text, msg.data.priority);
       if (msg.data.priority === "hazard" && navigator.vibrate) navigator.vibrate(HAZARD_VIBRATION);
       break;
     case "speech-chunk":
       stats.chunksReceived += 1;
-      play(msg.payload, msg.data.rate);
+      play(msg.payload, msg.data.rate, msg.data.utterance);
+      break;
+    case "speech-stop":
+      stats.stops[msg.data.utterance] = msg.data.reason;
+      if (currentSpeech.id === msg.data.utterance && msg.data.reason !== "done") showNow("", null);
       break;
     case "interrupt":
       flush();
@@ -142,12 +176,13 @@ function onMessage(msg) {
       if (msg.data.text) say(`You asked: ${msg.data.text}`, "transcript");
       break;
     case "error":
+      if (msg.data.code === "auth-failed") tokenRefused = true;
       if (msg.data.fatal) setStatus(msg.data.message, "down");
-      else if (msg.data.code === "capability-unavailable") say(msg.data.message, "notice");
+      else if (msg.data.code === "capability-unavailable") announceOnce(msg.data.message);
       break;
     case "settings":
       stats.settings = msg.data.values;
-      say("Your settings were updated.", "notice");
+      if (msg.data.summary) announce(msg.data.summary);
       break;
     case "bye":
       setStatus("The server is restarting. Reconnecting…", "down");
@@ -206,12 +241,13 @@ document.addEventListener("visibilitychange", () => {
 // --- speech out ------------------------------------------------------------------
 
 function ensureAudio() {
-  if (!audioCtx) audioCtx = new AudioContext();
+  // In tests the context runs at the speech rate, so samples sent and heard compare 1:1.
+  if (!audioCtx) audioCtx = TEST ? new AudioContext({ sampleRate: 16000 }) : new AudioContext();
   if (audioCtx.state === "suspended") audioCtx.resume();
   return audioCtx;
 }
 
-function play(payload, rate) {
+function play(payload, rate, utterance) {
   const ctx = ensureAudio();
   const samples = new Int16Array(payload.buffer.slice(payload.byteOffset,
                                                       payload.byteOffset + payload.byteLength));
@@ -220,14 +256,42 @@ function play(payload, rate) {
   for (let i = 0; i < samples.length; i++) data[i] = samples[i] / 32768;
   const source = ctx.createBufferSource();
   source.buffer = buffer;
-  source.connect(ctx.destination);
+  source.connect(TEST ? earFor(utterance, samples) : ctx.destination);
+  speaking(true);
   const start = Math.max(ctx.currentTime + 0.02, nextPlayTime);
   source.start(start);
   nextPlayTime = start + buffer.duration;
   sources.add(source);
   stats.buffersScheduled += 1;
   stats.playing = sources.size;
-  source.onended = () => { sources.delete(source); stats.playing = sources.size; };
+  source.onended = () => {
+    sources.delete(source);
+    stats.playing = sources.size;
+    if (!sources.size) speaking(false);
+  };
+}
+
+// ?test=1: each utterance plays through its own recorder, so a test can compare what
+// the server sent with what actually reached the speaker.
+const ears = new Map();
+function earFor(utterance, samples) {
+  const ctx = audioCtx;
+  const record = (stats.ear[utterance] ||= { sent: 0, heard: 0, lastHeardAt: 0 });
+  for (let i = 0; i < samples.length; i++) if (Math.abs(samples[i]) >= 4) record.sent += 1;
+  let node = ears.get(utterance);
+  if (!node) {
+    node = ctx.createScriptProcessor(256, 1, 1);
+    node.onaudioprocess = (event) => {
+      const input = event.inputBuffer.getChannelData(0);
+      event.outputBuffer.getChannelData(0).set(input);
+      let heard = 0;
+      for (let i = 0; i < input.length; i++) if (Math.abs(input[i]) >= 4 / 32768) heard += 1;
+      if (heard) { record.heard += heard; record.lastHeardAt = performance.now(); }
+    };
+    node.connect(ctx.destination);
+    ears.set(utterance, node);
+  }
+  return node;
 }
 
 function flush() {
@@ -235,7 +299,9 @@ function flush() {
   sources.clear();
   stats.playing = 0;
   stats.flushes += 1;
+  stats.flushedAt = performance.now();
   if (audioCtx) nextPlayTime = audioCtx.currentTime;
+  speaking(false);
 }
 
 // --- microphone -----------------------------------------------------------------
@@ -272,48 +338,122 @@ function stopMic() {
 }
 
 const talkButton = $("talk");
+const TALK_LABEL = "Talk";
+const HOLD_MS = 400;
+let pressedAt = 0;
+let holdTimer = null;
+let heldDown = false;
+let skipClick = false;
+
 function beginTalk() {
   if (talking || handsFree) return;
   talkButton.classList.add("talking");
-  talkButton.textContent = "Listening… release to send";
-  startMic("push-to-talk").catch((err) => say(`Microphone unavailable: ${err.message}`, "notice"));
+  talkButton.setAttribute("aria-pressed", "true");
+  talkButton.textContent = "Listening… tap to send";
+  startMic("push-to-talk").catch((err) => announce(`Microphone unavailable: ${err.message}`));
 }
 function endTalk() {
-  if (handsFree) return;
+  if (handsFree || !talking) return;
   talkButton.classList.remove("talking");
-  talkButton.textContent = "Hold to talk";
+  talkButton.setAttribute("aria-pressed", "false");
+  talkButton.textContent = TALK_LABEL;
   stopMic();
 }
-talkButton.addEventListener("pointerdown", (e) => { e.preventDefault(); beginTalk(); });
-talkButton.addEventListener("pointerup", endTalk);
-talkButton.addEventListener("pointercancel", endTalk);
+// A tap, Enter, or a screen reader's double-tap (all a click) starts talking and the next
+// one sends. Holding the button also works: release after a long press sends.
+talkButton.addEventListener("click", () => {
+  if (skipClick) { skipClick = false; return; }
+  if (talking) endTalk(); else beginTalk();
+});
+talkButton.addEventListener("pointerdown", () => {
+  pressedAt = performance.now();
+  heldDown = false;
+  holdTimer = setTimeout(() => {
+    heldDown = true;
+    beginTalk();
+  }, HOLD_MS);
+});
+function releaseHold() {
+  clearTimeout(holdTimer);
+  if (heldDown) { skipClick = true; endTalk(); }
+  heldDown = false;
+}
+talkButton.addEventListener("pointerup", releaseHold);
+talkButton.addEventListener("pointercancel", releaseHold);
+// Space or a volume key held anywhere on the page (not while typing) is push-to-talk.
 document.addEventListener("keydown", (e) => {
   if ((e.code === "Space" || e.code === "AudioVolumeUp") && !e.repeat &&
-      document.activeElement.tagName !== "INPUT") { e.preventDefault(); beginTalk(); }
+      !["INPUT", "BUTTON", "SELECT"].includes(document.activeElement.tagName)) {
+    e.preventDefault();
+    beginTalk();
+  }
 });
 document.addEventListener("keyup", (e) => {
-  if (e.code === "Space" || e.code === "AudioVolumeUp") endTalk();
-});
-let lastTap = 0;
-document.addEventListener("touchend", (e) => {
-  if (e.target.closest("button, input")) return;
-  const now = Date.now();
-  if (now - lastTap < 350) { talking ? endTalk() : beginTalk(); }
-  lastTap = now;
+  if ((e.code === "Space" || e.code === "AudioVolumeUp") &&
+      !["INPUT", "BUTTON", "SELECT"].includes(document.activeElement.tagName)) endTalk();
 });
 
 $("stop").addEventListener("click", () => {
   flush();
+  stats.stopClickedAt = performance.now();
   send(textMessage("interrupt", { reason: "tap" }));
 });
 
-$("handsfree").addEventListener("click", async (e) => {
+function showHandsFree() {
+  const button = $("handsfree");
+  button.setAttribute("aria-pressed", String(handsFree));
+  button.textContent = `Hands-free: ${handsFree ? "on" : "off"}`;
+  talkButton.disabled = handsFree;
+  talkButton.textContent = handsFree ? "Listening (hands-free)" : TALK_LABEL;
+  talkButton.classList.toggle("listening", handsFree);
+}
+
+$("handsfree").addEventListener("click", async () => {
   handsFree = !handsFree;
-  e.currentTarget.setAttribute("aria-pressed", String(handsFree));
-  e.currentTarget.textContent = `Hands-free: ${handsFree ? "on" : "off"}`;
+  showHandsFree();
   if (handsFree) await startMic("hands-free");
   else { talking = false; send(textMessage("audio-stop", {})); }
 });
+
+$("read").addEventListener("click", () => {
+  ensureAudio();
+  send(textMessage("question", { text: "read this", intent: "read" }));
+});
+
+// --- what the user is told -------------------------------------------------------
+
+// Added to the live list (read by the screen reader) and kept for tests.
+function announce(text) {
+  stats.announced.push(text);
+  say(text, "notice");
+}
+const announcedOnce = new Set();
+function announceOnce(text) {
+  if (announcedOnce.has(text)) return;
+  announcedOnce.add(text);
+  announce(text);
+}
+const CAPABILITY_NAMES = {
+  vision: "Vision", speech_in: "Spoken questions", speech_out: "Spoken answers",
+  text_reading: "Text reading",
+};
+function announceCapabilityChanges(before, after) {
+  for (const [key, name] of Object.entries(CAPABILITY_NAMES)) {
+    if (!before || before[key] === after[key]) continue;
+    announce(after[key] ? `${name} is ready.` : (after.reasons || {})[key] || `${name} is unavailable.`);
+  }
+  setStatus(after.vision ? "Connected. Watching." : "Connected. Vision is unavailable.", "live");
+}
+// The line at the top: what is being said right now (the list below has the history).
+function showNow(text, priority) {
+  const now = $("now");
+  now.textContent = text;
+  now.dataset.priority = priority || "";
+}
+function speaking(on) {
+  document.body.classList.toggle("speaking", on);
+  $("speaking").textContent = on ? "Speaking" : "";
+}
 
 $("camera").addEventListener("click", (e) => {
   cameraOn = !cameraOn;

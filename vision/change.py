@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 class TriggerReason(StrEnum):
@@ -48,6 +48,8 @@ class TriggerReason(StrEnum):
     HEARTBEAT = "heartbeat"
     QUESTION = "question"
     FIRST_FRAME = "first-frame"
+    ORIENTATION = "orientation"
+    VIEW_RESTORED = "view-restored"
 
 
 class ChangeDetectorError(ValueError):
@@ -87,6 +89,16 @@ class ChangeOptions:
         cooldown_s: Minimum interval between model calls.
         heartbeat_s: Maximum interval between model calls; ``None`` = no
             heartbeat (quiet mode).
+        dark_level: A frame whose mean level (0-255) is below this has too
+            little light to analyse (a covered lens, a pocket, a dark room).
+        min_texture: A frame whose level varies less than this (standard
+            deviation, 0-255) is featureless (a plain wall, the ceiling).
+        contrast_floor: Frames are normalised by their contrast, but never by
+            less than this: a low-contrast frame's sensor noise is not blown up
+            into "change".
+        blind_heartbeat_s: While there is nothing to see, the slower heartbeat
+            (a phone in a pocket costs almost nothing); a dark frame is never
+            sent to the model, even then. ``None``: no look at all.
     """
 
     signature_width: int = 80
@@ -103,6 +115,10 @@ class ChangeOptions:
     max_shift_fraction: float = 0.35
     cooldown_s: float = 0.5
     heartbeat_s: float | None = 10.0
+    dark_level: float = 20.0
+    min_texture: float = 4.0
+    contrast_floor: float = 8.0
+    blind_heartbeat_s: float | None = 30.0
 
 
 @dataclass(kw_only=True)
@@ -113,6 +129,10 @@ class Signature:
     spectrum: np.ndarray
     gradient: np.ndarray
     t: float
+    level: float = 128.0
+    """Mean grey level (0-255) before normalisation."""
+    texture: float = 64.0
+    """Standard deviation of the grey level (0-255) before normalisation."""
 
     def __repr__(self) -> str:
         h, w = self.pixels.shape
@@ -143,36 +163,65 @@ class Decision:
     scores: FrameScores = field(default_factory=FrameScores)
     held: bool = False
     """A change was seen but the cooldown holds it back; it fires when the cooldown ends."""
+    view: str = "ok"
+    """``ok``, or ``nothing-to-see`` (too little light or texture to analyse)."""
+    view_reason: str | None = None
+    """While nothing to see: ``dark`` or ``featureless``."""
+    view_changed: bool = False
+    """This frame's view differs from the previous frame's (said to the user once)."""
 
 
-def signature_from_jpeg(data: bytes, *, width: int = 80, t: float = 0.0) -> Signature:
-    """Decode a JPEG at reduced scale into a normalised signature."""
+def signature_from_jpeg(
+    data: bytes, *, width: int = 80, t: float = 0.0, contrast_floor: float = 8.0
+) -> Signature:
+    """Decode a JPEG at reduced scale into a normalised signature.
+
+    Any JPEG Pillow reads is accepted: greyscale, CMYK, progressive, any size and
+    aspect ratio (the signature's height is kept between 8 and 4x its width), with
+    the EXIF orientation a phone may set applied. Anything else raises
+    ``ChangeDetectorError`` with Pillow's own reason.
+    """
     try:
         img = Image.open(io.BytesIO(data))
         w, h = img.size
         img.draft("L", (max(1, w // 8), max(1, h // 8)))
-        gray = img.convert("L")
+        gray = ImageOps.exif_transpose(img.convert("L"))
     except Exception as exc:  # Pillow raises many types on corrupt data
-        raise ChangeDetectorError(f"cannot decode frame: {type(exc).__name__}") from exc
-    height = max(8, round(width * h / w))
+        raise ChangeDetectorError(f"cannot decode frame: {type(exc).__name__}: {exc}") from exc
+    w, h = gray.size
+    if w < 1 or h < 1:
+        raise ChangeDetectorError(f"cannot decode frame: empty image {w}x{h}")
+    height = min(4 * width, max(8, round(width * h / w)))
     if gray.size != (width, height):
         gray = gray.resize((width, height), Image.Resampling.BILINEAR)
-    return signature_from_array(np.asarray(gray, dtype=np.float32), t=t)
+    return signature_from_array(
+        np.asarray(gray, dtype=np.float32), t=t, contrast_floor=contrast_floor
+    )
 
 
-def signature_from_array(gray: np.ndarray, *, t: float = 0.0) -> Signature:
+def signature_from_array(
+    gray: np.ndarray, *, t: float = 0.0, contrast_floor: float = 8.0
+) -> Signature:
     """Normalise a small grayscale array (exposure: zero mean, unit variance).
 
     No blur: the 1/8-scale decode already averages away sensor noise, and a
-    blur would also erase the strokes of text that comes into view.
+    blur would also erase the strokes of text that comes into view. The contrast
+    divided by is never below ``contrast_floor``, so a flat frame stays flat.
     """
     pixels = gray.astype(np.float32)
-    pixels = pixels - pixels.mean()
-    pixels /= float(pixels.std()) + 1.0
+    level = float(pixels.mean())
+    texture = float(pixels.std())
+    pixels = pixels - level
+    pixels /= max(texture, contrast_floor) + 1.0
     window = _hann(pixels.shape)
     gy, gx = np.gradient(pixels)
     return Signature(
-        pixels=pixels, spectrum=np.fft.rfft2(pixels * window), gradient=np.abs(gy) + np.abs(gx), t=t
+        pixels=pixels,
+        spectrum=np.fft.rfft2(pixels * window),
+        gradient=np.abs(gy) + np.abs(gx),
+        t=t,
+        level=level,
+        texture=texture,
     )
 
 
@@ -296,15 +345,35 @@ class ChangeDetector:
         self._last_call: float | None = None
         self._armed = True
         self._held: TriggerReason | None = None
+        self._view = "ok"
+        self._view_reason: str | None = None
 
-    def reset(self) -> None:
-        """Forget everything (new session, camera restarted)."""
-        self.__init__(self.options)  # type: ignore[misc]
+    @property
+    def sees_nothing(self) -> bool:
+        """The newest frame had too little light or texture to analyse."""
+        return self._view != "ok"
+
+    @property
+    def dark(self) -> bool:
+        """The newest frame was too dark (never sent to the model)."""
+        return self._view_reason == "dark"
 
     def observe_jpeg(self, data: bytes, t: float) -> Decision:
         """Decide on one JPEG frame captured at ``t`` seconds."""
-        sig = signature_from_jpeg(data, width=self.options.signature_width, t=t)
+        o = self.options
+        sig = signature_from_jpeg(
+            data, width=o.signature_width, t=t, contrast_floor=o.contrast_floor
+        )
         return self.observe(sig)
+
+    def view_of(self, sig: Signature) -> tuple[str, str | None]:
+        """``(view, reason)``: whether there is anything to analyse in ``sig``."""
+        o = self.options
+        if sig.level < o.dark_level:
+            return "nothing-to-see", "dark"
+        if sig.texture < o.min_texture:
+            return "nothing-to-see", "featureless"
+        return "ok", None
 
     def question(self, t: float) -> Decision:
         """The user asked: the model is called now, whatever the scores say."""
@@ -313,12 +382,52 @@ class ChangeDetector:
 
     def observe(self, sig: Signature) -> Decision:
         """Decide on one frame's signature."""
+        view, why = self.view_of(sig)
+        first = self._prev is None and self._last_call is None
+        changed = (view, why) != (self._view, self._view_reason) and not (first and view == "ok")
+        self._view, self._view_reason = view, why
+        if view != "ok":
+            return self._nothing_to_see(sig, why, changed)
+        if self._prev is None:  # the first frame, or the first one after nothing to see
+            self._restart(sig)
+            reason = TriggerReason.FIRST_FRAME if first else TriggerReason.VIEW_RESTORED
+            return Decision(fire=True, reason=reason, view_changed=changed)
+        if sig.pixels.shape != self._prev.pixels.shape:  # the phone was turned
+            self._restart(sig)
+            return Decision(fire=True, reason=TriggerReason.ORIENTATION)
+        return self._compare(sig)
+
+    def _nothing_to_see(self, sig: Signature, why: str | None, changed: bool) -> Decision:
+        """No references kept, no event: the next frame with something in it starts
+        afresh. Only the slow heartbeat looks, and never at a dark frame."""
         o = self.options
-        if self._prev is None:
-            self._prev = self._key = sig
+        self._prev = self._prev2 = self._key = None
+        self._noise.clear()
+        self._key_noise.clear()
+        decision = Decision(
+            fire=False, view="nothing-to-see", view_reason=why, view_changed=changed
+        )
+        last = self._last_call
+        if (
+            why != "dark"
+            and o.blind_heartbeat_s is not None
+            and (last is None or sig.t - last >= o.blind_heartbeat_s)
+        ):
             self._mark_called(sig.t)
-            return Decision(fire=True, reason=TriggerReason.FIRST_FRAME)
-        assert self._key is not None
+            decision.fire, decision.reason = True, TriggerReason.HEARTBEAT
+        return decision
+
+    def _restart(self, sig: Signature) -> None:
+        self._prev, self._prev2, self._key = sig, None, sig
+        self._noise.clear()
+        self._key_noise.clear()
+        self._key_streak = 0
+        self._armed = True
+        self._mark_called(sig.t)
+
+    def _compare(self, sig: Signature) -> Decision:
+        o = self.options
+        assert self._prev is not None and self._key is not None
         scores = FrameScores()
         score, scores.correlation, scores.shift = change_score(
             self._prev,
@@ -331,7 +440,7 @@ class ChangeDetector:
         scores.local_prev = score
         # Confirmation: the change seen on the previous frame is still there now
         # (against the frame before it), so one blurred or glitched frame cannot fire.
-        if self._prev2 is not None:
+        if self._prev2 is not None and self._prev2.pixels.shape == sig.pixels.shape:
             again, _, _ = change_score(
                 self._prev2,
                 sig,
@@ -379,8 +488,8 @@ class ChangeDetector:
         o = self.options
         assert self._last_call is not None
         since = sig.t - self._last_call
-        if reason is None and self._held is not None:
-            reason = self._held
+        if self._held is not None:
+            reason = self._held  # the change that was held back is the one reported
         if reason is not None:
             if since < o.cooldown_s:
                 self._held = self._held or reason  # the first reason is the one to report

@@ -147,7 +147,11 @@ class MediaPipeline:
                 self.ctx.metrics.frames_rejected += 1
                 await self.send_error(ErrorCode.BAD_MESSAGE, str(exc), ref=pending.frame.id)
                 continue
-            self.ctx.metrics.detector_decision(decision.reason.value if decision.reason else "none")
+            self.ctx.metrics.detector_decision(
+                decision.reason.value if decision.reason else decision.view_reason or "none"
+            )
+            if decision.view_changed:  # "the camera sees nothing" is said once, on entering
+                self.offer(self.narrator.view(decision.view, decision.view_reason))
             if decision.fire and decision.reason is not None:
                 self.detector_fires += 1
                 self.ctx.metrics.detector_fires += 1

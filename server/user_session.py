@@ -241,6 +241,9 @@ class UserSession(BaseSession):
             await self.send_error(ErrorCode.CAPABILITY_UNAVAILABLE, reason, ref=ref)
             self.speaker.offer(self.narrator.notice("no_vision"))
             return
+        if self.media.detector.dark:  # a black frame is never sent to the model
+            self.speaker.offer(self.narrator.notice("sees_nothing_dark"))
+            return
         if self.media.slot.latest is None:
             await self.send_error(
                 ErrorCode.NO_FRAME,

@@ -12,7 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from vision.change import ChangeDetector, ChangeDetectorError, ChangeOptions, TriggerReason
+from vision.change import (
+    ChangeDetector,
+    ChangeDetectorError,
+    ChangeOptions,
+    Decision,
+    TriggerReason,
+)
 
 
 def jpeg(img: Image.Image, **save: object) -> bytes:
@@ -36,7 +42,7 @@ def flat(level: int, noise: float = 1.5, seed: int = 0) -> Image.Image:
     return Image.fromarray(arr).convert("RGB")
 
 
-def run(frames: list[bytes], fps: float = 10.0, **options: object) -> list:  # type: ignore[type-arg]
+def run(frames: list[bytes], fps: float = 10.0, **options: object) -> list[Decision]:
     detector = ChangeDetector(ChangeOptions(**options))  # type: ignore[arg-type]
     return [detector.observe_jpeg(f, i / fps) for i, f in enumerate(frames)]
 

@@ -225,3 +225,23 @@ async def test_hands_free_keeps_listening_after_a_reconnect(
     assert "door" in transcript.text.lower()  # type: ignore[attr-defined]
     assert not [e for e in again.of(p.Error) if e.code == "unexpected-message"]
     await again.close()
+
+
+async def test_a_covered_camera_is_said_once_and_never_sent_to_the_model(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    vision = ScriptedAnalyzerDouble([(observation(CHAIR), 0.0)])
+    server = await make_server(vision)
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    for _ in range(20):  # two seconds of a covered lens
+        await phone.frame(colour=(2, 2, 2))
+    notice = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart))
+    assert notice.text == "The camera sees nothing: it may be covered or it is too dark."  # type: ignore[attr-defined]
+    await phone.send(p.Question(text="what is ahead?", id="q"))
+    again = await phone.wait_for(
+        lambda m: isinstance(m, p.SpeechStart) and m.utterance != notice.utterance  # type: ignore[attr-defined]
+    )
+    assert again.text == notice.text  # type: ignore[attr-defined]  # asked: told again, no guess
+    assert vision.requests == []  # no black frame reached the model
+    assert len([m for m in phone.of(p.SpeechStart) if "sees nothing" in m.text]) == 2
+    await phone.close()

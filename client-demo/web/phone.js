@@ -18,12 +18,17 @@ const said = $("said");
 const stats = (window.seealoud = {
   framesSent: 0, chunksReceived: 0, buffersScheduled: 0, flushes: 0,
   transcripts: [], utterances: [], state: "idle", playing: 0, audioChunksSent: 0,
-  settings: null, announced: [], stops: {},
+  settings: null, announced: [], stops: {}, interrupts: [],
+  summaries: [],
   // ?test=1 only: what reached the speaker, per utterance (samples sent vs heard).
   ear: {},
 });
 const TEST = params.get("test") === "1";
 const currentSpeech = { id: null, priority: null };
+// Utterances started and not yet stopped, and those flushed: a chunk already on its way
+// when the user pressed Stop (or a warning cut in) must not start playing again.
+const openUtterances = new Set();
+const flushedUtterances = new Set();
 
 let ws = null;
 let ready = null;
@@ -102,6 +107,8 @@ function connect() {
   ws.onclose = (event) => {
     stopFrames();
     ready = null;
+    openUtterances.clear(); // a resumed session starts its utterances afresh
+    flushedUtterances.clear();
     // Only a refused token (error auth-failed, close 4001) is forgotten; a slow network,
     // a rate limit or a malformed hello leaves it alone: reconnect and try again.
     if (event.code === 4001 || tokenRefused) {
@@ -126,7 +133,7 @@ function onMessage(msg) {
       const first = caps === null;
       const before = caps;
       caps = msg.data.capabilities;
-      setStatus(caps.vision ? "Connected. Watching." : "Connected. Vision is unavailable.", "live");
+      showCapabilityStatus(caps);
       // Short sentences, said once: on the first connect, or when they changed.
       if (first) {
         for (const [k, v] of Object.entries(caps.reasons || {})) {
@@ -140,7 +147,7 @@ function onMessage(msg) {
       if (handsFree || msg.data.listening === "hands-free") {
         handsFree = true;
         showHandsFree();
-        startMic("hands-free").catch((err) => announce(`Microphone unavailable: ${err.message}`));
+        startMic("hands-free", { interrupt: false }).catch((err) => announce(`Microphone unavailable: ${err.message}`));
       }
       startFrames();
       requestWakeLock();
@@ -153,6 +160,8 @@ function onMessage(msg) {
       break;
     }
     case "speech-start":
+      openUtterances.add(msg.data.utterance);
+      flushedUtterances.delete(msg.data.utterance);
       stats.utterances.push({ id: msg.data.utterance, priority: msg.data.priority, text: msg.data.text });
       say(msg.data.text, msg.data.priority);
       currentSpeech.id = msg.data.utterance;
@@ -162,14 +171,18 @@ function onMessage(msg) {
       break;
     case "speech-chunk":
       stats.chunksReceived += 1;
+      if (flushedUtterances.has(msg.data.utterance)) break;
       play(msg.payload, msg.data.rate, msg.data.utterance);
       break;
     case "speech-stop":
       stats.stops[msg.data.utterance] = msg.data.reason;
+      openUtterances.delete(msg.data.utterance);
+      flushedUtterances.delete(msg.data.utterance);
       if (currentSpeech.id === msg.data.utterance && msg.data.reason !== "done") showNow("", null);
       break;
     case "interrupt":
       flush();
+      stats.interrupts.push({ reason: msg.data.reason || "", at: stats.flushedAt });
       break;
     case "transcript":
       stats.transcripts.push(msg.data.text);
@@ -182,7 +195,12 @@ function onMessage(msg) {
       break;
     case "settings":
       stats.settings = msg.data.values;
-      if (msg.data.summary) announce(msg.data.summary);
+      // A caregiver's change says what changed, once; the reply to our own settings-get
+      // has an empty summary and is not announced.
+      if (msg.data.summary) {
+        stats.summaries.push(msg.data.summary);
+        announce(msg.data.summary);
+      }
       break;
     case "bye":
       setStatus("The server is restarting. Reconnecting…", "down");
@@ -241,8 +259,10 @@ document.addEventListener("visibilitychange", () => {
 // --- speech out ------------------------------------------------------------------
 
 function ensureAudio() {
-  // In tests the context runs at the speech rate, so samples sent and heard compare 1:1.
-  if (!audioCtx) audioCtx = TEST ? new AudioContext({ sampleRate: 16000 }) : new AudioContext();
+  if (!audioCtx) {
+    audioCtx = new AudioContext();
+    if (TEST) earLoaded = audioCtx.audioWorklet.addModule("/static/ear-worklet.js");
+  }
   if (audioCtx.state === "suspended") audioCtx.resume();
   return audioCtx;
 }
@@ -251,12 +271,14 @@ function play(payload, rate, utterance) {
   const ctx = ensureAudio();
   const samples = new Int16Array(payload.buffer.slice(payload.byteOffset,
                                                       payload.byteOffset + payload.byteLength));
-  const buffer = ctx.createBuffer(1, samples.length, rate);
+  // ?test=1: a second channel marks "this utterance is playing" for the test's ear.
+  const buffer = ctx.createBuffer(TEST ? 2 : 1, samples.length, rate);
   const data = buffer.getChannelData(0);
   for (let i = 0; i < samples.length; i++) data[i] = samples[i] / 32768;
+  if (TEST) buffer.getChannelData(1).fill(1);
   const source = ctx.createBufferSource();
   source.buffer = buffer;
-  source.connect(TEST ? earFor(utterance, samples) : ctx.destination);
+  source.connect(TEST ? earFor(utterance, samples.length, rate) : ctx.destination);
   speaking(true);
   const start = Math.max(ctx.currentTime + 0.02, nextPlayTime);
   source.start(start);
@@ -271,23 +293,23 @@ function play(payload, rate, utterance) {
   };
 }
 
-// ?test=1: each utterance plays through its own recorder, so a test can compare what
-// the server sent with what actually reached the speaker.
+// ?test=1 only: each utterance plays through its own recorder node (ear-worklet.js), so a
+// test compares what the server sent with what reached the speakers, on the audio clock.
+let earLoaded = null;
 const ears = new Map();
-function earFor(utterance, samples) {
+function earFor(utterance, count, rate) {
   const ctx = audioCtx;
-  const record = (stats.ear[utterance] ||= { sent: 0, heard: 0, lastHeardAt: 0 });
-  for (let i = 0; i < samples.length; i++) if (Math.abs(samples[i]) >= 4) record.sent += 1;
+  const record = (stats.ear[utterance] ||= {
+    sent: 0, rate, ctxRate: ctx.sampleRate, played: 0, loud: 0, lastPlayed: -1, lastLoud: -1,
+    idle: true,
+  });
+  record.sent += count;
   let node = ears.get(utterance);
   if (!node) {
-    node = ctx.createScriptProcessor(256, 1, 1);
-    node.onaudioprocess = (event) => {
-      const input = event.inputBuffer.getChannelData(0);
-      event.outputBuffer.getChannelData(0).set(input);
-      let heard = 0;
-      for (let i = 0; i < input.length; i++) if (Math.abs(input[i]) >= 4 / 32768) heard += 1;
-      if (heard) { record.heard += heard; record.lastHeardAt = performance.now(); }
-    };
+    node = new AudioWorkletNode(ctx, "ear", {
+      numberOfInputs: 1, numberOfOutputs: 1, outputChannelCount: [1],
+      channelCount: 2, channelCountMode: "explicit", channelInterpretation: "discrete" });
+    node.port.onmessage = (event) => Object.assign(record, event.data);
     node.connect(ctx.destination);
     ears.set(utterance, node);
   }
@@ -297,19 +319,24 @@ function earFor(utterance, samples) {
 function flush() {
   for (const s of sources) { try { s.stop(); } catch (_) { /* already stopped */ } }
   sources.clear();
+  for (const id of openUtterances) flushedUtterances.add(id);
   stats.playing = 0;
   stats.flushes += 1;
-  stats.flushedAt = performance.now();
+  if (audioCtx) stats.flushedAt = audioCtx.currentTime; // audio clock, as the ear's times
   if (audioCtx) nextPlayTime = audioCtx.currentTime;
   speaking(false);
 }
 
 // --- microphone -----------------------------------------------------------------
 
-async function startMic(mode) {
+// The user starts talking: speech in progress stops. Picking hands-free up again after a
+// reconnect (`interrupt: false`) must not cut a warning the server kept for them.
+async function startMic(mode, { interrupt = true } = {}) {
   const ctx = ensureAudio();
-  flush();
-  send(textMessage("interrupt", { reason: "user-talking" }));
+  if (interrupt) {
+    flush();
+    send(textMessage("interrupt", { reason: "user-talking" }));
+  }
   send(textMessage("audio-start", { rate: 16000, format: "pcm16", channels: 1, mode }));
   talking = true; // chunks flow as soon as the microphone is up (the first time takes a moment)
   if (!micNode) {
@@ -394,8 +421,8 @@ document.addEventListener("keyup", (e) => {
 });
 
 $("stop").addEventListener("click", () => {
+  if (audioCtx) stats.stopClickedAt = audioCtx.currentTime; // audio clock, as the ear's times
   flush();
-  stats.stopClickedAt = performance.now();
   send(textMessage("interrupt", { reason: "tap" }));
 });
 
@@ -422,10 +449,12 @@ $("read").addEventListener("click", () => {
 
 // --- what the user is told -------------------------------------------------------
 
-// Added to the live list (read by the screen reader) and kept for tests.
+// Added to the live list (read by a screen reader) and said in the phone's own voice (for
+// a user without one: the server does not speak these), and kept for tests.
 function announce(text) {
   stats.announced.push(text);
   say(text, "notice");
+  if ("speechSynthesis" in window) speechSynthesis.speak(new SpeechSynthesisUtterance(text));
 }
 const announcedOnce = new Set();
 function announceOnce(text) {
@@ -433,16 +462,25 @@ function announceOnce(text) {
   announcedOnce.add(text);
   announce(text);
 }
-const CAPABILITY_NAMES = {
-  vision: "Vision", speech_in: "Spoken questions", speech_out: "Spoken answers",
-  text_reading: "Text reading",
+// One short sentence per capability that changed; the server's reason when it has one.
+const CAPABILITY_READY = {
+  vision: "Vision is ready.", speech_in: "Spoken questions work now.",
+  speech_out: "Speech is ready.", text_reading: "Text reading is ready.",
+};
+const CAPABILITY_OFF = {
+  vision: "Vision is unavailable.", speech_in: "Spoken questions are unavailable.",
+  speech_out: "Speech is unavailable.", text_reading: "Text reading is unavailable.",
 };
 function announceCapabilityChanges(before, after) {
-  for (const [key, name] of Object.entries(CAPABILITY_NAMES)) {
+  for (const key of Object.keys(CAPABILITY_READY)) {
     if (!before || before[key] === after[key]) continue;
-    announce(after[key] ? `${name} is ready.` : (after.reasons || {})[key] || `${name} is unavailable.`);
+    announce(after[key] ? CAPABILITY_READY[key] : (after.reasons || {})[key] || CAPABILITY_OFF[key]);
   }
-  setStatus(after.vision ? "Connected. Watching." : "Connected. Vision is unavailable.", "live");
+  showCapabilityStatus(after);
+}
+function showCapabilityStatus(c) {
+  const why = (c.reasons || {}).vision || CAPABILITY_OFF.vision;
+  setStatus(c.vision ? "Connected. Watching." : `Connected. ${why}`, "live");
 }
 // The line at the top: what is being said right now (the list below has the history).
 function showNow(text, priority) {
@@ -485,4 +523,4 @@ async function requestWakeLock() {
 
 // The first touch anywhere unlocks audio on phones that need a gesture.
 document.addEventListener("pointerdown", ensureAudio, { once: true });
-connect();
+if (TEST) { ensureAudio(); earLoaded.then(connect); } else connect();

@@ -109,7 +109,7 @@ def world(
         options.add_argument(flag)
     service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
     driver = webdriver.Chrome(options=options, service=service)
-    driver.set_window_size(390, 844)
+    phone_size(driver)
     try:
         yield {
             "driver": driver,
@@ -136,9 +136,21 @@ def wait(driver: Any, script: str, timeout: float = 60) -> Any:
         raise AssertionError(f"timed out waiting for {script}; page state: {state}") from exc
 
 
+def phone_size(driver: Any) -> None:
+    """A 390x844 CSS-pixel viewport, as a phone (the window's own size leaves less)."""
+    driver.set_window_size(390, 844)
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True},
+    )
+
+
 def shot(driver: Any, name: str) -> None:
-    """A phone-size screenshot of the top of the page, saved as a test artefact."""
+    """A phone-size screenshot of the top of the page, saved as a test artefact; nothing
+    may stick out sideways at 390 px."""
     ARTIFACTS.mkdir(exist_ok=True)
+    width = driver.execute_script("return document.documentElement.scrollWidth")
+    assert width <= 390, f"{name}: the page is {width} px wide on a 390 px phone"
     driver.execute_script("window.scrollTo(0, 0)")
     driver.save_screenshot(str(ARTIFACTS / name))
 
@@ -179,6 +191,21 @@ def test_phone_page_end_to_end(world: dict[str, Any]) -> None:
     talk.click()
     assert talk.get_attribute("aria-pressed") == "false" and talk.text == "Talk"
 
+    # Hands-free: the toggle is filled and says "on" (not an outline, the focus ring's
+    # look), and the big button says it is listening.
+    handsfree = driver.find_element(By.ID, "handsfree")
+    handsfree.click()
+    assert handsfree.get_attribute("aria-pressed") == "true" and handsfree.text == "Hands-free: on"
+    assert talk.text.startswith("Listening")
+    assert handsfree.value_of_css_property("outline-style") in (
+        "none",
+        "",
+    )  # no ring unless focused
+    driver.execute_script("document.activeElement.blur()")
+    shot(driver, "phone-handsfree.png")
+    handsfree.click()
+    assert handsfree.text == "Hands-free: off" and talk.text == "Talk"
+
     # Stop flushes playback at once (and the server acknowledges with interrupt).
     scheduled = driver.execute_script("return window.seealoud.buffersScheduled")
     driver.find_element(By.ID, "describe").click()
@@ -200,6 +227,7 @@ def test_caregiver_page_changes_a_live_setting(world: dict[str, Any]) -> None:
         wait(driver, "window.seealoud.state === 'live'")
     phone = driver.current_window_handle
     driver.switch_to.new_window("tab")
+    phone_size(driver)
     driver.get(f"{world['base']}/caregiver")
     driver.find_element(By.ID, "token").send_keys(world["carer"])
     driver.find_element(By.CSS_SELECTOR, "#login button").click()

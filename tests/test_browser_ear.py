@@ -29,7 +29,15 @@ from server.auth import UserStore
 from server.db import connect
 from server.settings import SettingsStore
 from speech.tts import SpeechSynthesizer
-from tests.test_browser import ARTIFACTS, CHROMEDRIVER, CHROMIUM, shot, wait, write_y4m
+from tests.test_browser import (
+    ARTIFACTS,
+    CHROMEDRIVER,
+    CHROMIUM,
+    phone_size,
+    shot,
+    wait,
+    write_y4m,
+)
 
 pytestmark = pytest.mark.skipif(
     not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
@@ -147,7 +155,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     driver = webdriver.Chrome(
         options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER)
     )
-    driver.set_window_size(390, 844)
+    phone_size(driver)
     driver.get(f"{base}/?test=1&fps=5#token={token}")
     wait(driver, "window.seealoud && window.seealoud.state === 'live'")
     wait(driver, "window.seealoud.framesSent >= 5")  # questions are about the newest frame
@@ -207,8 +215,10 @@ def test_a_finished_utterance_plays_in_full(page: dict[str, Any]) -> None:
     driver.find_element(By.ID, "describe").click()
     u = utterance(driver, "answer", before)
     # While it plays: "Now saying" at the top shows it, with the speaking indicator.
-    wait(driver, "document.getElementById('speaking').textContent === 'Speaking'", timeout=20)
+    wait(driver, "document.getElementById('speaking').dataset.on === 'true'", timeout=20)
     assert driver.find_element(By.ID, "now").text == text
+    assert driver.find_element(By.ID, "speaking").text.endswith("Speaking")
+    shot(driver, "phone-speaking.png")
     wait(driver, f"window.seealoud.stops[{u!r}] === 'done'", timeout=20)
     rec = settled_ear(driver, u)
     FIGURES["finished_utterance_played_pct"] = round(100 * played_fraction(rec), 2)
@@ -223,7 +233,8 @@ def test_a_finished_utterance_plays_in_full(page: dict[str, Any]) -> None:
     assert said.get_attribute("aria-live") == "polite"
     items = [li.text for li in said.find_elements(By.TAG_NAME, "li")]
     assert items[0] == text and items.count(text) == 1, items
-    assert driver.find_element(By.ID, "speaking").text == ""  # the indicator went off
+    wait(driver, "document.getElementById('speaking').dataset.on === 'false'", timeout=5)
+    assert driver.find_element(By.ID, "speaking").text == "Last said"  # the indicator went off
 
 
 def test_stop_silences_playback_within_100_ms(page: dict[str, Any]) -> None:

@@ -366,6 +366,8 @@ function stopMic() {
 
 const talkButton = $("talk");
 const TALK_LABEL = "Talk";
+const TALK_HELP = "Tap to ask, tap again to send. Or hold, and release to send.";
+const HANDS_FREE_HELP = "Hands-free is on: just ask. Turn it off to use the Talk button.";
 const HOLD_MS = 400;
 let pressedAt = 0;
 let holdTimer = null;
@@ -431,8 +433,9 @@ function showHandsFree() {
   button.setAttribute("aria-pressed", String(handsFree));
   button.textContent = `Hands-free: ${handsFree ? "on" : "off"}`;
   talkButton.disabled = handsFree;
-  talkButton.textContent = handsFree ? "Listening (hands-free)" : TALK_LABEL;
+  talkButton.textContent = handsFree ? "Listening…" : TALK_LABEL;
   talkButton.classList.toggle("listening", handsFree);
+  $("talk-help").textContent = handsFree ? HANDS_FREE_HELP : TALK_HELP;
 }
 
 $("handsfree").addEventListener("click", async () => {
@@ -487,10 +490,14 @@ function showNow(text, priority) {
   const now = $("now");
   now.textContent = text;
   now.dataset.priority = priority || "";
+  speaking(document.body.classList.contains("is-speaking"));
 }
+// The label above it: a filled "Speaking" while audio plays, "Last said" after.
 function speaking(on) {
-  document.body.classList.toggle("speaking", on);
-  $("speaking").textContent = on ? "Speaking" : "";
+  document.body.classList.toggle("is-speaking", on);
+  const label = $("speaking");
+  label.dataset.on = String(on);
+  label.textContent = on ? "Speaking" : $("now").textContent ? "Last said" : "Nothing said yet";
 }
 
 $("camera").addEventListener("click", (e) => {

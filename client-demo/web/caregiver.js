@@ -39,6 +39,9 @@ function onMessage(msg) {
     else status(`Logged in as ${msg.data.user}. Nobody is assigned to you yet.`);
     // Keep "connected" and the change log current while the page is open.
     refresher = setInterval(() => { if (!document.hidden) load($("user").value, "refresh"); }, 10000);
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden && ws.readyState === WebSocket.OPEN) load($("user").value, "refresh");
+    });
   } else if (msg.type === "settings") {
     const refresh = msg.id && msg.id.startsWith("refresh-");
     if (!refresh || !formIsDirty()) show(msg.data);

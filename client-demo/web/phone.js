@@ -32,7 +32,7 @@ let caps = null;
 let resumeToken = null;
 let backoff = 500;
 let cameraOn = true;
-let handsFree = false;
+let handsFree = localStorage.getItem("seealoud-hands-free") === "1";
 let talking = false;
 let frameTimer = null;
 let seq = 0;
@@ -57,15 +57,20 @@ function token() {
 
 function setStatus(text, state) {
   const changed = stats.state !== state;
-  statusEl.textContent = text;
+  if (statusEl.textContent !== text) statusEl.textContent = text;
   statusEl.dataset.state = state;
   stats.state = state;
-  // The server cannot speak while the connection is down: the phone's own voice says it.
-  if (changed && (state === "down" || state === "live") && "speechSynthesis" in window) {
+  // The server cannot speak while the connection is down: the phone's own voice says it,
+  // once per change (not at every retry), unless a screen reader already reads the status.
+  if (changed && (state === "down" || state === "live") && "speechSynthesis" in window &&
+      !(state === "down" && wasDown)) {
     speechSynthesis.cancel();
     speechSynthesis.speak(new SpeechSynthesisUtterance(text));
   }
+  if (state === "down") wasDown = true;
+  if (state === "live") wasDown = false;
 }
+let wasDown = false;
 
 function say(text, priority) {
   const li = document.createElement("li");
@@ -91,7 +96,7 @@ function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   ws = new WebSocket(`${scheme}://${location.host}/ws`);
   ws.binaryType = "arraybuffer";
-  setStatus("Connecting…", "connecting");
+  if (stats.state !== "down") setStatus("Connecting…", "connecting");
   ws.onopen = () => {
     const hello = { protocol: PROTOCOL_VERSION, token: t, client: "seealoud-web/0.1",
                     capabilities: ["speech-out", "vibrate"] };
@@ -111,7 +116,7 @@ function connect() {
       $("login").hidden = false;
       return;
     }
-    setStatus(`Connection lost. Reconnecting in ${Math.round(backoff / 1000)} seconds.`, "down");
+    setStatus("Connection lost. Reconnecting…", "down");
     setTimeout(connect, backoff);
     backoff = Math.min(backoff * 2, 15000);
   };
@@ -402,7 +407,12 @@ $("stop").addEventListener("click", () => {
 function showHandsFree() {
   const button = $("handsfree");
   button.setAttribute("aria-pressed", String(handsFree));
-  button.textContent = `Hands-free: ${handsFree ? "on" : "off"}`;
+  // The word on/off is for the eyes; a screen reader hears aria-pressed.
+  button.querySelector(".state").textContent = handsFree ? "on" : "off";
+  localStorage.setItem("seealoud-hands-free", handsFree ? "1" : "0");
+  $("talk-help").textContent = handsFree
+    ? "Listening all the time: just ask. Turn hands-free off to talk by tapping."
+    : "Tap to ask, tap again to send. Or hold, and release to send.";
   talkButton.disabled = handsFree;
   talkButton.textContent = handsFree ? "Listening (hands-free)" : TALK_LABEL;
   talkButton.classList.toggle("listening", handsFree);
@@ -426,6 +436,7 @@ $("read").addEventListener("click", () => {
 function announce(text) {
   stats.announced.push(text);
   say(text, "notice");
+  $("notices").textContent = text; // the page's own notices: no voice says them
 }
 const announcedOnce = new Set();
 function announceOnce(text) {
@@ -440,7 +451,9 @@ const CAPABILITY_NAMES = {
 function announceCapabilityChanges(before, after) {
   for (const [key, name] of Object.entries(CAPABILITY_NAMES)) {
     if (!before || before[key] === after[key]) continue;
-    announce(after[key] ? `${name} is ready.` : (after.reasons || {})[key] || `${name} is unavailable.`);
+    const why = (after.reasons || {})[key] || `${name} is unavailable.`;
+    if (!after[key] && why.includes("loading")) continue; // it says so when it is ready
+    announce(after[key] ? `${name} is ready.` : why);
   }
   setStatus(after.vision ? "Connected. Watching." : "Connected. Vision is unavailable.", "live");
 }
@@ -451,14 +464,14 @@ function showNow(text, priority) {
   now.dataset.priority = priority || "";
 }
 function speaking(on) {
-  document.body.classList.toggle("speaking", on);
+  document.body.classList.toggle("is-speaking", on);
   $("speaking").textContent = on ? "Speaking" : "";
 }
 
 $("camera").addEventListener("click", (e) => {
   cameraOn = !cameraOn;
   e.currentTarget.setAttribute("aria-pressed", String(cameraOn));
-  e.currentTarget.textContent = `Camera: ${cameraOn ? "on" : "off"}`;
+  e.currentTarget.querySelector(".state").textContent = cameraOn ? "on" : "off";
   if (cameraOn) startFrames(); else stopFrames();
 });
 

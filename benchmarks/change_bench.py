@@ -47,7 +47,7 @@ from benchmarks.common import (  # noqa: E402
     percentile,
     write_json,
 )
-from benchmarks.sequences import Sequence, build_all  # noqa: E402
+from benchmarks.sequences import Sequence, build_all, world_sequences  # noqa: E402
 from vision.change import ChangeDetector, ChangeOptions, TriggerReason  # noqa: E402
 
 RECALL_WINDOW_S = 0.5
@@ -223,6 +223,7 @@ def main() -> None:
     print(f"machine: {machine()} (detector timed on one thread)")
     t0 = time.time()
     seqs = build_all(args.data, seconds=args.seconds, seed=args.seed)
+    seqs += world_sequences(args.data, seconds=args.seconds, seed=args.seed)
     print(
         f"built {len(seqs)} sequences ({sum(len(s.frames) for s in seqs)} frames, "
         f"{sum(len(s.events) for s in seqs)} events) in {time.time() - t0:.0f} s"

@@ -304,3 +304,127 @@ def build_all(data: Path, *, seconds: float = 30.0, seed: int = 0) -> list[Seque
         )
     )
     return seqs
+
+
+def _shaky(img: Image.Image, i: int, rng: np.random.Generator, amp: float = 6.0) -> Image.Image:
+    """A hand-held view of ``img``: a few pixels of shake and bob, cropped to VIEW."""
+    dx = amp * np.sin(i * 0.9) + rng.normal(0, 1.0)
+    dy = amp * np.cos(i * 1.3) + rng.normal(0, 1.0)
+    coeffs = (1.0, 0.0, 40 + dx, 0.0, 1.0, 30 + dy)
+    return img.transform(VIEW, Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR)
+
+
+def _surface(level: float, texture: float, seed: int) -> Image.Image:
+    """A wall: ``level`` grey with ``texture`` (std, 0-255) of fine blotches, a little
+    larger than the view so it can shake."""
+    rng = np.random.default_rng(seed)
+    w, h = VIEW[0] + 100, VIEW[1] + 80
+    small = rng.normal(0, texture, size=(h // 6, w // 6)).astype(np.float32)
+    tex = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC))
+    ramp = np.linspace(-4, 4, w, dtype=np.float32)[None, :]  # uneven lighting
+    arr = np.clip(level + tex + ramp, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr).convert("RGB")
+
+
+def nothing_to_see_sequence(name: str, *, seconds: float, seed: int, kind: str) -> Sequence:
+    """Covered lens, dark room, plain or textured wall, or a pocket with light leaks:
+    nothing happens, so every model call beyond the heartbeat is a false trigger."""
+    rng = np.random.default_rng(seed)
+    n = round(seconds * FPS)
+    level, texture, noise = {
+        "covered": (3.0, 0.5, 1.0),
+        "dark-room": (8.0, 2.0, 2.5),
+        "plain-wall": (150.0, 1.5, 2.0),
+        "textured-wall": (225.0, 7.0, 2.0),
+        "pocket": (4.0, 1.0, 1.5),
+    }[kind]
+    wall = _surface(level, texture, seed)
+    frames = []
+    for i in range(n):
+        view = _shaky(wall, i, rng, amp=3.0 if kind in ("covered", "pocket") else 6.0)
+        gain = 1.0
+        if kind == "pocket" and rng.random() < 0.03:  # light leaks through the fabric
+            gain = float(rng.uniform(3.0, 8.0))
+        frames.append(_finish(view, gain, rng, noise, 80))
+    return Sequence(name=name, frames=frames, ego_motion=True)
+
+
+def turn_sequence(name: str, photo: Path, *, seconds: float, seed: int) -> Sequence:
+    """A walk that turns the phone from landscape to portrait halfway: the first
+    portrait frame is an event (a new view to look at)."""
+    base = _world(photo)
+    cam = WalkingCamera(seed, base.size)
+    rng = np.random.default_rng(seed + 1)
+    n = round(seconds * FPS)
+    turn = n // 2
+    frames = []
+    for i in range(n):
+        jpeg = render(base, cam.pose(i), rng)
+        if i >= turn:
+            img = Image.open(io.BytesIO(jpeg)).rotate(90, expand=True)
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=80)
+            jpeg = buf.getvalue()
+        frames.append(jpeg)
+    return Sequence(name=name, frames=frames, events=[Event(frame=turn, kind="scene-cut")])
+
+
+def glitch_sequence(name: str, photo: Path, *, seconds: float, seed: int) -> Sequence:
+    """A walk with one black frame in the middle (a camera glitch): no event."""
+    seq = walking_sequence(name, photo, seconds=seconds, seed=seed)
+    black = Image.new("RGB", VIEW, (0, 0, 0))
+    buf = io.BytesIO()
+    black.save(buf, format="JPEG", quality=80)
+    seq.frames[len(seq.frames) // 2] = buf.getvalue()
+    return seq
+
+
+def edge_entry_sequence(
+    name: str, photo: Path, props: Path, *, seconds: float, seed: int, side: str
+) -> Sequence:
+    """A still view; a person-sized object walks in from ``side`` at about 1.5 m/s
+    (40 px a frame). The event is when 5% of the frame width is inside."""
+    rng = np.random.default_rng(seed)
+    base = _world(photo).resize((VIEW[0] + 80, VIEW[1] + 60))
+    person = _object_patch(Image.open(props).convert("RGB"), (200, 60, 380, 420)).resize((150, 330))
+    n = round(seconds * FPS)
+    start = round(n * 0.4)
+    step = 16
+    inside_5pct = round(0.05 * VIEW[0])
+    event = start + (inside_5pct + step - 1) // step
+    frames = []
+    for i in range(n):
+        world = base.copy()
+        if i >= start:
+            inside = (i - start + 1) * step
+            x = 40 + inside - person.width if side == "left" else 40 + VIEW[0] - inside
+            world.paste(person, (int(x), 30 + 120))
+        frames.append(_finish(_shaky(world, i, rng, amp=1.0), 1.0, rng, 2.0, 80))
+    return Sequence(
+        name=name, frames=frames, events=[Event(frame=event, kind="appear")], ego_motion=False
+    )
+
+
+def world_sequences(data: Path, *, seconds: float = 30.0, seed: int = 0) -> list[Sequence]:
+    """What real use adds: nothing to see, a turned phone, a glitch, edge entries."""
+    img = data / "images"
+    seqs = [
+        nothing_to_see_sequence(f"blind-{kind}", seconds=seconds, seed=seed + 40 + k, kind=kind)
+        for k, kind in enumerate(["covered", "dark-room", "plain-wall", "textured-wall", "pocket"])
+    ]
+    seqs.append(turn_sequence("walk-turned", img / "leuvenA.jpg", seconds=seconds, seed=seed + 50))
+    seqs.append(
+        glitch_sequence("walk-glitch", img / "building.jpg", seconds=seconds, seed=seed + 51)
+    )
+    for k, side in enumerate(["left", "right"]):
+        seqs.append(
+            edge_entry_sequence(
+                f"enter-from-{side}",
+                img / "building.jpg",
+                img / "stuff.jpg",
+                seconds=min(seconds, 15.0),
+                seed=seed + 52 + k,
+                side=side,
+            )
+        )
+    return seqs

@@ -41,9 +41,14 @@ from speech.tts import SpeechSynthesizer
 
 T = TypeVar("T")
 
+_LOADING = {
+    "vision": "Vision is still loading.",
+    "speech_in": "Spoken questions are still loading.",
+    "speech_out": "Spoken answers are still loading.",
+    "text_reading": "Text reading is still loading.",
+}
 _SHORT = {
     "vision": "Vision is unavailable on this server.",
-    "vision-loading": "Vision is still loading.",
     "speech_in": "Spoken questions are unavailable; type instead.",
     "speech_out": "Spoken answers are unavailable; answers are shown as text.",
     "text_reading": "Text reading is unavailable.",
@@ -127,11 +132,19 @@ class Services:
             speech_out=self.tts_if_ready() is not None,
             text_reading=self.text_if_ready() is not None,
         )
-        for name in ("vision", "speech_in", "speech_out", "text_reading"):
-            if not getattr(caps, name):
-                loading = name == "vision" and self.vision is not None
-                loading = loading and self.vision.status in ("loading", "not-loaded")  # type: ignore[union-attr]
-                caps.reasons[name] = _SHORT["vision-loading" if loading else name]
+        loaders = {
+            "vision": self.vision,
+            "speech_in": self.asr,
+            "speech_out": self.tts,
+            "text_reading": self.text,
+        }
+        for name, loader in loaders.items():
+            if getattr(caps, name):
+                continue
+            if loader is not None and loader.status in ("loading", "not-loaded"):
+                caps.reasons[name] = _LOADING[name]  # it is said again when it is ready
+            else:
+                caps.reasons[name] = _SHORT[name]
         return caps
 
 

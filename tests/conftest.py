@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import pytest_asyncio
 from PIL import Image
@@ -38,8 +39,17 @@ def jpeg_bytes(
     colour: tuple[int, int, int] = (90, 120, 200),
     quality: int = 80,
 ) -> bytes:
+    """A camera frame with something in it: blocks of light and shade tinted ``colour``,
+    the pattern fixed by the colour (the same colour is the same view; another colour
+    is another view). A flat frame would be "nothing to see" to the change detector."""
+    rng = np.random.default_rng(list(colour))
+    shade = rng.uniform(0.35, 1.0, size=(max(1, height // 8), max(1, width // 8), 1))
+    blocks = np.repeat(np.repeat(shade, 8, axis=0), 8, axis=1)[:height, :width]
+    if blocks.shape[:2] != (height, width):
+        blocks = np.resize(blocks, (height, width, 1))
+    pixels = np.clip(blocks * np.array(colour, dtype=np.float64), 0, 255).astype(np.uint8)
     buf = io.BytesIO()
-    Image.new("RGB", (width, height), colour).save(buf, format="JPEG", quality=quality)
+    Image.fromarray(pixels, "RGB").save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
 
 

@@ -262,7 +262,7 @@ async def test_warning_cuts_an_answer_which_is_then_said_again(
     )
     server = await make_server(vision, tts=tts_model)
     phone = await Phone.open(ws_url(server), accounts.user_token)
-    await phone.frame((10, 10, 10))
+    await phone.frame((60, 70, 80))
     await phone.wait_for(lambda m: isinstance(m, p.ObservationMsg))
     await phone.send(p.Question(text="What is in the window?"))
     first = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart) and m.priority == "answer")

@@ -80,6 +80,11 @@ class ChangeOptions:
         approach_threshold: Score against the keyframe (the frame the model
             last saw, at most ``key_refresh_s`` old) on two frames in a row:
             slow change, such as something approaching.
+        entry_threshold: Score against the keyframe on two frames in a row that
+            fires as new content when it also stands far above the keyframe's own
+            noise (``entry_noise_factor`` times): something walking in from an
+            edge changes little between two frames but a lot against the keyframe.
+        entry_noise_factor: See ``entry_threshold``.
         key_refresh_s: The keyframe is renewed this often when nothing fires,
             so ego-motion does not accumulate against it.
         scene_cut_correlation: Below this normalised correlation with the
@@ -99,6 +104,10 @@ class ChangeOptions:
         blind_heartbeat_s: While there is nothing to see, the slower heartbeat
             (a phone in a pocket costs almost nothing); a dark frame is never
             sent to the model, even then. ``None``: no look at all.
+        glitch_s: Nothing to see for less than this, then the same view as
+            before, is a glitch (a black frame, a finger over the lens): no look.
+            The view counts as back only after two frames with something in them,
+            so a light leak in a pocket is not a view.
     """
 
     signature_width: int = 80
@@ -110,6 +119,8 @@ class ChangeOptions:
     noise_window: int = 50
     rearm_threshold: float = 2.0
     approach_threshold: float = 8.0
+    entry_threshold: float = 5.0
+    entry_noise_factor: float = 5.0
     key_refresh_s: float = 1.0
     scene_cut_correlation: float = 0.6
     max_shift_fraction: float = 0.35
@@ -117,8 +128,9 @@ class ChangeOptions:
     heartbeat_s: float | None = 10.0
     dark_level: float = 20.0
     min_texture: float = 4.0
-    contrast_floor: float = 8.0
+    contrast_floor: float = 16.0
     blind_heartbeat_s: float | None = 30.0
+    glitch_s: float = 1.0
 
 
 @dataclass(kw_only=True)
@@ -342,11 +354,15 @@ class ChangeDetector:
         self._noise: deque[float] = deque(maxlen=self.options.noise_window)
         self._key_noise: deque[float] = deque(maxlen=self.options.noise_window)
         self._key_streak = 0
+        self._entry_streak = 0
         self._last_call: float | None = None
         self._armed = True
         self._held: TriggerReason | None = None
         self._view = "ok"
         self._view_reason: str | None = None
+        self._last_seen: Signature | None = None  # the last frame with something in it
+        self._blind_since: float | None = None
+        self._back: Signature | None = None  # one frame with something in it, after none
 
     @property
     def sees_nothing(self) -> bool:
@@ -384,11 +400,20 @@ class ChangeDetector:
         """Decide on one frame's signature."""
         view, why = self.view_of(sig)
         first = self._prev is None and self._last_call is None
+        if view == "ok" and self._view != "ok" and not first and self._back is None:
+            self._back = sig  # something again; it counts from the next frame on
+            return Decision(fire=False, view=self._view, view_reason=self._view_reason)
+        back, self._back = self._back, None
         changed = (view, why) != (self._view, self._view_reason) and not (first and view == "ok")
         self._view, self._view_reason = view, why
         if view != "ok":
+            if changed:
+                self._blind_since = sig.t
             return self._nothing_to_see(sig, why, changed)
-        if self._prev is None:  # the first frame, or the first one after nothing to see
+        if self._prev is None:  # the first frame, or the view is back after nothing to see
+            if back is not None and self._glitch(sig):
+                self._restart(sig, call=False)
+                return Decision(fire=False, view_changed=changed)
             self._restart(sig)
             reason = TriggerReason.FIRST_FRAME if first else TriggerReason.VIEW_RESTORED
             return Decision(fire=True, reason=reason, view_changed=changed)
@@ -417,13 +442,33 @@ class ChangeDetector:
             decision.fire, decision.reason = True, TriggerReason.HEARTBEAT
         return decision
 
-    def _restart(self, sig: Signature) -> None:
+    def _glitch(self, sig: Signature) -> bool:
+        """A short spell of nothing, then the view from before it: nothing to look at."""
+        before, since = self._last_seen, self._blind_since
+        if before is None or since is None or sig.t - since > self.options.glitch_s:
+            return False
+        if before.pixels.shape != sig.pixels.shape:
+            return False
+        o = self.options
+        score, corr, _ = change_score(
+            before,
+            sig,
+            radius=o.search_radius + 1,
+            cell=o.cell,
+            gradient_floor=o.gradient_floor,
+            correlate=True,
+        )
+        return corr >= o.scene_cut_correlation and score < o.fire_threshold
+
+    def _restart(self, sig: Signature, *, call: bool = True) -> None:
         self._prev, self._prev2, self._key = sig, None, sig
+        self._last_seen = sig
         self._noise.clear()
         self._key_noise.clear()
         self._key_streak = 0
         self._armed = True
-        self._mark_called(sig.t)
+        if call:
+            self._mark_called(sig.t)
 
     def _compare(self, sig: Signature) -> Decision:
         o = self.options
@@ -463,10 +508,18 @@ class ChangeDetector:
             self._key = sig  # panned away or long quiet: a new reference, not an event
         scores.noise = _p90(self._noise)
         scores.key_noise = _p90(self._key_noise)
+        # Correlation says little about a low-contrast view (a textured wall shaking
+        # decorrelates its own grain): there, a cut must also change level or contrast.
+        prev = self._prev
+        faint = min(prev.texture, sig.texture) < o.contrast_floor
+        same_light = abs(prev.level - sig.level) < 15 and abs(prev.texture - sig.texture) < 8
+        if faint and same_light:
+            scores.correlation = max(scores.correlation, o.scene_cut_correlation)
         reason = self._classify(scores)
         self._noise.append(scores.confirmed)
         self._key_noise.append(scores.local_key)
         self._prev2, self._prev, self._last_score = self._prev, sig, score
+        self._last_seen = sig
         return self._policy(sig, reason, scores)
 
     def _classify(self, s: FrameScores) -> TriggerReason | None:
@@ -478,6 +531,10 @@ class ChangeDetector:
             self._armed = True
         key_threshold = max(o.approach_threshold, o.noise_factor * s.key_noise)
         self._key_streak = self._key_streak + 1 if s.local_key >= key_threshold else 0
+        entry = max(o.entry_threshold, o.entry_noise_factor * s.key_noise)
+        self._entry_streak = self._entry_streak + 1 if s.local_key >= entry else 0
+        if self._armed and self._entry_streak >= 2:
+            return TriggerReason.NEW_CONTENT
         if self._armed and s.confirmed >= threshold:
             return TriggerReason.NEW_CONTENT
         if self._key_streak >= 2:
@@ -505,6 +562,7 @@ class ChangeDetector:
         self._mark_called(sig.t)
         self._key = sig
         self._key_streak = 0
+        self._entry_streak = 0
         self._armed = False
 
     def _mark_called(self, t: float) -> None:

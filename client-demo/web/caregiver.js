@@ -35,6 +35,7 @@ function onMessage(msg) {
     $("panel").hidden = false;
     const select = $("user");
     select.replaceChildren(...msg.data.manages.map((u) => new Option(u, u)));
+    select.focus(); // the login form is gone: put the screen reader on the panel
     if (msg.data.manages.length) load(msg.data.manages[0]);
     else status(`Logged in as ${msg.data.user}. Nobody is assigned to you yet.`);
     // Keep "connected" and the change log current while the page is open.
@@ -69,18 +70,36 @@ function formIsDirty() {
 
 function showStatus({ connected, warnings }) {
   state.connected = connected;
-  $("connected").textContent = connected
+  const text = connected
     ? "Connected now: changes apply at once."
     : "Not connected: changes apply when they next connect.";
+  // Live regions are rewritten only when they change, so nothing is read out every 10 s.
+  if ($("connected").textContent !== text) $("connected").textContent = text;
   $("connected").dataset.state = connected ? "live" : "down";
-  $("warnings").replaceChildren(...(warnings || []).map((w) => {
-    const li = document.createElement("li");
-    li.textContent = w;
-    return li;
-  }));
+  const shown = [...$("warnings").children].map((li) => li.textContent);
+  if (JSON.stringify(shown) !== JSON.stringify(warnings || [])) {
+    $("warnings").replaceChildren(...(warnings || []).map((w) => {
+      const li = document.createElement("li");
+      li.textContent = w;
+      return li;
+    }));
+  }
 }
 
-function plain(value) {
+const LABELS = {
+  verbosity: { "hazards-only": "warnings only", standard: "warnings, signs and text",
+               detailed: "everything" },
+};
+const KEYS = {
+  speech_rate: "speaking rate", heartbeat_s: "look-again interval", max_words: "longest utterance",
+  repeat_after_s: "repeat interval", urgent_repeat_s: "urgent repeat interval",
+  hazard_categories: "warnings", verbosity: "how much to say",
+};
+function volumeText(value) { return `${Math.round(Number(value) * 100)} %`; }
+
+function plain(value, key) {
+  if (LABELS[key] && LABELS[key][value]) return LABELS[key][value];
+  if (key === "volume" && typeof value === "number") return volumeText(value);
   if (value === null || value === undefined) return "default";
   if (Array.isArray(value)) return value.join(", ");
   if (typeof value === "boolean") return value ? "on" : "off";
@@ -98,7 +117,8 @@ function show(data) {
   $("speech_rate").value = values.speech_rate;
   $("rate-out").textContent = values.speech_rate;
   $("volume").value = values.volume;
-  $("volume-out").textContent = `${Math.round(values.volume * 100)} %`;
+  $("volume-out").textContent = volumeText(values.volume);
+  $("volume").setAttribute("aria-valuetext", volumeText(values.volume));
   $("language").replaceChildren(...(languages || []).map((l) => new Option(l.label, l.value)));
   $("language").value = values.language;
   $("voice").replaceChildren(new Option("Default voice", ""),
@@ -115,7 +135,8 @@ function show(data) {
   $("changes").replaceChildren(...(changes || []).map((c) => {
     const li = document.createElement("li");
     const when = new Date(c.at).toLocaleString();
-    li.textContent = `${when}: ${c.by} changed ${c.key.replaceAll("_", " ")} from ${plain(c.old)} to ${plain(c.new)}`;
+    const what = KEYS[c.key] || c.key.replaceAll("_", " ");
+    li.textContent = `${when}: ${c.by} changed ${what} from ${plain(c.old, c.key)} to ${plain(c.new, c.key)}`;
     return li;
   }));
 }
@@ -154,7 +175,8 @@ $("login").addEventListener("submit", (e) => {
 $("user").addEventListener("change", (e) => load(e.target.value));
 $("speech_rate").addEventListener("input", (e) => { $("rate-out").textContent = e.target.value; });
 $("volume").addEventListener("input", (e) => {
-  $("volume-out").textContent = `${Math.round(Number(e.target.value) * 100)} %`;
+  $("volume-out").textContent = volumeText(e.target.value);
+  e.target.setAttribute("aria-valuetext", volumeText(e.target.value));
 });
 // "All" and single categories exclude each other.
 for (const box of document.querySelectorAll("input[name=cat]")) {
@@ -167,6 +189,10 @@ for (const box of document.querySelectorAll("input[name=cat]")) {
 }
 $("settings").addEventListener("submit", (e) => {
   e.preventDefault();
+  if (!$("settings").reportValidity()) {
+    $("result").textContent = "Not saved: a value is out of range (see the highlighted field).";
+    return;
+  }
   const values = readForm();
   // Send only what changed, so the person hears exactly what their caregiver changed.
   const before = shownValues ? pick(shownValues) : {};

@@ -37,7 +37,7 @@ let caps = null;
 let resumeToken = null;
 let backoff = 500;
 let cameraOn = true;
-let handsFree = false;
+let handsFree = localStorage.getItem("seealoud-hands-free") === "1";
 let talking = false;
 let frameTimer = null;
 let seq = 0;
@@ -62,15 +62,20 @@ function token() {
 
 function setStatus(text, state) {
   const changed = stats.state !== state;
-  statusEl.textContent = text;
+  if (statusEl.textContent !== text) statusEl.textContent = text;
   statusEl.dataset.state = state;
   stats.state = state;
-  // The server cannot speak while the connection is down: the phone's own voice says it.
-  if (changed && (state === "down" || state === "live") && "speechSynthesis" in window) {
+  // The server cannot speak while the connection is down: the phone's own voice says it,
+  // once per change (not at every retry), unless a screen reader already reads the status.
+  if (changed && (state === "down" || state === "live") && "speechSynthesis" in window &&
+      !(state === "down" && wasDown)) {
     speechSynthesis.cancel();
     speechSynthesis.speak(new SpeechSynthesisUtterance(text));
   }
+  if (state === "down") wasDown = true;
+  if (state === "live") wasDown = false;
 }
+let wasDown = false;
 
 function say(text, priority) {
   const li = document.createElement("li");
@@ -96,7 +101,7 @@ function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   ws = new WebSocket(`${scheme}://${location.host}/ws`);
   ws.binaryType = "arraybuffer";
-  setStatus("Connecting…", "connecting");
+  if (stats.state !== "down") setStatus("Connecting…", "connecting");
   ws.onopen = () => {
     const hello = { protocol: PROTOCOL_VERSION, token: t, client: "seealoud-web/0.1",
                     capabilities: ["speech-out", "vibrate"] };
@@ -118,7 +123,7 @@ function connect() {
       $("login").hidden = false;
       return;
     }
-    setStatus(`Connection lost. Reconnecting in ${Math.round(backoff / 1000)} seconds.`, "down");
+    setStatus("Connection lost. Reconnecting…", "down");
     setTimeout(connect, backoff);
     backoff = Math.min(backoff * 2, 15000);
   };
@@ -137,7 +142,8 @@ function onMessage(msg) {
       // Short sentences, said once: on the first connect, or when they changed.
       if (first) {
         for (const [k, v] of Object.entries(caps.reasons || {})) {
-          if (k !== "vision") announce(v);
+          // Vision is in the status line; "still loading" is followed by "... is ready."
+          if (k !== "vision" && !v.includes("loading")) announce(v);
         }
       } else {
         announceCapabilityChanges(before, caps);
@@ -366,8 +372,6 @@ function stopMic() {
 
 const talkButton = $("talk");
 const TALK_LABEL = "Talk";
-const TALK_HELP = "Tap to ask, tap again to send. Or hold, and release to send.";
-const HANDS_FREE_HELP = "Hands-free is on: just ask. Turn it off to use the Talk button.";
 const HOLD_MS = 400;
 let pressedAt = 0;
 let holdTimer = null;
@@ -431,11 +435,15 @@ $("stop").addEventListener("click", () => {
 function showHandsFree() {
   const button = $("handsfree");
   button.setAttribute("aria-pressed", String(handsFree));
-  button.textContent = `Hands-free: ${handsFree ? "on" : "off"}`;
+  // The word on/off is for the eyes; a screen reader hears aria-pressed.
+  button.querySelector(".state").textContent = handsFree ? "on" : "off";
+  localStorage.setItem("seealoud-hands-free", handsFree ? "1" : "0");
+  $("talk-help").textContent = handsFree
+    ? "Listening all the time: just ask. Turn hands-free off to talk by tapping."
+    : "Tap to ask, tap again to send. Or hold, and release to send.";
   talkButton.disabled = handsFree;
   talkButton.textContent = handsFree ? "Listening…" : TALK_LABEL;
   talkButton.classList.toggle("listening", handsFree);
-  $("talk-help").textContent = handsFree ? HANDS_FREE_HELP : TALK_HELP;
 }
 
 $("handsfree").addEventListener("click", async () => {
@@ -452,12 +460,12 @@ $("read").addEventListener("click", () => {
 
 // --- what the user is told -------------------------------------------------------
 
-// Added to the live list (read by a screen reader) and said in the phone's own voice (for
-// a user without one: the server does not speak these), and kept for tests.
+// Added to the list and to the polite live region (the server's voice does not say these),
+// and kept for tests.
 function announce(text) {
   stats.announced.push(text);
   say(text, "notice");
-  if ("speechSynthesis" in window) speechSynthesis.speak(new SpeechSynthesisUtterance(text));
+  $("notices").textContent = text; // the page's own notices: no voice says them
 }
 const announcedOnce = new Set();
 function announceOnce(text) {
@@ -477,7 +485,9 @@ const CAPABILITY_OFF = {
 function announceCapabilityChanges(before, after) {
   for (const key of Object.keys(CAPABILITY_READY)) {
     if (!before || before[key] === after[key]) continue;
-    announce(after[key] ? CAPABILITY_READY[key] : (after.reasons || {})[key] || CAPABILITY_OFF[key]);
+    const why = (after.reasons || {})[key] || CAPABILITY_OFF[key];
+    if (!after[key] && why.includes("loading")) continue; // it says so when it is ready
+    announce(after[key] ? CAPABILITY_READY[key] : why);
   }
   showCapabilityStatus(after);
 }
@@ -503,7 +513,7 @@ function speaking(on) {
 $("camera").addEventListener("click", (e) => {
   cameraOn = !cameraOn;
   e.currentTarget.setAttribute("aria-pressed", String(cameraOn));
-  e.currentTarget.textContent = `Camera: ${cameraOn ? "on" : "off"}`;
+  e.currentTarget.querySelector(".state").textContent = cameraOn ? "on" : "off";
   if (cameraOn) startFrames(); else stopFrames();
 });
 

@@ -145,7 +145,9 @@ function onMessage(msg) {
       if (handsFree || msg.data.listening === "hands-free") {
         handsFree = true;
         showHandsFree();
-        startMic("hands-free").catch((err) => announce(`Microphone unavailable: ${err.message}`));
+        // Listening goes on after a reconnect; a warning waiting to be said is not cut.
+        startMic("hands-free", { silence: false })
+          .catch((err) => announce(`Microphone unavailable: ${err.message}`));
       }
       startFrames();
       requestWakeLock();
@@ -311,10 +313,12 @@ function flush() {
 
 // --- microphone -----------------------------------------------------------------
 
-async function startMic(mode) {
+async function startMic(mode, { silence = true } = {}) {
   const ctx = ensureAudio();
-  flush();
-  send(textMessage("interrupt", { reason: "user-talking" }));
+  if (silence) { // the user is about to talk: stop talking over them
+    flush();
+    send(textMessage("interrupt", { reason: "user-talking" }));
+  }
   send(textMessage("audio-start", { rate: 16000, format: "pcm16", channels: 1, mode }));
   talking = true; // chunks flow as soon as the microphone is up (the first time takes a moment)
   if (!micNode) {

@@ -110,7 +110,11 @@ def run_detector(seq: Sequence, options: ChangeOptions) -> tuple[Calls, list[flo
     frames, voluntary, costs = [], [], []
     for i, jpeg in enumerate(seq.frames):
         t0 = time.perf_counter()
-        decision = det.observe_jpeg(jpeg, t=i / seq.fps)
+        try:
+            decision = det.observe_jpeg(jpeg, t=i / seq.fps)
+        except Exception as exc:  # a detector that crashes ends the session: count no more calls
+            print(f"  {seq.name}: the detector raised {type(exc).__name__} at frame {i}: {exc}")
+            break
         costs.append(time.perf_counter() - t0)
         if decision.fire:
             frames.append(i)

@@ -153,7 +153,9 @@ function onMessage(msg) {
       if (handsFree || msg.data.listening === "hands-free") {
         handsFree = true;
         showHandsFree();
-        startMic("hands-free", { interrupt: false }).catch((err) => announce(`Microphone unavailable: ${err.message}`));
+        // Listening goes on after a reconnect; a warning waiting to be said is not cut.
+        startMic("hands-free", { silence: false })
+          .catch((err) => announce(`Microphone unavailable: ${err.message}`));
       }
       startFrames();
       requestWakeLock();
@@ -335,11 +337,9 @@ function flush() {
 
 // --- microphone -----------------------------------------------------------------
 
-// The user starts talking: speech in progress stops. Picking hands-free up again after a
-// reconnect (`interrupt: false`) must not cut a warning the server kept for them.
-async function startMic(mode, { interrupt = true } = {}) {
+async function startMic(mode, { silence = true } = {}) {
   const ctx = ensureAudio();
-  if (interrupt) {
+  if (silence) { // the user is about to talk: stop talking over them
     flush();
     send(textMessage("interrupt", { reason: "user-talking" }));
   }

@@ -87,28 +87,7 @@ def world(
         return bool(caps["vision"] and caps["speech_in"] and caps["speech_out"])
 
     server.wait_until(live, timeout=180, what="ready with vision and speech")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={y4m}",
-        f"--use-file-for-fake-audio-capture={wav}%noloop",
-        "--autoplay-policy=no-user-gesture-required",
-        f"--user-data-dir={tmp / 'profile'}",
-        "--window-size=390,844",
-    ):
-        options.add_argument(flag)
-    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
-    driver = webdriver.Chrome(options=options, service=service)
+    driver = chromium(tmp, y4m, f"--use-file-for-fake-audio-capture={wav}%noloop")
     phone_size(driver)
     try:
         yield {
@@ -122,6 +101,32 @@ def world(
     finally:
         driver.quit()
         server.stop()
+
+
+def chromium(tmp: Path, camera: Path, *flags: str) -> Any:
+    """Headless Chromium at phone size with a fake camera playing ``camera`` (Y4M)."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={camera}",
+        "--autoplay-policy=no-user-gesture-required",
+        f"--user-data-dir={tmp / 'profile'}",
+        "--window-size=390,844",
+        *flags,
+    ):
+        options.add_argument(flag)
+    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
+    return webdriver.Chrome(options=options, service=service)
 
 
 def wait(driver: Any, script: str, timeout: float = 60) -> Any:

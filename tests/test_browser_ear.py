@@ -33,6 +33,7 @@ from tests.test_browser import (
     ARTIFACTS,
     CHROMEDRIVER,
     CHROMIUM,
+    chromium,
     phone_size,
     shot,
     wait,
@@ -133,28 +134,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     base = f"http://127.0.0.1:{number}"
     y4m = tmp / "camera.y4m"
     write_y4m(y4m, frames=150)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={y4m}",
-        "--autoplay-policy=no-user-gesture-required",
-        f"--user-data-dir={tmp / 'profile'}",
-        "--window-size=390,844",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(
-        options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER)
-    )
+    driver = chromium(tmp, y4m)
     phone_size(driver)
     driver.get(f"{base}/?test=1&fps=5#token={token}")
     wait(driver, "window.seealoud && window.seealoud.state === 'live'")

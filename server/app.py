@@ -185,15 +185,17 @@ class SeeAloudServer:
         server.close(close_connections=False)
 
         async def goodbye(session: BaseSession) -> None:
-            with contextlib.suppress(LinkClosed):
+            with contextlib.suppress(LinkClosed, ConnectionClosed, TimeoutError):
                 await asyncio.wait_for(session.send(Bye(reason="server-shutdown")), 1.0)
             with contextlib.suppress(ConnectionClosed, TimeoutError):
                 await asyncio.wait_for(session.link.ws.close(CloseCode.GOING_AWAY), 1.0)
-            session.link.abort(
-                "server shutting down"
-            ) if session.link.ws.state.name != "CLOSED" else None
+            if session.link.ws.state.name != "CLOSED":
+                session.link.abort("server shutting down")
 
-        await asyncio.gather(*(goodbye(s) for s in list(self.sessions.values())))
+        # return_exceptions: one client's failure must not stop everyone else's goodbye.
+        await asyncio.gather(
+            *(goodbye(s) for s in list(self.sessions.values())), return_exceptions=True
+        )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), SHUTDOWN_S)
         if self._describe is not None:

@@ -7,8 +7,10 @@ sends ``ready``; closing keeps a phone's state for the resume window.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
+from collections import Counter
 
 from websockets.asyncio.server import ServerConnection
 
@@ -23,6 +25,9 @@ from server.user_session import UserSession, UserState
 
 log = logging.getLogger("seealoud.server")
 
+END_ACCOUNT_S = 2.0
+"""How long a removed account's session may take to hear why before it is dropped."""
+
 
 class Registry:
     """See the module docstring."""
@@ -31,18 +36,35 @@ class Registry:
         self.ctx = ctx
         self.sessions: dict[str, BaseSession] = {}
         self.resumable = ResumeRegistry()
+        # Logins past the caps but not yet live: counted so that many hellos at once
+        # on one token cannot all pass the check while the first waits on the database.
+        self._opening_by_account: Counter[str] = Counter()
+        self._opening_by_peer: Counter[str] = Counter()
 
     async def end_account(self, name: str, why: str) -> None:
         """The account was removed or its token replaced: its sessions end now."""
         self.resumable.forget_user(name)
-        for session in [s for s in self.sessions.values() if s.account.name == name]:
+
+        async def end(session: BaseSession) -> None:
             log.info("session %s closed: account %s", session.id, why)
-            await refuse(
-                session.link.ws,
-                ErrorCode.AUTH_FAILED,
-                "this account's token is no longer valid",
-                CLOSE_AUTH_REFUSED,
-            )
+            try:
+                await asyncio.wait_for(
+                    refuse(
+                        session.link.ws,
+                        ErrorCode.AUTH_FAILED,
+                        "this account's token is no longer valid",
+                        CLOSE_AUTH_REFUSED,
+                    ),
+                    END_ACCOUNT_S,
+                )
+            except TimeoutError:
+                pass
+            if session.link.ws.state.name != "CLOSED":
+                session.link.abort(f"account {why}")
+
+        # In parallel and bounded: a client that stopped reading delays nobody.
+        mine = [s for s in self.sessions.values() if s.account.name == name]
+        await asyncio.gather(*(end(s) for s in mine), return_exceptions=True)
 
     def user_session(self, name: str) -> UserSession:
         for session in self.sessions.values():
@@ -53,19 +75,37 @@ class Registry:
     async def open(
         self, ws: ServerConnection, account: Account, hello: Hello, peer: str
     ) -> BaseSession | None:
+        """Check the caps, build the session and send ``ready``; ``None`` if refused."""
         cfg = self.ctx.config
-        mine = [s for s in self.sessions.values() if s.account.name == account.name]
-        if len(mine) >= cfg.max_sessions_per_account:
+        mine = sum(1 for s in self.sessions.values() if s.account.name == account.name)
+        mine += self._opening_by_account[account.name]
+        if mine >= cfg.max_sessions_per_account:
             await refuse(
                 ws,
                 ErrorCode.TOO_MANY_SESSIONS,
-                f"this account already has {len(mine)} live sessions; close one first",
+                f"this account already has {mine} live sessions; close one first",
             )
             return None
-        here = [s for s in self.sessions.values() if s.peer == peer]
-        if len(here) >= cfg.max_sessions_per_address:
+        here = sum(1 for s in self.sessions.values() if s.peer == peer)
+        if here + self._opening_by_peer[peer] >= cfg.max_sessions_per_address:
             await refuse(ws, ErrorCode.TOO_MANY_SESSIONS, "too many sessions from this address")
             return None
+        self._opening_by_account[account.name] += 1
+        self._opening_by_peer[peer] += 1
+        try:
+            return await self._open(ws, account, hello, peer)
+        finally:
+            self._opening_by_account[account.name] -= 1
+            self._opening_by_peer[peer] -= 1
+            if self._opening_by_account[account.name] <= 0:
+                del self._opening_by_account[account.name]
+            if self._opening_by_peer[peer] <= 0:
+                del self._opening_by_peer[peer]
+
+    async def _open(
+        self, ws: ServerConnection, account: Account, hello: Hello, peer: str
+    ) -> BaseSession | None:
+        cfg = self.ctx.config
         resumed = self.resumable.take(hello.resume, account.name)
         session_id = resumed.session_id if resumed else secrets.token_hex(8)
         link = Link(ws, timeout_s=cfg.send_timeout_s, label=f"session {session_id}")

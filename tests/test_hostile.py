@@ -97,6 +97,57 @@ async def test_sessions_per_account_are_capped(
         await phone.close()
 
 
+async def test_many_hellos_at_once_on_one_token_do_not_pass_the_cap(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    """All at once, the hellos must not each see an empty room while the first one
+    waits on the database."""
+    server = await make_server(max_sessions_per_account=3)
+    sockets = [await connect(ws_url(server)) for _ in range(10)]
+    await asyncio.gather(
+        *(ws.send(encode(p.Hello(protocol=1, token=accounts.user_token))) for ws in sockets)
+    )
+    answers = await asyncio.gather(*(recv(ws) for ws in sockets))
+    ready = [a for a in answers if isinstance(a, p.Ready)]
+    refused = [a for a in answers if isinstance(a, p.Error)]
+    assert len(ready) == 3 and len(server.sessions) == 3
+    assert len(refused) == 7 and all(e.code == ErrorCode.TOO_MANY_SESSIONS for e in refused)
+    for ws in sockets:
+        await ws.close()
+
+
+async def test_shutdown_with_a_client_that_stopped_reading_is_quick_and_clean(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    """The stuck client is still connected (the send limit is long) when the server
+    stops: shutdown neither raises nor waits for it."""
+    server = await make_server(ScriptedAnalyzerDouble([(None, 0.0)]), send_timeout_s=30.0)
+    good = await Phone.open(ws_url(server), accounts.user_token)
+    stuck = await connect(ws_url(server), max_size=None, compression=None)
+    await stuck.send(encode(p.Hello(protocol=1, token=accounts.caregiver_token)))
+    await stuck.recv()
+    stuck.transport.pause_reading()
+    big = "x" * 60_000
+    for n in range(250):  # 15 MB of pongs the server cannot deliver
+        await stuck.send(encode(p.Ping(t=n, id=big)))
+    stuck_session = next(s for s in server.sessions.values() if s.account.role == "caregiver")
+    transport = stuck_session.link.ws.transport
+    deadline = time.monotonic() + 10
+    while transport.get_write_buffer_size() < 30_000 and time.monotonic() < deadline:
+        await good.send(p.Ping(t=1, id="good"))  # the server's buffer for it fills meanwhile
+        await good.wait_for(lambda m: isinstance(m, p.Pong) and m.id == "good", timeout=5)
+        good.seen.clear()
+    assert transport.get_write_buffer_size() >= 30_000  # its sends are waiting now
+    assert len(server.sessions) == 2  # still there: the send limit has not passed
+    started = time.monotonic()
+    await server.close()  # must not raise
+    assert time.monotonic() - started < 5
+    assert isinstance(
+        await good.wait_for(lambda m: isinstance(m, p.Bye), timeout=2), p.Bye
+    )  # the good phone still heard goodbye
+    stuck.transport.abort()
+
+
 async def test_idle_sockets_from_one_address_do_not_lock_out_another(
     make_server: ServerFactory, accounts: Accounts
 ) -> None:

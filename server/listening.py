@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from protocol import AudioChunk, AudioStart, AudioStop, ErrorCode, Message, TranscriptMsg
@@ -178,7 +179,7 @@ class Listening:
                         f"utterance longer than {self.ctx.config.max_audio_ms} ms; "
                         "transcribing what arrived",
                     )
-                    await self._finish_push(None)
+                    await self._finish_push(None, cut=True)
             else:
                 await self._once(ErrorCode.UNEXPECTED_MESSAGE, "audio-chunk without audio-start")
         except AudioFormatError as exc:
@@ -205,15 +206,17 @@ class Listening:
         hands = self.hands
         if hands is None:
             return
+        started = time.monotonic()
         try:
             transcript = await hands.transcript(ended)
+            self.ctx.metrics.model_latency("faster-whisper", time.monotonic() - started, task="asr")
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the recogniser's native code may raise anything
             log.warning("session %s: transcription failed: %s", self.session_id, type(exc).__name__)
             return
         if transcript is not None:  # hands-free: nothing heard means nothing said
-            await self._question(transcript, None)
+            await self._question(transcript, None, cut=ended.reason == "max-length")
 
     async def _on_stop(self, stop: AudioStop) -> None:
         if self.hands is not None:
@@ -228,13 +231,17 @@ class Listening:
             return
         await self._finish_push(stop.id)
 
-    async def _finish_push(self, ref: str | None) -> None:
+    async def _finish_push(self, ref: str | None, *, cut: bool = False) -> None:
+        """Transcribe the push-to-talk utterance; ``cut``: it ran over the length limit
+        (the user hears that only its first part was answered)."""
         utterance, self.push, self.mode = self.push, None, None
         asr = self._asr()
         if utterance is None or asr is None:
             return
+        started = time.monotonic()
         try:
             transcript = await asr.transcribe_async(utterance.samples(), language=self.language())
+            self.ctx.metrics.model_latency("faster-whisper", time.monotonic() - started, task="asr")
         except Exception as exc:  # the recogniser's native code may raise anything
             log.warning("session %s: transcription failed: %s", self.session_id, type(exc).__name__)
             await self.send_error(ErrorCode.MODEL_FAILED, "speech recognition failed", ref=ref)
@@ -244,9 +251,11 @@ class Listening:
             await self.send(TranscriptMsg(text="", final=True, id=ref))
             self.on_nothing_heard()
             return
-        await self._question(transcript, ref)
+        await self._question(transcript, ref, cut=cut)
 
-    async def _question(self, transcript: Transcript, ref: str | None) -> None:
+    async def _question(
+        self, transcript: Transcript, ref: str | None, *, cut: bool = False
+    ) -> None:
         await self.send(
             TranscriptMsg(
                 text=transcript.text,
@@ -256,4 +265,4 @@ class Listening:
                 id=ref,
             )
         )
-        await self.on_question(transcript.text, ref, unsure=transcript.unsure)
+        await self.on_question(transcript.text, ref, unsure=transcript.unsure, cut=cut)

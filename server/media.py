@@ -56,7 +56,7 @@ class MediaPipeline:
         send: Callable[[Message], Awaitable[None]],
         send_error: SendError,
         language: Callable[[], str],
-        heartbeat_s: float | None,
+        detector: ChangeOptions,
     ) -> None:
         self.ctx = ctx
         self.session_id = session_id
@@ -67,7 +67,7 @@ class MediaPipeline:
         self.language = language
         self.slot = FrameSlot()
         self.model_slot = FrameSlot()
-        self.detector = ChangeDetector(ChangeOptions(heartbeat_s=heartbeat_s))
+        self.detector = ChangeDetector(detector)
         self.questions: deque[Asked] = deque()
         self._detect = asyncio.Event()
         self._work = asyncio.Event()
@@ -76,6 +76,13 @@ class MediaPipeline:
         self.frames_rejected = 0
         self.analyses = 0
         self.detector_fires = 0
+        self._sign_task: asyncio.Task[None] | None = None
+        self._signs_next: tuple[list[str], PendingFrame] | None = None
+        self._closed = False
+        self.judged: PendingFrame | None = None
+        """The newest frame the detector judged not dark: what a question is asked
+        about (a frame not yet judged may be black)."""
+        self._last_judged: PendingFrame | None = None
 
     # --- frames in (called from the receive task: no awaiting) -------------------
 
@@ -143,6 +150,9 @@ class MediaPipeline:
                     pending.received_at,
                 )
             except ChangeDetectorError as exc:
+                self._last_judged = pending
+                if self.questions:
+                    self._work.set()
                 self.frames_rejected += 1
                 self.ctx.metrics.frames_rejected += 1
                 await self.send_error(ErrorCode.BAD_MESSAGE, str(exc), ref=pending.frame.id)
@@ -150,6 +160,14 @@ class MediaPipeline:
             self.ctx.metrics.detector_decision(
                 decision.reason.value if decision.reason else decision.view_reason or "none"
             )
+            self._last_judged = pending
+            self.judged = None if self.detector.dark else pending
+            if self.questions:
+                if self.judged is None:  # asked in the dark: never sent to the model
+                    self.questions.clear()
+                    self.offer(self.narrator.notice("sees_nothing_dark"))
+                else:
+                    self._work.set()
             if decision.view_changed:  # "the camera sees nothing" is said once, on entering
                 self.offer(self.narrator.view(decision.view, decision.view_reason))
             if decision.fire and decision.reason is not None:
@@ -179,12 +197,23 @@ class MediaPipeline:
             self._work.set()  # look again after this one; more may be waiting
             await self._analyze(*request)
 
+    def question_frame(self) -> PendingFrame | None:
+        """The frame a question is about: the newest one the detector found something
+        in (with detection off, the newest). A question asked before the detector has
+        judged a frame waits the few milliseconds that takes."""
+        if not self.ctx.config.change_detection:
+            return self.slot.latest
+        if self.slot.latest is not self._last_judged:
+            return None  # the newest frame is being judged; the detector wakes us after
+        return self.judged
+
     def _next_request(self) -> tuple[AnalysisRequest, Asked | None] | None:
-        if self.questions and self.slot.latest is not None:
+        frame_for_question = self.question_frame()
+        if self.questions and frame_for_question is not None:
             asked = self.questions.popleft()
             self.detector.question(time.monotonic())  # counts as a model call for the cooldown
             request = AnalysisRequest(
-                frame=self.slot.latest,
+                frame=frame_for_question,
                 question=asked.text,
                 reason="question",
                 session=self.session_id,
@@ -240,7 +269,37 @@ class MediaPipeline:
         signs, observation.signs = observation.signs, []
         self.speak(observation, frame_time, asked)
         if signs and self.signs is not None:
-            await self.signs(signs, request.frame)
+            self._read_signs(signs, request.frame)
+
+    def _read_signs(self, signs: list[str], frame: PendingFrame) -> None:
+        """Reading signs takes the OCR up to a second: beside the analysis loop, so the
+        next look for obstacles never waits for it. One reading at a time; signs seen
+        meanwhile replace each other (the newest frame's are the ones that matter)."""
+        if self._sign_task is not None and not self._sign_task.done():
+            self._signs_next = (signs, frame)
+            return
+        self._signs_next = None
+        assert self.signs is not None
+        self._sign_task = asyncio.create_task(
+            self.signs(signs, frame), name=f"{self.session_id}:signs"
+        )
+
+        def finished(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.error(
+                    "session %s: sign reading crashed", self.session_id, exc_info=task.exception()
+                )
+            if self._signs_next is not None and not self._closed:
+                self._read_signs(*self._signs_next)
+
+        self._sign_task.add_done_callback(finished)
+
+    def close(self) -> None:
+        """The session ended: stop reading signs."""
+        self._closed = True
+        self._signs_next = None
+        if self._sign_task is not None:
+            self._sign_task.cancel()
 
     def _hazard_now(self, hazard: HazardInfo, frame_time: float) -> None:
         """A hazard streamed out of the model before its answer finished."""

@@ -159,7 +159,7 @@ class FailedLogins:
             failure = limiter.failure(key, now)
             if failure.log: log.warning("... from %s (%d similar suppressed)", ...)
         else:
-            limiter.success(key, now)
+            limiter.success(key, now)  # failures kept: a good token is no licence to guess
 
     Attempts refused while blocked do not lengthen the block (the attacker
     learns nothing and the wait ends on schedule); they are counted in
@@ -209,8 +209,9 @@ class FailedLogins:
         )
 
     def success(self, key: str, now: float | None = None) -> None:
-        """A good token from ``key``: forget its failures."""
-        self._addresses.pop(key, None)
+        """A good token from ``key``: its failures are kept all the same (they are
+        forgotten ``forget_after_s`` after the last one). Forgetting them here would give
+        whoever holds one valid token ``free_failures`` free guesses after every login."""
 
     def __len__(self) -> int:
         return len(self._addresses)

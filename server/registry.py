@@ -8,6 +8,7 @@ sends ``ready``; closing keeps a phone's state for the resume window.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections import Counter
@@ -47,7 +48,7 @@ class Registry:
 
         async def end(session: BaseSession) -> None:
             log.info("session %s closed: account %s", session.id, why)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     refuse(
                         session.link.ws,
@@ -57,8 +58,6 @@ class Registry:
                     ),
                     END_ACCOUNT_S,
                 )
-            except TimeoutError:
-                pass
             if session.link.ws.state.name != "CLOSED":
                 session.link.abort(f"account {why}")
 

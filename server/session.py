@@ -57,6 +57,7 @@ class BaseSession:
         self._flood_reported = 0.0
         self._limit_reported: dict[str, float] = {}
         self.resume_token = ""
+        self._side_tasks: set[asyncio.Task[None]] = set()
 
     # --- sending ---------------------------------------------------------------
 
@@ -88,6 +89,21 @@ class BaseSession:
         """Have the control task run ``action`` (used by callbacks that must not block)."""
         self._to_control(action)
 
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run slow work (a text reading) beside the control task, so ping, Stop and
+        bye never wait for it. Cancelled when the session ends; a crash is logged with
+        its traceback and ends only that piece of work."""
+        task = asyncio.create_task(work, name=f"{self.id}:{name}")
+        self._side_tasks.add(task)
+
+        def finished(t: asyncio.Task[None]) -> None:
+            self._side_tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("session %s: %s crashed", self.id, name, exc_info=t.exception())
+
+        task.add_done_callback(finished)
+        return task
+
     # --- tasks -------------------------------------------------------------------
 
     def tasks(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
@@ -104,6 +120,7 @@ class BaseSession:
             for task in done:
                 task.result()
         finally:
+            tasks |= self._side_tasks
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -26,12 +26,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from protocol import Interrupt, Message, SpeechChunk, SpeechStart, SpeechStop
+from server.metrics import ServerMetrics
 from server.narrator import Narrator, Utterance
 from speech.errors import SpeechError
 from speech.tts import SpeechSynthesizer, VoiceOptions
 from speech.voices import VoiceFallback
 
 log = logging.getLogger("seealoud.speaker")
+
+STALL_S = 5.0
+"""No audio from the synthesiser for this long: the utterance fails (``speech-stop``
+``failed``) rather than the session's speech waiting for ever."""
 T = TypeVar("T")
 
 
@@ -48,6 +53,8 @@ class Speaker:
         rate: int,
         lead_s: float = 0.5,
         on_voice_fallback: Callable[[VoiceFallback], None] | None = None,
+        metrics: ServerMetrics | None = None,
+        stall_s: float = STALL_S,
     ) -> None:
         self.narrator = narrator
         self._send = send
@@ -56,12 +63,13 @@ class Speaker:
         self.rate = rate
         self.lead_s = lead_s
         self.on_voice_fallback = on_voice_fallback
+        self.metrics = metrics
+        self.stall_s = stall_s
         self.current: Utterance | None = None
         self._cancel: threading.Event | None = None
         self._cut_reason: str | None = None
         self._wake = asyncio.Event()
         self._cut = asyncio.Event()
-        self.failures = 0
         # Timings of the last few utterances (monotonic), for the benchmarks; bounded
         # so a long session does not grow.
         self.first_chunk_at: dict[str, float] = {}
@@ -96,7 +104,14 @@ class Speaker:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while (utterance := self.narrator.next(time.monotonic())) is not None:
+            while True:
+                stale = self.narrator.stats.stale_dropped
+                utterance = self.narrator.next(time.monotonic())
+                if self.metrics is not None:
+                    for _ in range(self.narrator.stats.stale_dropped - stale):
+                        self.metrics.stale_drop("warning")
+                if utterance is None:
+                    break
                 await self._speak(utterance)
 
     async def _speak(self, u: Utterance) -> None:
@@ -108,6 +123,8 @@ class Speaker:
             await self._send(
                 SpeechStart(utterance=u.id, priority=u.wire, text=u.text, rate=self.rate)
             )
+            if self.metrics is not None:
+                self.metrics.utterance(u.wire)
             failed = False
             tts = self.tts()
             if tts is not None:
@@ -115,12 +132,15 @@ class Speaker:
                     await self._stream(
                         u,
                         tts.stream(
-                            u.text, voice=self._voice(), cancel=cancel, priority=int(u.lane)
+                            u.text,
+                            voice=self._voice(),
+                            cancel=cancel,
+                            priority=int(u.lane),
+                            on_fallback=self.on_voice_fallback,
                         ),
                     )
                 except SpeechError as exc:
                     failed = True
-                    self.failures += 1
                     log.warning("speech synthesis failed: %s", exc)
             reason = self._cut_reason
             if reason == "barge-in":
@@ -156,7 +176,14 @@ class Speaker:
         try:
             while True:
                 step = asyncio.ensure_future(anext(chunks))
-                done, _ = await asyncio.wait({step, cut}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {step, cut}, timeout=self.stall_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:  # the synthesiser hangs: this utterance fails, the session goes on
+                    step.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await step
+                    raise SpeechError(f"no audio from the synthesiser in {self.stall_s:g} s")
                 if step not in done:
                     step.cancel()  # the generator's own cleanup cancels the synthesis
                     with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
@@ -167,7 +194,10 @@ class Speaker:
                 except StopAsyncIteration:
                     return
                 if seq == 0:
-                    _remember(self.first_chunk_at, u.id, time.monotonic())
+                    now = time.monotonic()
+                    _remember(self.first_chunk_at, u.id, now)
+                    if self.metrics is not None:
+                        self.metrics.model_latency("espeak-ng", now - started, task="tts")
                 ahead = started + sent_s - self.lead_s - time.monotonic()
                 if ahead > 0:
                     await asyncio.wait({cut}, timeout=ahead)  # pacing; a cut ends it early

@@ -15,6 +15,7 @@ the server keeps for the resume window.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -56,6 +57,14 @@ log = logging.getLogger("seealoud.user")
 MAX_QUESTION_CHARS = 500
 
 
+def detector_options(settings: UserSettings) -> ChangeOptions:
+    """The change detector for these settings: quiet mode looks only when something
+    changes (no heartbeat, not even the slow one while the camera sees nothing)."""
+    if settings.quiet:
+        return ChangeOptions(heartbeat_s=None, blind_heartbeat_s=None)
+    return ChangeOptions(heartbeat_s=settings.heartbeat_s)
+
+
 @dataclass(kw_only=True)
 class UserState:
     """What outlives a dropped connection for the resume window."""
@@ -94,6 +103,7 @@ class UserSession(BaseSession):
             voice=self._voice,
             rate=ctx.config.audio_rate,
             on_voice_fallback=self._voice_failed,
+            metrics=ctx.metrics,
         )
         self.media = MediaPipeline(
             ctx=ctx,
@@ -103,7 +113,7 @@ class UserSession(BaseSession):
             send=self.send,
             send_error=self.send_error,
             language=lambda: self.settings.language,
-            heartbeat_s=None if settings.quiet else settings.heartbeat_s,
+            detector=detector_options(settings),
         )
         self.listening = Listening(
             ctx=ctx,
@@ -125,6 +135,7 @@ class UserSession(BaseSession):
         self.media.signs = self.reading.signs
         self._caps = ctx.services.capabilities()
         self._unsubscribe: list[Callable[[], None]] = []
+        self._reading_task: asyncio.Task[None] | None = None
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -152,6 +163,7 @@ class UserSession(BaseSession):
             unsubscribe()
         self._unsubscribe = []
         self.speaker.cut("user")
+        self.media.close()
         self.state.listening = self.listening.mode_to_resume()
 
     # --- routing (the receive task: it awaits only its own replies) --------------
@@ -215,25 +227,36 @@ class UserSession(BaseSession):
                 await super().handle_control(message)
 
     async def ask(
-        self, text: str, ref: str | None, *, intent: str | None = None, unsure: bool = False
+        self,
+        text: str,
+        ref: str | None,
+        *,
+        intent: str | None = None,
+        unsure: bool = False,
+        cut: bool = False,
     ) -> None:
         """A typed or spoken question: never silence after it. A spoken one the
         recogniser was unsure of is answered with what was heard first, so a mishearing
-        is noticed."""
+        is noticed; one cut at the length limit (``cut``) says that only its first part
+        was answered."""
         text = text.strip()
         prefix = self.narrator.phrase("heard", text=text.rstrip(".?!")) if unsure and text else ""
         if intent is None:
             intent = is_read_request(text)
         if intent in ("read", "continue"):
-            await self.reading.request(intent, ref)
+            # OCR takes up to a second: it runs beside the control task, newest request wins.
+            if self._reading_task is not None:
+                self._reading_task.cancel()
+            self._reading_task = self.spawn(self.reading.request(intent, ref), "reading")
             return
         if not text:
             await self.send_error(ErrorCode.BAD_MESSAGE, "the question is empty", ref=ref)
             self.speaker.offer(self.narrator.notice("not_heard"))
             return
-        if len(text) > MAX_QUESTION_CHARS:
-            cut = text[:MAX_QUESTION_CHARS].rsplit(" ", 1)[0] or text[:MAX_QUESTION_CHARS]
-            text = cut
+        if cut or len(text) > MAX_QUESTION_CHARS:
+            if len(text) > MAX_QUESTION_CHARS:
+                head = text[:MAX_QUESTION_CHARS]
+                text = head.rsplit(" ", 1)[0] or head
             prefix = (prefix + " " + self.narrator.phrase("too_long")).strip()
         services = self.ctx.services
         if not services.vision_ready():
@@ -257,11 +280,11 @@ class UserSession(BaseSession):
     # --- live changes (hub callbacks: run on the loop, must not block) -----------
 
     def _settings_changed(self, settings: UserSettings, changed: list[str]) -> None:
+        if "voice" in changed or "language" in changed:  # a new voice gets a fresh chance
+            self.ctx.services.voice_problems.pop(self.account.name, None)
         self.settings = settings
         self.narrator.settings = settings
-        self.media.detector.options = ChangeOptions(
-            heartbeat_s=None if settings.quiet else settings.heartbeat_s
-        )
+        self.media.detector.options = detector_options(settings)
         summary = settings_summary(settings.to_dict(), changed, settings.language)
         message = Settings(
             user=self.account.name, values=settings.to_dict(), changed=changed, summary=summary

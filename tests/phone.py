@@ -102,6 +102,10 @@ class Phone:
         await self.ws.close()
         await asyncio.gather(self._reader, return_exceptions=True)
 
+    async def wait_closed(self, timeout: float = 10) -> None:
+        """Until the server has closed the connection (and everything sent was read)."""
+        await asyncio.wait_for(asyncio.gather(self._reader, return_exceptions=True), timeout)
+
 
 def observation(
     *hazards: HazardInfo, signs: list[str] | None = None, scene: str = "", answer: str | None = None

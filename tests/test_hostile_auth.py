@@ -86,8 +86,9 @@ def test_login_limiter_for_the_handshake() -> None:
     assert limiter.last is not None and limiter.last.blocked_for_s == 1.0
     assert limiter.retry_after("2001:db8::3", 0.5) == pytest.approx(0.6)
     assert limiter.retry_after("192.0.2.1", 0.5) == 0.0  # someone else
-    limiter.succeeded("2001:db8::9")
-    assert limiter.retry_after("2001:db8::1", 0.5) == 0.0
+    limiter.succeeded("2001:db8::9")  # a good token from that /64 lifts no wait
+    assert limiter.retry_after("2001:db8::1", 0.5) == pytest.approx(0.6)
+    assert limiter.retry_after("2001:db8::1", 1.2) == 0.0  # the wait ends on schedule
 
 
 def test_failed_login_memory_is_bounded() -> None:
@@ -98,14 +99,14 @@ def test_failed_login_memory_is_bounded() -> None:
     assert len(limiter._log) <= 1000
 
 
-def test_quiet_addresses_are_forgotten_and_success_resets() -> None:
+def test_quiet_addresses_are_forgotten_and_a_good_login_gives_no_free_guesses() -> None:
     limiter = FailedLogins(LoginLimitOptions(free_failures=1, forget_after_s=900))
     limiter.failure("a", 0.0)
     assert limiter.failure("a", 1.0).blocked_for_s == 1.0
     assert limiter.blocked_for("a", 1.5) == pytest.approx(0.5)
     assert limiter.failure("a", 2000.0).blocked_for_s == 0.0  # forgotten: a free try again
-    limiter.success("a", 2001.0)
-    assert len(limiter) == 0
+    limiter.success("a", 2001.0)  # someone with one valid token...
+    assert limiter.failure("a", 2002.0).blocked_for_s == 1.0  # ...still waits to guess more
 
 
 def test_address_keys() -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from runtime import Loader, WorkerStalled
 from tests.conftest import jpeg_bytes
-from vision.engine import VisionEngine
+from vision.engine import VisionEngine, _decode
 from vision.errors import BackendError, ModelUnavailable
 from vision.observation import Hazard
 from vision.prompts import Prompt, build_prompt
@@ -18,6 +19,13 @@ from vision.vlm import Generation, GenerationOptions, TransformersBackend, Trans
 from vision.weights import LoadProgress
 
 pytest.importorskip("torch", reason="the vlm extra is not installed")
+
+
+async def load(engine: VisionEngine) -> Loader:
+    """Load as the server does: a ``runtime.Loader`` running ``load_blocking``."""
+    loader = Loader("vision", engine.load_blocking)
+    await loader.load()
+    return loader
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +37,7 @@ def backend(tiny_vlm: Path) -> TransformersBackend:
 
 async def test_frame_in_observation_out(backend: TransformersBackend) -> None:
     engine = VisionEngine(backend, options=GenerationOptions(max_new_tokens=12, deadline_s=30))
-    await engine.load()
+    await load(engine)
     assert engine.ready
     result = await engine.analyze(jpeg_bytes(640, 480), question="what is ahead?")
     gen = result.generation
@@ -91,7 +99,7 @@ async def test_streamed_hazards_reach_the_callback_early() -> None:
         ]
     )
     engine = VisionEngine(double)
-    await engine.load()
+    await load(engine)
     seen: list[tuple[Hazard, int]] = []
     result = await engine.analyze(jpeg_bytes(), on_hazard=lambda h: seen.append((h, double.sent)))
     assert [(h.label, n) for h, n in seen] == [("chair", 2), ("step", 3)]
@@ -111,14 +119,61 @@ async def test_engine_reports_unavailable_model_and_bad_frames(
     backend: TransformersBackend, tmp_path: Path
 ) -> None:
     broken = VisionEngine(TransformersBackend(TransformersOptions(model=str(tmp_path))))
-    await broken.load()
-    assert broken.status == "failed" and broken.failure
+    loader = await load(broken)
+    assert loader.status == "failed" and loader.failure and not broken.ready
     with pytest.raises(ModelUnavailable):
         await broken.analyze(jpeg_bytes())
     engine = VisionEngine(backend)
-    await engine.load()
+    await load(engine)
     with pytest.raises(BackendError):
         await engine.analyze(b"\xff\xd8 not an image")
+
+
+async def test_a_wedged_generation_is_abandoned_soon_after_its_deadline(
+    backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GPU kernel that never returns (a double: ``generate`` blocks on an event) costs
+    its caller the deadline plus the grace, not a minute; the next call fails at its own
+    deadline instead of queueing behind the stuck thread, and the model serves again
+    once the stuck call ends."""
+    import time
+
+    release = threading.Event()
+    real_generate = backend._model.generate
+
+    def wedged_generate(**kwargs: object) -> object:  # test double for a hung kernel
+        release.wait(30)
+        return real_generate(**kwargs)
+
+    monkeypatch.setattr(backend.options, "stall_after_deadline_s", 0.5)
+    monkeypatch.setattr(backend._model, "generate", wedged_generate)
+    opts = GenerationOptions(max_new_tokens=2, deadline_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(WorkerStalled):
+        await backend.generate(_image(), build_prompt(), options=opts, cancel=threading.Event())
+    assert time.monotonic() - started < 3.0  # was stall_s=60 whatever the deadline
+    started = time.monotonic()
+    with pytest.raises(BackendError, match="stuck"):
+        await backend.generate(_image(), build_prompt(), options=opts, cancel=threading.Event())
+    assert time.monotonic() - started < 3.0
+    monkeypatch.setattr(backend._model, "generate", real_generate)
+    release.set()
+    gen = await backend.generate(
+        _image(),
+        build_prompt(),
+        options=GenerationOptions(max_new_tokens=2, deadline_s=30),
+        cancel=threading.Event(),
+    )
+    assert gen.output_tokens > 0
+
+
+def test_large_frames_are_decoded_at_reduced_size() -> None:
+    """A 12-megapixel photo is decoded at 1/8 scale for a 448-pixel model input (libjpeg's
+    draft mode), not at full size and then shrunk."""
+    photo = jpeg_bytes(4000, 3000)
+    image = _decode(photo, 448)
+    assert image.size == (500, 375) and image.mode == "RGB"
+    assert _decode(jpeg_bytes(640, 480), 448).size == (640, 480)  # 1/2 would be under 448
 
 
 def _image() -> Image.Image:

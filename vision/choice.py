@@ -7,18 +7,33 @@ never tries the 8B model on the CPU (32 GB of float32, minutes per frame): it
 uses the smallest Qwen3-VL already on disk, or vision is unavailable with the
 options spelled out. An explicit model, device or quantization always wins.
 
+When the preferred model is not on disk and the hub cannot be reached, the
+largest Qwen3-VL that is on disk and fits is taken instead (a working smaller
+model beats a download that cannot happen).
+
+Memory: the choice is made on the GPU's *free* memory, because loading into
+memory another process holds fails with out-of-memory halfway through a 17 GB
+read. Total memory is still looked at: when a larger model would fit in the
+total but not in what is free now, the reason says so (close the other
+program and restart to get it), rather than silently settling for less.
+
 The device inventory is read lazily through torch (absent torch means no GPU)
-and can be passed in, so the rules are tested with a faked inventory.
+and can be passed in, so the rules are tested with a faked inventory; so can
+the hub probe (``vision.weights.hub_unreachable``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vision.errors import ModelUnavailable
+from vision.weights import hub_unreachable
+
+HubProbe = Callable[[], str | None]
 
 GIB = 1024**3
 
@@ -137,10 +152,13 @@ def choose_model(
     quantization: str | None = None,
     inventory: DeviceInventory | None = None,
     models_dir: Path | None = None,
+    hub: HubProbe = hub_unreachable,
 ) -> ModelChoice:
     """Pick the model for this machine; see the module docstring.
 
-    Raises ``ModelUnavailable`` (naming the options) when nothing suitable can run.
+    ``hub`` says why the model hub cannot be reached (None: it can); it is asked
+    only when the preferred model is not on disk. Raises ``ModelUnavailable``
+    (naming the options) when nothing suitable can run.
     """
     inv = inventory if inventory is not None else DeviceInventory.detect()
     folder = models_dir if models_dir is not None else default_models_dir()
@@ -171,17 +189,38 @@ def choose_model(
             local_path=local,
         )
     if gpu is not None:
-        return _for_gpu(gpu, device, quantization, inv, folder)
+        choice = _for_gpu(gpu, device, quantization, inv, folder)
+        if choice.local_path is None and quantization is None:
+            return _on_disk_instead(choice, gpu, inv, folder, hub)
+        return choice
     return _for_cpu(inv, folder, quantization)
+
+
+def _options(gpu: GpuInfo, inv: DeviceInventory, free: int) -> list[tuple[Candidate, str | None]]:
+    """Every (model, quantization) that fits in ``free`` bytes of ``gpu``, best first."""
+    out: list[tuple[Candidate, str | None]] = []
+    for c in QWEN3_VL:
+        if free >= c.bf16_bytes:
+            out.append((c, None))
+        elif c is LARGEST and inv.bitsandbytes and free >= c.nf4_bytes:
+            out.append((c, "4bit"))
+    return out
 
 
 def _for_gpu(
     gpu: GpuInfo, device: str, quantization: str | None, inv: DeviceInventory, folder: Path
 ) -> ModelChoice:
-    free = gpu.free_bytes
-    seen = f"{gpu.name} with {free / GIB:.1f} GiB free of {gpu.total_bytes / GIB:.1f} GiB"
+    free, total = gpu.free_bytes, gpu.total_bytes
+    seen = f"{gpu.name} with {free / GIB:.1f} GiB free of {total / GIB:.1f} GiB"
 
     def pick(c: Candidate, q: str | None, why: str) -> ModelChoice:
+        best_in_total = next(iter(_options(gpu, inv, total)), None)
+        if best_in_total is not None and best_in_total != (c, q):
+            better, bq = best_in_total
+            why += (
+                f"; {better.model}{_q(bq)} would fit in the {total / GIB:.0f} GiB this GPU has, "
+                "but other programs hold the rest: free it and restart to get that one"
+            )
         return ModelChoice(
             model=c.model,
             device=device,
@@ -205,6 +244,34 @@ def _for_gpu(
         hint = "" if inv.bitsandbytes else "; pip install bitsandbytes for the 8B model in 4-bit"
         return pick(fitting[0], None, f"the largest smaller Qwen3-VL that fits{hint}")
     return _for_cpu(inv, folder, None, why=f"{seen} is too small for any Qwen3-VL")
+
+
+def _on_disk_instead(
+    preferred: ModelChoice, gpu: GpuInfo, inv: DeviceInventory, folder: Path, hub: HubProbe
+) -> ModelChoice:
+    """``preferred`` is not on disk: keep it if the hub can be reached (it downloads),
+    else take the largest Qwen3-VL on disk that fits (else keep it: loading names the fix)."""
+    for c, q in _options(gpu, inv, gpu.free_bytes):
+        local = local_weights(c.model, folder)
+        if local is None:
+            continue
+        why = hub()
+        if why is None:
+            return preferred
+        return ModelChoice(
+            model=c.model,
+            device=preferred.device,
+            dtype="bfloat16",
+            quantization=q,
+            reason=(
+                f"{gpu.name} with {gpu.free_bytes / GIB:.1f} GiB free: {c.model}{_q(q)}, "
+                f"the largest Qwen3-VL on disk that fits, because {preferred.model}"
+                f"{_q(preferred.quantization)} is not on disk and the hub is unreachable "
+                f"({why})"
+            ),
+            local_path=local,
+        )
+    return preferred
 
 
 def _for_cpu(

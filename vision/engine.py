@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from vision.observation import Hazard, Observation, complete_hazards, parse_mode
 from vision.prompts import PROMPT_VERSION, build_prompt
 from vision.vlm import Generation, GenerationOptions, VlmBackend
 from vision.weights import LoadProgress
-from vision.worker import DeadlinePassed, run_in_daemon_thread
+from vision.worker import DeadlinePassed, image_worker
 
 log = logging.getLogger("seealoud.vision")
 
@@ -38,18 +39,23 @@ class Analysis:
 
 
 class VisionEngine:
-    """Frame in, observation out; see the module docstring."""
+    """Frame in, observation out; see the module docstring.
+
+    Loading state is not kept here: the server's ``runtime.Loader`` runs
+    ``load_blocking`` on a daemon thread and owns status and failure (for
+    ``/readyz`` and the sessions); the backend's ``progress`` says where a load
+    stands, and ``ready`` reads it.
+    """
 
     def __init__(self, backend: VlmBackend, *, options: GenerationOptions | None = None) -> None:
         self.backend = backend
         self.options = options or GenerationOptions()
-        self.status = "not-loaded"  # not-loaded | loading | ready | failed
-        self.failure: str | None = None
         self._loaded = asyncio.Event()
 
     @property
     def ready(self) -> bool:
-        return self.status == "ready"
+        """The backend finished loading (its progress says ``ready``)."""
+        return self.backend.progress.stage == "ready"
 
     @property
     def progress(self) -> LoadProgress:
@@ -57,39 +63,20 @@ class VisionEngine:
         safe to read from the event loop while the loader thread writes it."""
         return self.backend.progress
 
-    async def load(self) -> None:
-        """Load the backend off the event loop; on failure keep the reason and the fix."""
-        self.status = "loading"
-        try:
-            await run_in_daemon_thread(self.backend.load, name="load-vision")
-        except ModelUnavailable as exc:
-            self.status, self.failure = "failed", str(exc)
-            log.error("vision unavailable: %s", exc)
-        except Exception as exc:  # a loader bug must not take the server down
-            self.status, self.failure = "failed", f"{type(exc).__name__}: {exc}"
-            log.exception("vision model failed to load")
-        else:
-            self.status = "ready"
-            log.info("vision ready: %s (prompt %s)", self.backend.name, PROMPT_VERSION)
-        finally:
-            self._loaded.set()
-
     def load_blocking(self) -> None:
-        """Load the backend on the calling thread (the server's ``runtime.Loader`` runs
-        it on a daemon thread); raises ``ModelUnavailable`` with the fix."""
-        self.status = "loading"
+        """Load the backend on the calling thread (a ``runtime.Loader`` runs it on a daemon
+        thread); raises ``ModelUnavailable`` with the fix, a loader bug included."""
         try:
             self.backend.load()
-        except ModelUnavailable as exc:
-            self.status, self.failure = "failed", str(exc)
+        except ModelUnavailable:
             raise
         except Exception as exc:  # a loader bug: report it as the reason, keep serving
-            self.status, self.failure = "failed", f"{type(exc).__name__}: {exc}"
-            raise ModelUnavailable(self.failure) from exc
-        self.status = "ready"
+            raise ModelUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     def settle_loaded(self) -> None:
-        """On the event loop, once loading ended either way: wake ``wait_loaded``."""
+        """On the event loop, once the server's loader ended either way: wake
+        ``wait_loaded``. (Only tests wait; see the report on moving them to
+        ``server.vision.loaded``.)"""
         self._loaded.set()
 
     async def wait_loaded(self) -> None:
@@ -108,10 +95,17 @@ class VisionEngine:
     ) -> Analysis:
         """Look at one JPEG. Raises ``ModelUnavailable`` or ``BackendError``."""
         if not self.ready:
-            raise ModelUnavailable(self.failure or f"the vision model is {self.status}")
+            raise ModelUnavailable(f"the vision model is {self.backend.progress.stage}")
         started = time.perf_counter()
         opts = options or self.options
-        image = await asyncio.to_thread(_decode, jpeg)
+        try:
+            image = await image_worker().submit(
+                lambda: _decode(jpeg, opts.long_side),
+                deadline=time.monotonic() + opts.deadline_s,
+            )
+        except DeadlinePassed:
+            obs = Observation(empty_reason="timeout", partial=True)
+            return Analysis(observation=obs, total_ms=(time.perf_counter() - started) * 1000)
         prompt = build_prompt(question=question, language=language, memory=memory)
         streamed: list[str] = []
         announced = 0
@@ -150,9 +144,19 @@ class VisionEngine:
         return Analysis(observation=observation, generation=generation, total_ms=total)
 
 
-def _decode(jpeg: bytes) -> Image.Image:
+def _decode(jpeg: bytes, long_side: int) -> Image.Image:
+    """Decode at no more than about twice the size the model gets.
+
+    ``draft`` lets libjpeg decode at 1/2, 1/4 or 1/8 scale (the largest that is
+    still at least ``long_side`` on the long side): a 12-megapixel phone photo
+    costs a fraction of a full decode and of its memory, and the backend's
+    ``resize_long_side`` does the last step.
+    """
     try:
         with Image.open(io.BytesIO(jpeg)) as img:
+            w, h = img.size
+            scale = min(1.0, long_side / max(1, w, h))
+            img.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
             return img.convert("RGB")
     except Exception as exc:  # Pillow raises many types on corrupt data
         raise BackendError(f"the frame is not a decodable image ({type(exc).__name__})") from exc

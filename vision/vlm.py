@@ -29,11 +29,24 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from vision.choice import DeviceInventory, ModelChoice, choose_model, default_models_dir
+from vision.choice import (
+    QWEN3_VL,
+    DeviceInventory,
+    ModelChoice,
+    choose_model,
+    default_models_dir,
+    local_weights,
+)
 from vision.errors import BackendError, ModelUnavailable
 from vision.prompts import Prompt
-from vision.weights import LoadProgress, fetch
-from vision.worker import ModelWorker
+from vision.weights import (
+    LoadProgress,
+    fetch,
+    hub_unreachable,
+    missing_weights_message,
+    no_model_message,
+)
+from vision.worker import ModelWorker, image_worker
 
 log = logging.getLogger("seealoud.vlm")
 
@@ -132,6 +145,11 @@ class TransformersOptions:
         attn_implementation: e.g. ``sdpa`` or ``flash_attention_2``; None = default.
         warmup: Run one tiny generation after loading, so the first user
             request does not pay for kernel compilation and allocation.
+        stall_after_deadline_s: A generation still running this long after its
+            own deadline (``GenerationOptions.deadline_s``) is taken for a wedged
+            GPU: its thread is abandoned and a fresh one serves the next frame.
+            Generation stops itself at the deadline, so only a stuck kernel or
+            driver gets this far; a few seconds spare a slow last token.
     """
 
     model: str | None = None
@@ -140,6 +158,7 @@ class TransformersOptions:
     models_dir: Path | None = None
     attn_implementation: str | None = None
     warmup: bool = True
+    stall_after_deadline_s: float = 3.0
 
 
 class TransformersBackend:
@@ -156,9 +175,10 @@ class TransformersBackend:
         self.progress = LoadProgress()
         self.choice: ModelChoice | None = None
         self._inventory = inventory
-        # Supervised: a generation stuck far past its deadline (a wedged GPU) is
-        # abandoned and a fresh thread serves the next frame.
-        self._worker = ModelWorker("vlm", stall_s=60.0)
+        # Supervised: a generation stuck past its deadline (a wedged GPU) is abandoned
+        # and a fresh thread serves the next frame; the limit follows each call's deadline.
+        grace = self.options.stall_after_deadline_s
+        self._worker = ModelWorker("vlm", stall_s=GenerationOptions().deadline_s + grace)
         self._model: Any = None
         self._processor: Any = None
         self._device = "cpu"
@@ -179,6 +199,12 @@ class TransformersBackend:
         self.progress.stage = "ready"
 
     def _load(self) -> None:
+        o = self.options
+        models_dir = o.models_dir if o.models_dir is not None else default_models_dir()
+        self.progress.stage = "checking-weights"
+        hub = _HubOnce()
+        self._weights_or_fail(models_dir, hub)  # before torch: it takes seconds to import
+        self.progress.stage = "importing"
         try:
             import torch
         except ImportError as exc:
@@ -186,9 +212,6 @@ class TransformersBackend:
                 "the in-process model needs torch and transformers (torch is missing): "
                 "pip install 'seealoud[vlm]'"
             ) from exc
-        route_library_logs()
-        o = self.options
-        models_dir = o.models_dir if o.models_dir is not None else default_models_dir()
         self.progress.stage = "choosing"
         choice = choose_model(
             model=o.model,
@@ -196,11 +219,19 @@ class TransformersBackend:
             quantization=o.quantization,
             inventory=self._inventory(),
             models_dir=models_dir,
+            hub=hub,
         )
         self.choice, self.name = choice, f"transformers:{choice.model}"
         self.progress.model = choice.model
         log.info("vision model: %s", choice.reason)
-        path = choice.local_path or fetch(choice.model, self.progress, models_dir=models_dir)
+        path = choice.local_path or fetch(
+            choice.model,
+            self.progress,
+            models_dir=models_dir,
+            device=choice.device,
+            quantization=choice.quantization,
+            hub=hub,
+        )
         self.progress.stage = "loading"
         try:  # only now: transformers takes seconds to import, and a failure above is enough
             from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -256,6 +287,37 @@ class TransformersBackend:
                 None,
             )
 
+    def _weights_or_fail(self, models_dir: Path, hub: _HubOnce) -> None:
+        """Raise ``ModelUnavailable`` now when no weights can be had: none on disk for the
+        model asked (or, with none asked, for any Qwen3-VL) and the hub unreachable.
+
+        Runs before torch and transformers are imported (6-12 s of a failing start-up
+        offline were those imports). A path is left to loading, which names what is
+        wrong with it; with weights on disk, the choice comes next as usual.
+        """
+        route_library_logs()  # huggingface_hub's warnings, once each, in the server's format
+        o = self.options
+        if o.model is not None:
+            path = Path(o.model).expanduser()
+            if path.exists() or o.model.startswith((".", "/", "~")) or o.model.count("/") != 1:
+                return
+            if local_weights(o.model, models_dir) is not None:
+                return
+            why = hub()
+            if why is not None:
+                device = o.device if o.device != "auto" else ("cuda" if _has_gpu() else "cpu")
+                raise ModelUnavailable(
+                    missing_weights_message(
+                        o.model, why, models_dir, device=device, quantization=o.quantization
+                    )
+                )
+            return
+        if any(local_weights(c.model, models_dir) is not None for c in QWEN3_VL):
+            return
+        why = hub()
+        if why is not None:
+            raise ModelUnavailable(no_model_message(why, models_dir))
+
     # generation -------------------------------------------------------------
 
     async def generate(
@@ -271,6 +333,7 @@ class TransformersBackend:
             raise ModelUnavailable("the model is not loaded")
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + options.deadline_s
+        self._worker.stall_s = options.deadline_s + self.options.stall_after_deadline_s
 
         def emit(text: str) -> None:
             if on_text is not None:
@@ -357,11 +420,17 @@ class TransformersBackend:
         }
         if options.min_new_tokens:
             gen_kwargs["min_new_tokens"] = options.min_new_tokens
-        with self._lock, torch.inference_mode():
-            try:
+        # A thread abandoned by the worker's supervision may still hold the model: wait
+        # for it only until this call's own deadline, then fail this request (not hang).
+        if not self._lock.acquire(timeout=max(0.0, stop_at - time.monotonic())):
+            raise BackendError("the model is still stuck on an earlier, abandoned call")
+        try:
+            with torch.inference_mode():
                 output = self._model.generate(**inputs, **gen_kwargs)
-            except torch.cuda.OutOfMemoryError as exc:
-                raise BackendError("out of GPU memory during generation") from exc
+        except torch.cuda.OutOfMemoryError as exc:
+            raise BackendError("out of GPU memory during generation") from exc
+        finally:
+            self._lock.release()
         finished = time.perf_counter()
         new_ids = output[0, prompt_len:]
         answer = tokenizer.decode(new_ids, skip_special_tokens=True)
@@ -379,6 +448,25 @@ class TransformersBackend:
 
     async def close(self) -> None:
         self._worker.close()
+
+
+class _HubOnce:
+    """``hub_unreachable`` asked at most once per load (each probe may take 2 s)."""
+
+    def __init__(self) -> None:
+        self._asked = False
+        self._why: str | None = None
+
+    def __call__(self) -> str | None:
+        if not self._asked:
+            self._why, self._asked = hub_unreachable(), True
+        return self._why
+
+
+def _has_gpu() -> bool:
+    """Whether an NVIDIA driver lists a GPU, without importing torch (advice only)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
 
 
 def _quantization(kind: str, dtype: Any) -> Any:
@@ -506,7 +594,9 @@ class OpenAIBackend:
         assert self._slots is not None
         started = time.perf_counter()
         deadline = time.monotonic() + options.deadline_s
-        data_url = await asyncio.to_thread(_jpeg_data_url, image, options.long_side)
+        data_url = await image_worker().submit(
+            lambda: _jpeg_data_url(image, options.long_side), deadline=deadline
+        )
         messages: list[dict[str, Any]] = []
         if prompt.system:
             messages.append({"role": "system", "content": prompt.system})

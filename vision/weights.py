@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,10 @@ class LoadProgress:
     """Where a model load stands; written by the loader thread, read by the server.
 
     Attributes:
-        stage: ``waiting``, ``choosing``, ``downloading``, ``loading``, ``ready``
-            or ``failed``.
+        stage: ``waiting`` (the loader has not started), ``checking-weights``
+            (looking on disk, probing the hub), ``importing`` (torch and
+            transformers: seconds), ``choosing``, ``downloading``, ``loading``,
+            ``ready`` or ``failed``.
         model: The model being loaded, once chosen.
         done_bytes: Bytes downloaded so far (downloading only).
         total_bytes: Bytes to download, when known.
@@ -96,31 +99,88 @@ def hub_unreachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> str | None:
     return result[0]
 
 
-def missing_weights_message(model: str, why: str, models_dir: Path | None) -> str:
-    """The one line an operator needs: what is missing, and every way to fix it."""
+SMALLEST_MODEL = "Qwen/Qwen3-VL-2B-Instruct"
+
+
+def missing_weights_message(
+    model: str,
+    why: str,
+    models_dir: Path | None,
+    *,
+    device: str = "cuda",
+    quantization: str | None = None,
+) -> str:
+    """The one line an operator needs: what is missing, and every way to fix it.
+
+    The closing advice fits the case: on a GPU, a smaller model or 4-bit loading
+    (each only when it is not already what was asked); on the CPU, the 2B model
+    or a GPU engine elsewhere, never advice about GPU memory.
+    """
     name = model.split("/")[-1]
     target = (models_dir / name) if models_dir is not None else Path("models") / name
     size = " (about 17 GB)" if "8B" in model else ""
+    smallest = model == SMALLEST_MODEL or model.endswith("/" + SMALLEST_MODEL.split("/")[-1])
+    advice: list[str] = []
+    if device.startswith("cuda"):
+        if not smallest:
+            advice.append(f"a smaller model (--model {SMALLEST_MODEL})")
+        if quantization is None and "8B" in model:
+            advice.append("--quantization 4bit")
+        tail = f"; {' or '.join(advice)} needs less GPU memory" if advice else ""
+    else:
+        if not smallest:
+            advice.append(f"on the CPU use the smallest model, --model {SMALLEST_MODEL}")
+        advice.append("use a GPU engine on another machine (--vision openai --vlm-url URL)")
+        tail = "; or " + "; or ".join(advice)
     return (
         f"the weights of {model} are not on this machine and the hub is unreachable ({why}). "
         f"Fix: download them where there is network, `hf download {model} --local-dir "
         f"{target}`{size}, and copy the folder here (found there automatically), or start "
-        f"with `seealoud serve --model PATH`; a smaller model (Qwen/Qwen3-VL-2B-Instruct) or "
-        "--quantization 4bit needs less GPU memory"
+        f"with `seealoud serve --model PATH`{tail}"
     )
 
 
-def fetch(model: str, progress: LoadProgress, *, models_dir: Path | None) -> Path:
+def no_model_message(why: str, models_dir: Path | None) -> str:
+    """No model given, no Qwen3-VL on disk, no hub: the options for either kind of machine."""
+    target = models_dir if models_dir is not None else Path("models")
+    return (
+        f"no Qwen3-VL is on this machine and the hub is unreachable ({why}). Fix: download "
+        "one where there is network and copy its folder here (found there automatically): "
+        f"`hf download Qwen/Qwen3-VL-8B-Instruct --local-dir {target / 'Qwen3-VL-8B-Instruct'}` "
+        "(about 17 GB, for a GPU with 20 GiB free, or 8 GiB with --quantization 4bit) or "
+        f"`hf download {SMALLEST_MODEL} --local-dir {target / SMALLEST_MODEL.split('/')[-1]}` "
+        "(small GPUs and the CPU); or start with `seealoud serve --model PATH`, or use a GPU "
+        "engine on another machine (--vision openai --vlm-url URL)"
+    )
+
+
+def fetch(
+    model: str,
+    progress: LoadProgress,
+    *,
+    models_dir: Path | None,
+    device: str = "cuda",
+    quantization: str | None = None,
+    hub: Callable[[], str | None] = hub_unreachable,
+    snapshot: Callable[..., str] | None = None,
+) -> Path:
     """Download a hub model into the Hugging Face cache with progress; its folder.
 
-    Raises ``ModelUnavailable`` with the fix when the hub cannot be reached or the
-    download fails.
+    Raises ``ModelUnavailable`` with the fix when the hub cannot be reached (``hub``
+    says why) or the download fails. ``snapshot`` replaces
+    ``huggingface_hub.snapshot_download`` (tests drive the progress bar with a
+    double: there is no hub here); the file sizes are then left to its bars.
     """
-    why = hub_unreachable()
+    why = hub()
     if why is not None:
-        raise ModelUnavailable(missing_weights_message(model, why, models_dir))
+        raise ModelUnavailable(
+            missing_weights_message(
+                model, why, models_dir, device=device, quantization=quantization
+            )
+        )
     try:
-        from huggingface_hub import HfApi, snapshot_download
+        from huggingface_hub import HfApi
+        from huggingface_hub import snapshot_download as hub_snapshot
         from tqdm.auto import tqdm
     except ImportError as exc:
         raise ModelUnavailable(
@@ -128,21 +188,35 @@ def fetch(model: str, progress: LoadProgress, *, models_dir: Path | None) -> Pat
             "pip install 'seealoud[vlm]'"
         ) from exc
     progress.stage, progress.model = "downloading", model
-    try:
-        info = HfApi().model_info(model, files_metadata=True)
-        progress.total_bytes = sum(s.size or 0 for s in info.siblings or []) or None
-    except Exception as exc:  # the size is a nicety; the download itself will say what failed
-        log.debug("no file sizes for %s: %s", model, type(exc).__name__)
+    if snapshot is None:
+        try:
+            info = HfApi().model_info(model, files_metadata=True)
+            progress.total_bytes = sum(s.size or 0 for s in info.siblings or []) or None
+        except Exception as exc:  # the size is a nicety; the download itself says what failed
+            log.debug("no file sizes for %s: %s", model, type(exc).__name__)
     reporter = _Reporter(progress)
 
     class ProgressBar(tqdm):
-        """No terminal bar: the bytes go to ``progress`` and a log line every 10%."""
+        """No terminal bar: the bytes go to ``progress`` and a log line every 10%.
+
+        huggingface_hub (2.x) opens two byte bars per snapshot: network transfer
+        (compressed with hf_xet) and "Reconstructing" (bytes written to disk, the
+        ones the file sizes add up to); only the second is counted, or the total
+        would be passed twice. Its ``name`` (``huggingface_hub.snapshot_download``)
+        or its description identifies it: both are the hub's internals, so
+        ``tests/test_model_choice.py`` drives this bar with a double that opens
+        bars as the installed hub does, and checks the installed hub's source
+        still names its bar so (an upgrade that renames it fails there).
+        """
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = True
-            kwargs.pop("name", None)
+            name = kwargs.pop("name", None)
             super().__init__(*args, **kwargs)
-            self._bytes = kwargs.get("unit") == "B" and "Reconstruct" in str(kwargs.get("desc"))
+            self._bytes = kwargs.get("unit") == "B" and (
+                name == "huggingface_hub.snapshot_download"
+                or "Reconstruct" in str(kwargs.get("desc"))
+            )
 
         def update(self, n: float | None = 1) -> bool | None:
             if self._bytes and n:
@@ -150,8 +224,9 @@ def fetch(model: str, progress: LoadProgress, *, models_dir: Path | None) -> Pat
             return super().update(n)
 
     started = time.monotonic()
+    download = snapshot if snapshot is not None else hub_snapshot
     try:
-        folder = Path(snapshot_download(model, tqdm_class=ProgressBar))
+        folder = Path(download(model, tqdm_class=ProgressBar))
     except Exception as exc:  # network, disk full, gated repo: one readable line
         raise ModelUnavailable(
             f"downloading {model} failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"

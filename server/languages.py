@@ -2,12 +2,19 @@
 
 A language is one setting: it reaches the vision prompt, speech recognition,
 the synthesiser's voice and every fixed phrase the narrator says. A language
-is offered only when its row here is complete (a test checks every phrase and
-every hazard category); adding one is adding a row, never code.
+is offered only when its row here is complete (a test checks every phrase,
+every hazard category, the side words, the clock pattern, the edge names and
+the stop words); adding one is adding a row, never code.
+
+The narrator reads hazard directions in any language of the table (the vision
+model answers in the user's language): ``side_words`` and ``clock`` put "à
+gauche", "rechts" or "3点钟方向" on a side, so the same obstacle on the other
+side is news in every language, not only in English.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 PHRASE_KEYS = (
@@ -27,6 +34,7 @@ PHRASE_KEYS = (
     "no_text",
     "no_reader",
     "text_blurred",
+    "text_partly_blurred",
     "text_cut_off",
     "reading_done",
     "nothing_to_continue",
@@ -43,6 +51,7 @@ PHRASE_KEYS = (
 )
 CATEGORIES = ("steps", "vehicles", "people", "doors", "surface")
 EDGES = ("left", "right", "top", "bottom")
+SIDES = ("left", "right")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +65,17 @@ class Language:
         phrases: Every fixed thing the narrator says, by ``PHRASE_KEYS``.
         category_words: Words in hazard labels that put a hazard in a category.
         edges: How to name an edge text runs off, by ``EDGES``.
+        side_words: Words in a hazard's direction that put it on a side, by
+            ``SIDES`` (whole words from their start, so "tout droit", straight
+            ahead, is not "droite", right). No word: ahead.
+        clock: A pattern for clock positions ("at 3 o'clock", "à 3 heures"); its
+            first group is the hour, in digits or (Chinese) numerals.
+        and_word: Joins the last two of a list ("left and bottom"); espeak-ng
+            would read a slash as "slash".
+        list_sep: Separates the others ("left, top and bottom").
+        stop_words: Whole utterances that mean Stop (typed or spoken); they stop
+            speech at once and never go to the vision model as a question.
+        fillers: Words around a stop word that do not change it ("please").
     """
 
     code: str
@@ -64,6 +84,12 @@ class Language:
     phrases: dict[str, str] = field(default_factory=dict)
     category_words: dict[str, tuple[str, ...]] = field(default_factory=dict)
     edges: dict[str, str] = field(default_factory=dict)
+    side_words: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    clock: str = ""
+    and_word: str = ""
+    list_sep: str = ", "
+    stop_words: tuple[str, ...] = ()
+    fillers: tuple[str, ...] = ()
 
 
 LANGUAGES: dict[str, Language] = {
@@ -87,6 +113,7 @@ LANGUAGES: dict[str, Language] = {
             "no_text": "I see no text.",
             "no_reader": "Text reading is unavailable right now.",
             "text_blurred": "There is text, but it is too blurred to read. Hold the phone still.",
+            "text_partly_blurred": "Some text was too blurred to read.",
             "text_cut_off": "The text runs off the {edges}. Move the phone that way.",
             "reading_done": "That is all the text.",
             "nothing_to_continue": "There is nothing more to read.",
@@ -121,6 +148,27 @@ LANGUAGES: dict[str, Language] = {
             "surface": ("wet", "puddle", "ice", "hole", "uneven", "crack", "grate"),
         },
         edges={"left": "left", "right": "right", "top": "top", "bottom": "bottom"},
+        side_words={"left": ("left",), "right": ("right",)},
+        clock=r"(\d{1,2})\s*o\W?\s*clock",
+        and_word=" and ",
+        stop_words=(
+            "stop",
+            "stop it",
+            "stop talking",
+            "stop reading",
+            "stop that",
+            "shut up",
+            "be quiet",
+            "quiet",
+            "silence",
+            "enough",
+            "that's enough",
+            "that s enough",
+            "hush",
+            "shh",
+            "pause",
+        ),
+        fillers=("please", "ok", "okay", "now", "just", "oh", "hey", "seealoud"),
     ),
     "zh": Language(
         code="zh",
@@ -143,6 +191,7 @@ LANGUAGES: dict[str, Language] = {
             "no_text": "我没有看到文字。",
             "no_reader": "现在无法读取文字。",
             "text_blurred": "有文字，但太模糊了，看不清。请拿稳手机。",
+            "text_partly_blurred": "有些文字太模糊，没能读出来。",
             "text_cut_off": "文字超出了画面的{edges}。请把手机往那边移。",
             "reading_done": "文字就这些。",
             "nothing_to_continue": "没有更多可读的了。",
@@ -165,6 +214,12 @@ LANGUAGES: dict[str, Language] = {
             "surface": ("湿", "水坑", "冰", "坑", "不平", "裂"),
         },
         edges={"left": "左边", "right": "右边", "top": "上边", "bottom": "下边"},
+        side_words={"left": ("左",), "right": ("右",)},
+        clock=r"([0-9]{1,2}|[一二两三四五六七八九十]{1,3})\s*点",
+        and_word="和",
+        list_sep="、",
+        stop_words=("停", "停下", "停止", "停一下", "别说了", "不要说了", "安静", "闭嘴", "暂停"),
+        fillers=("请", "吧", "啊", "呀", "好", "了", "你"),
     ),
     "fr": Language(
         code="fr",
@@ -186,6 +241,7 @@ LANGUAGES: dict[str, Language] = {
             "no_text": "Je ne vois pas de texte.",
             "no_reader": "La lecture de texte n'est pas disponible pour le moment.",
             "text_blurred": "Il y a du texte, mais il est trop flou pour être lu. Tenez le téléphone immobile.",
+            "text_partly_blurred": "Une partie du texte était trop floue pour être lue.",
             "text_cut_off": "Le texte dépasse du côté {edges}. Déplacez le téléphone de ce côté.",
             "reading_done": "C'est tout le texte.",
             "nothing_to_continue": "Il n'y a rien de plus à lire.",
@@ -208,6 +264,23 @@ LANGUAGES: dict[str, Language] = {
             "surface": ("mouillé", "flaque", "glace", "trou", "inégal", "fissure", "grille"),
         },
         edges={"left": "gauche", "right": "droit", "top": "haut", "bottom": "bas"},
+        side_words={"left": ("gauche",), "right": ("droite",)},
+        clock=r"(\d{1,2})\s*h(?:eures?)?(?!\w)",
+        and_word=" et ",
+        stop_words=(
+            "stop",
+            "arrête",
+            "arrêtez",
+            "arrête toi",
+            "arrêtez vous",
+            "tais toi",
+            "taisez vous",
+            "silence",
+            "pause",
+            "ça suffit",
+            "assez",
+        ),
+        fillers=("s", "il", "te", "vous", "plaît", "plait", "ok", "d", "accord", "maintenant"),
     ),
     "de": Language(
         code="de",
@@ -229,6 +302,7 @@ LANGUAGES: dict[str, Language] = {
             "no_text": "Ich sehe keinen Text.",
             "no_reader": "Das Vorlesen von Text ist gerade nicht verfügbar.",
             "text_blurred": "Da ist Text, aber er ist zu unscharf zum Lesen. Halte das Telefon still.",
+            "text_partly_blurred": "Ein Teil des Textes war zu unscharf zum Lesen.",
             "text_cut_off": "Der Text geht über den Rand: {edges}. Beweg das Telefon dorthin.",
             "reading_done": "Das ist der ganze Text.",
             "nothing_to_continue": "Es gibt nichts mehr zu lesen.",
@@ -251,6 +325,23 @@ LANGUAGES: dict[str, Language] = {
             "surface": ("nass", "pfütze", "eis", "loch", "uneben", "riss", "gitter"),
         },
         edges={"left": "links", "right": "rechts", "top": "oben", "bottom": "unten"},
+        side_words={"left": ("links", "linke"), "right": ("rechts", "rechte")},
+        clock=r"(\d{1,2})\s*(?:-\s*)?uhr",
+        and_word=" und ",
+        stop_words=(
+            "stopp",
+            "stop",
+            "halt",
+            "aufhören",
+            "hör auf",
+            "hören sie auf",
+            "ruhe",
+            "sei still",
+            "still",
+            "pause",
+            "genug",
+        ),
+        fillers=("bitte", "jetzt", "ok", "okay", "mal", "doch"),
     ),
     "es": Language(
         code="es",
@@ -272,6 +363,7 @@ LANGUAGES: dict[str, Language] = {
             "no_text": "No veo texto.",
             "no_reader": "La lectura de texto no está disponible ahora.",
             "text_blurred": "Hay texto, pero está demasiado borroso para leerlo. Sujeta el teléfono quieto.",
+            "text_partly_blurred": "Parte del texto estaba demasiado borrosa para leerla.",
             "text_cut_off": "El texto se sale por {edges}. Mueve el teléfono hacia ese lado.",
             "reading_done": "Eso es todo el texto.",
             "nothing_to_continue": "No hay nada más que leer.",
@@ -294,6 +386,23 @@ LANGUAGES: dict[str, Language] = {
             "surface": ("mojado", "charco", "hielo", "agujero", "irregular", "grieta", "rejilla"),
         },
         edges={"left": "la izquierda", "right": "la derecha", "top": "arriba", "bottom": "abajo"},
+        side_words={"left": ("izquierda",), "right": ("derecha",)},
+        clock=r"a\s+las?\s+(\d{1,2})(?!\d)",
+        and_word=" y ",
+        stop_words=(
+            "para",
+            "pare",
+            "alto",
+            "basta",
+            "detente",
+            "deténgase",
+            "stop",
+            "cállate",
+            "silencio",
+            "pausa",
+            "ya basta",
+        ),
+        fillers=("por", "favor", "ya", "ahora", "vale", "ok"),
     ),
 }
 
@@ -307,6 +416,79 @@ def phrase(code: str, key: str, **values: object) -> str:
     """A fixed phrase in the user's language, filled in."""
     text = language(code).phrases[key]
     return text.format(**values) if values else text
+
+
+def join_words(code: str, items: list[str]) -> str:
+    """``["left", "bottom"]`` as "left and bottom", in the user's language (never a
+    slash, which espeak-ng reads as "slash")."""
+    row = language(code)
+    if len(items) <= 1:
+        return "".join(items)
+    return row.list_sep.join(items[:-1]) + row.and_word + items[-1]
+
+
+_ZH_NUMERALS = {
+    "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5,
+    "六": 6, "七": 7, "八": 8, "九": 9, "十": 10,
+}  # fmt: skip
+
+
+def clock_hour(text: str) -> int | None:
+    """The hour of a clock position in ``text`` in any language of the table, or None."""
+    low = text.lower()
+    for row in LANGUAGES.values():
+        m = re.search(row.clock, low)
+        if m is None:
+            continue
+        hour = m.group(1)
+        if hour.isdigit():
+            return int(hour)
+        if hour.startswith("十"):  # 十, 十一, 十二
+            return 10 + (_ZH_NUMERALS.get(hour[1:], 0) if len(hour) > 1 else 0)
+        if hour in _ZH_NUMERALS:
+            return _ZH_NUMERALS[hour]
+    return None
+
+
+def side_word(text: str) -> str | None:
+    """``left`` or ``right`` when ``text`` has a side word of any language, else None."""
+    low = text.lower()
+    for row in LANGUAGES.values():
+        for side in SIDES:
+            for word in row.side_words.get(side, ()):
+                pattern = re.escape(word) if row.cjk else rf"(?<!\w){re.escape(word)}"
+                if re.search(pattern, low):
+                    return side
+    return None
+
+
+def is_stop_request(text: str) -> bool:
+    """Whether a typed or spoken utterance means Stop ("stop", "stop please", "停",
+    "arrête") in any language of the table. The whole utterance must be one, so
+    "stop sign ahead?" is still a question."""
+    if not text or len(text) > 60:
+        return False
+    low = text.lower().replace("’", "'").replace("'", " ")
+    tokens = re.findall(r"\w+", low)
+    if not tokens:
+        return False
+    for row in LANGUAGES.values():
+        if row.cjk:
+            squeezed = "".join(tokens)
+            for filler in row.fillers:
+                squeezed = squeezed.replace(filler, "")
+            stops = {w.replace(" ", "") for w in row.stop_words}
+            stops |= {w.replace(" ", "").replace(f, "") for w in stops for f in row.fillers}
+            if squeezed in stops:
+                return True
+            continue
+        kept = " ".join(t for t in tokens if t not in row.fillers)
+        if kept in row.stop_words or (
+            # "stop stop", "stop, stop!"
+            len(set(kept.split())) == 1 and kept.split()[0] in row.stop_words
+        ):
+            return True
+    return False
 
 
 def settings_summary(values: dict[str, object], changed: list[str], code: str) -> str:

@@ -14,11 +14,31 @@ Not repeating itself: every item the user actually heard leaves a memory
 keyed by identity (a hazard's label and side; a sign's normalised text;
 "scene"). The speaker reports what was heard (``spoken``): a warning that was
 dropped as stale, cleared by Stop or cut short is not remembered, so the same
-hazard on the next fresh frame is said. An item is said again only when it
-changed (a hazard came closer by a third or 0.5 m, changed side or became
-more urgent; a description's words differ by more than 40%) or after
-``repeat_after_s``. Dedup never hides a hazard that got worse, and an urgent
-hazard still in the path is repeated every ``urgent_repeat_s``.
+hazard on the next fresh frame is said. The item being spoken right now (from
+``next()`` until ``spoken`` or ``cut``) counts as said meanwhile: a hazard
+streamed out of the model and then repeated by the finished observation, or
+seen again on the next frame while its warning plays, is not queued a second
+time. An item is said again only when it changed (a hazard came closer by a
+third or 0.5 m, changed side or became more urgent; a description's words
+differ by more than 40%) or after ``repeat_after_s``. Dedup never hides a
+hazard that got worse, and an urgent hazard still in the path is repeated
+every ``urgent_repeat_s``.
+
+Signs are said once and again only when their text changes: the same text is
+not repeated for ``SIGN_REPEAT_S`` (10 minutes: walking back past it later is
+news, standing in front of it is not). A sign that could not be read is one
+item per session whatever the model called it ("a sign I can't read", at most
+every ``UNREADABLE_SIGN_REPEAT_S``), and is not said at all while a readable
+sign was said in the last ``UNREADABLE_AFTER_READ_S`` (it is most likely the
+same sign, seen less well).
+
+What was heard: ``heard()`` says "I heard: ..." (a short version of a long
+transcript) as an utterance of its own before the answer, so the answer is
+limited to ``max_words`` on its own and is never pushed out by the prefix.
+
+A reading cut short is put back exactly once, whichever of ``requeue`` (a
+warning cut it: it resumes after the warning) and ``cut`` (it ended without
+being heard to its end) is called first, and however often.
 
 Frame-age budget: nothing about a frame older than the budget is spoken;
 a warning that went stale while it waited is dropped and counted. Answers
@@ -34,7 +54,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from protocol import HazardInfo, ObservationMsg
-from server.languages import LANGUAGES, language, phrase
+from server.languages import LANGUAGES, clock_hour, language, phrase, side_word
 from server.settings import UserSettings
 
 
@@ -60,7 +80,8 @@ class Utterance:
         kind: The ``speech-start`` priority on the wire when it differs from the
             lane's name (``notice`` for fixed notices said in the answer lane).
         distance, urgency: A hazard's, remembered once it was heard.
-        verbatim: Text read aloud is never shortened to ``max_words``.
+        put_back: A reading part that was cut has been put back for "go on" or
+            after the warning (once: see ``Narrator.cut`` and ``requeue``).
     """
 
     id: str
@@ -72,6 +93,7 @@ class Utterance:
     kind: str | None = None
     distance: float | None = None
     urgency: str = "normal"
+    put_back: bool = False
 
     @property
     def wire(self) -> str:
@@ -98,6 +120,18 @@ class _Memory:
 READING_CHUNK_WORDS = 40
 """A reading is spoken a few sentences at a time, so Stop and "go on" work between them."""
 
+SIGN_REPEAT_S = 600.0
+"""The same sign text is said again only after 10 minutes (not ``repeat_after_s``)."""
+UNREADABLE_SIGN_REPEAT_S = 120.0
+""""A sign I can't read" at most every 2 minutes, whatever the model called the sign."""
+UNREADABLE_AFTER_READ_S = 30.0
+"""No "a sign I can't read" within 30 s of a readable sign (likely the same sign)."""
+UNREADABLE_SIGN_KEY = "sign:?"
+HEARD_WORDS = 15
+""""I heard: ..." repeats at most this many words of what was heard (CJK: twice as
+many characters): enough to notice a mishearing, short enough to leave the answer."""
+_END_PUNCTUATION = ".,;:!?…。，；：！？、 "
+
 
 def normalise(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.lower()))
@@ -119,17 +153,13 @@ def _tokens(text: str) -> set[str]:
 
 
 def side_of(direction: str) -> str:
-    """left / ahead / right bucket of a direction (clock positions included)."""
-    d = direction.lower()
-    m = re.search(r"(\d{1,2})\s*o'?\s*clock", d)
-    if m:
-        hour = int(m.group(1)) % 12
+    """left / ahead / right bucket of a direction in any language of the table (clock
+    positions included: "2 o'clock", "à 3 heures", "auf 9 Uhr", "a las 10", "3点钟")."""
+    hour = clock_hour(direction)
+    if hour is not None:
+        hour %= 12
         return "ahead" if hour in (11, 0, 1) else "right" if 1 < hour < 6 else "left"
-    if "left" in d or "左" in d:
-        return "left"
-    if "right" in d or "右" in d:
-        return "right"
-    return "ahead"
+    return side_word(direction) or "ahead"
 
 
 def category_of(label: str) -> str:
@@ -144,12 +174,25 @@ def category_of(label: str) -> str:
 
 
 def limit_words(text: str, max_words: int) -> str:
+    """At most ``max_words`` words (CJK: twice as many characters), ending in one full
+    stop when cut (never "please.." from a cut after a word that ended a sentence)."""
     if re.search(r"[\u4e00-\u9fff]", text):
-        return text[: max_words * 2]
+        if len(text) <= max_words * 2:
+            return text
+        return text[: max_words * 2].rstrip(_END_PUNCTUATION) + "。"
     words = text.split()
     if len(words) <= max_words:
         return text
-    return " ".join(words[:max_words]).rstrip(",;:") + "."
+    return " ".join(words[:max_words]).rstrip(_END_PUNCTUATION) + "."
+
+
+def _shorten(text: str, max_words: int) -> str:
+    """``text`` cut to ``max_words`` words (CJK: characters x2), with no end punctuation
+    (the phrase it goes into has its own)."""
+    text = text.strip()
+    if re.search(r"[\u4e00-\u9fff]", text):
+        return text[: max_words * 2].rstrip(_END_PUNCTUATION)
+    return " ".join(text.split()[:max_words]).rstrip(_END_PUNCTUATION)
 
 
 class Narrator:
@@ -165,6 +208,9 @@ class Narrator:
         self.recent_scenes: deque[str] = deque(maxlen=5)
         self._reading: deque[str] = deque()
         self._view = "ok"
+        self._current: Utterance | None = None
+        """The utterance being spoken (from ``next()`` until ``spoken`` or ``cut``)."""
+        self._current_since = 0.0
 
     # --- input -------------------------------------------------------------
 
@@ -214,6 +260,14 @@ class Narrator:
         if mem is not None and not self._hazard_news(hazard, mem, now):
             self.stats.deduplicated += 1
             return None
+        playing = self._current
+        if (
+            playing is not None
+            and playing.key == key
+            and not self._hazard_news(hazard, self._as_said(playing), now)
+        ):  # its warning is playing now: the same news again is not said twice
+            self.stats.deduplicated += 1
+            return None
         self._queue = [u for u in self._queue if u.key != key]  # the newer one replaces it
         u = self._make(Lane.HAZARD, key, self._hazard_text(hazard), frame_time)
         u.distance, u.urgency = hazard.distance_m, hazard.urgency
@@ -225,18 +279,46 @@ class Narrator:
         """Queue a sign: its words as read, or ``None`` text for a sign that could not
         be read ("a sign I can't read", never a guess of its words)."""
         if text is None:
-            said = self.phrase("sign_unreadable")
-            key = key or "sign:?"
-        else:
-            said = self.phrase("sign", text=text)
-            key = key or "sign:" + normalise(text)
-        return self._offer(Lane.SIGN, key, said, frame_time, now, threshold=0.999)
+            if self._readable_sign_since(now - UNREADABLE_AFTER_READ_S):
+                self.stats.deduplicated += 1
+                return None
+            return self._offer(
+                Lane.SIGN,
+                UNREADABLE_SIGN_KEY,  # one item, whatever the model called the sign
+                self.phrase("sign_unreadable"),
+                frame_time,
+                now,
+                threshold=0.999,
+                repeat_s=UNREADABLE_SIGN_REPEAT_S,
+            )
+        said = self.phrase("sign", text=text)
+        key = key or "sign:" + normalise(text)
+        return self._offer(
+            Lane.SIGN, key, said, frame_time, now, threshold=0.999, repeat_s=SIGN_REPEAT_S
+        )
 
     def answer(self, text: str | None) -> Utterance:
         """Queue an answer; an empty one becomes "I'm not sure" (never silence). Answers are
         never stale: the user asked and waits for them."""
         spoken = text.strip() if text and text.strip() else self.phrase("unsure")
         return self._make(Lane.ANSWER, f"answer:{next(self._ids)}", spoken, None)
+
+    def heard(self, text: str | None, *, too_long: bool = False) -> Utterance | None:
+        """Queue what the recogniser heard ("I heard: ...", a short version of a long
+        transcript) and/or that a long question was answered from its first part, as
+        one utterance in the answer lane, before the answer it goes with (so the answer
+        keeps its own ``max_words``). ``None`` when there is nothing to say."""
+        parts: list[str] = []
+        if text and _shorten(text, HEARD_WORDS):
+            parts.append(self.phrase("heard", text=_shorten(text, HEARD_WORDS)))
+        if too_long:
+            parts.append(self.phrase("too_long"))
+        if not parts:
+            return None
+        sep = "" if language(self.settings.language).cjk else " "
+        return self._make(
+            Lane.ANSWER, f"heard:{next(self._ids)}", sep.join(parts), None, verbatim=True
+        )
 
     def notice(self, which: str, **values: object) -> Utterance:
         """Queue a fixed notice (``no_vision``, ``not_heard``, ...) in the answer lane."""
@@ -274,8 +356,7 @@ class Narrator:
         stops where it is and "go on" continues it."""
         dropped = len(self._queue)
         for u in self._queue:
-            if u.lane == Lane.READING:
-                self._reading.appendleft(u.text)
+            self._put_back(u)
         self._queue.clear()
         self.stats.interrupted += dropped
         return dropped
@@ -290,6 +371,7 @@ class Narrator:
             if self.is_stale(u, now):
                 self.stats.stale_dropped += 1
                 continue
+            self._current, self._current_since = u, now
             return u
         return None
 
@@ -297,6 +379,7 @@ class Narrator:
         """The user heard ``u`` to its end: remember it (dedup), and queue the next part
         of a reading."""
         self.stats.spoken += 1
+        self._done(u)
         if u.lane in (Lane.HAZARD, Lane.SIGN, Lane.SCENE):
             self._memory[u.key] = _Memory(
                 said_at=now, text=u.text, distance=u.distance, urgency=u.urgency
@@ -306,9 +389,10 @@ class Narrator:
 
     def cut(self, u: Utterance) -> None:
         """``u`` was cut short (Stop, the user talking, the connection dropped): it is
-        not remembered as said; a reading keeps its place for "go on"."""
-        if u.lane == Lane.READING:
-            self._reading.appendleft(u.text)
+        not remembered as said; a reading keeps its place for "go on" (put back once,
+        even when ``requeue`` already put it back)."""
+        self._done(u)
+        self._put_back(u)
 
     def is_stale(self, u: Utterance, now: float) -> bool:
         return (
@@ -323,8 +407,17 @@ class Narrator:
         return new.lane == Lane.HAZARD and current.lane > Lane.HAZARD
 
     def requeue(self, u: Utterance) -> None:
-        """Say an answer or a reading cut short by a warning again after the warning."""
-        if u.lane in (Lane.ANSWER, Lane.READING) and all(q.key != u.key for q in self._queue):
+        """Say an answer or a reading cut short by a warning again after the warning.
+
+        A reading resumes from the part that was cut, once: the speaker also reports
+        the cut part (``cut``) when it ends, and either call puts it back only if the
+        other has not."""
+        if u.lane == Lane.READING:
+            self._put_back(u)
+            if all(q.lane != Lane.READING for q in self._queue):
+                self._next_reading()
+            return
+        if u.lane == Lane.ANSWER and all(q.key != u.key for q in self._queue):
             again = self._make(u.lane, u.key, u.text, u.frame_time, verbatim=True)
             again.kind = u.kind
 
@@ -335,6 +428,32 @@ class Narrator:
         return list(self.recent_scenes) if self.settings.memory else []
 
     # --- internals -----------------------------------------------------------
+
+    def _done(self, u: Utterance) -> None:
+        if self._current is u:
+            self._current = None
+
+    def _put_back(self, u: Utterance) -> None:
+        """A reading part not heard to its end goes back to the front, exactly once."""
+        if u.lane == Lane.READING and not u.put_back:
+            u.put_back = True
+            self._reading.appendleft(u.text)
+
+    def _as_said(self, u: Utterance) -> _Memory:
+        """The utterance being spoken, as if already heard (for dedup while it plays)."""
+        return _Memory(
+            said_at=self._current_since, text=u.text, distance=u.distance, urgency=u.urgency
+        )
+
+    def _readable_sign_since(self, since: float) -> bool:
+        """Whether a readable sign was heard after ``since``, is playing, or is queued."""
+        if any(
+            key.startswith("sign:") and key != UNREADABLE_SIGN_KEY and mem.said_at >= since
+            for key, mem in self._memory.items()
+        ):
+            return True
+        waiting = [*self._queue, *([self._current] if self._current is not None else [])]
+        return any(u.lane == Lane.SIGN and u.key != UNREADABLE_SIGN_KEY for u in waiting)
 
     def _next_reading(self) -> Utterance | None:
         if not self._reading:
@@ -353,16 +472,29 @@ class Narrator:
         )
 
     def _offer(
-        self, lane: Lane, key: str, text: str, frame_time: float, now: float, *, threshold: float
+        self,
+        lane: Lane,
+        key: str,
+        text: str,
+        frame_time: float,
+        now: float,
+        *,
+        threshold: float,
+        repeat_s: float | None = None,
     ) -> Utterance | None:
-        mem = self._memory.get(key)
-        if (
-            mem is not None
-            and now - mem.said_at < self.settings.repeat_after_s
-            and similar(mem.text, text, threshold)
+        repeat = self.settings.repeat_after_s if repeat_s is None else repeat_s
+        playing = self._current
+        for mem in (
+            self._memory.get(key),
+            self._as_said(playing) if playing is not None and playing.key == key else None,
         ):
-            self.stats.deduplicated += 1
-            return None
+            if (
+                mem is not None
+                and now - mem.said_at < repeat
+                and similar(mem.text, text, threshold)
+            ):
+                self.stats.deduplicated += 1
+                return None
         self._queue = [u for u in self._queue if u.key != key]
         return self._make(lane, key, text, frame_time)
 

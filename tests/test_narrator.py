@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from protocol import HazardInfo, ObservationMsg
-from server.narrator import Lane, Narrator, side_of, similar
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+import pytest
+
+from protocol import HazardInfo, Message, ObservationMsg, SpeechStart, SpeechStop
+from server.narrator import SIGN_REPEAT_S, Lane, Narrator, limit_words, side_of, similar
 from server.settings import UserSettings
+from server.speaker import Speaker
+from speech.tts import VoiceOptions
 
 T0 = 1000.0
 
@@ -237,3 +246,199 @@ def test_nothing_to_see_is_said_once_until_it_changes() -> None:
     zh = Narrator(UserSettings(language="zh"))
     notice = zh.view("nothing-to-see", "dark")
     assert notice is not None and notice.text.startswith("摄像头")
+
+
+# --- what the user hears: prefixes, warnings in flight, sides, readings cut, signs -----
+
+QUESTION_18 = (
+    "could you tell me whether the door in front of me is open or closed right now please."
+)
+
+
+def test_what_was_heard_does_not_push_the_answer_out() -> None:
+    n = Narrator(UserSettings(max_words=12))
+    heard = n.heard(QUESTION_18, too_long=True)
+    n.answer("The door is open.")
+    assert heard is not None and heard.lane == Lane.ANSWER
+    assert drain(n, T0) == [
+        (
+            Lane.ANSWER,
+            "I heard: could you tell me whether the door in front of me is open or closed. "
+            "That was long; I answered the first part.",
+        ),
+        (Lane.ANSWER, "The door is open."),
+    ]
+    zh = Narrator(UserSettings(language="zh"))
+    zh.heard("门开着吗？", too_long=False)
+    assert drain(zh, T0) == [(Lane.ANSWER, "我听到的是：门开着吗。")]
+
+
+def test_a_word_limit_does_not_double_the_full_stop() -> None:
+    assert limit_words("One two three. Four five.", 3) == "One two three."
+    assert limit_words("One two, three four", 2) == "One two."
+
+
+def test_a_warning_being_spoken_is_not_queued_again() -> None:
+    n = Narrator(UserSettings())
+    streamed = n.hazard(chair(2.0), frame_time=T0, now=T0)  # streamed out of the model
+    playing = n.next(T0)
+    assert playing is streamed
+    # the finished observation repeats it, and the next frame sees it again while it plays
+    assert n.observe(obs(chair(2.0)), frame_time=T0, now=T0 + 0.2) == []
+    assert n.observe(obs(chair(1.9)), frame_time=T0 + 0.5, now=T0 + 0.5) == []
+    assert n.stats.deduplicated == 2
+    # worse (closer by a third, more urgent, the other side) is news even while it plays
+    assert len(n.observe(obs(chair(1.2)), frame_time=T0 + 0.6, now=T0 + 0.6)) == 1
+    assert len(n.observe(obs(chair(2.0, urgency="high")), frame_time=T0, now=T0 + 0.6)) == 1
+    assert len(n.observe(obs(chair(2.0, "left")), frame_time=T0, now=T0 + 0.6)) == 1
+    n.spoken(playing, T0 + 1)
+    assert n.observe(obs(chair(2.0)), frame_time=T0 + 1, now=T0 + 1) == []
+
+
+def test_a_warning_cut_while_playing_is_said_on_the_next_frame() -> None:
+    n = Narrator(UserSettings())
+    n.hazard(chair(), frame_time=T0, now=T0)
+    playing = n.next(T0)
+    assert playing is not None
+    n.cut(playing)  # Stop: not heard, no longer in flight
+    assert len(n.observe(obs(chair()), frame_time=T0 + 1, now=T0 + 1)) == 1
+
+
+def test_a_sign_being_spoken_is_not_queued_again() -> None:
+    n = Narrator(UserSettings())
+    n.sign("EXIT", frame_time=T0, now=T0)
+    playing = n.next(T0)
+    assert playing is not None and n.sign("EXIT", frame_time=T0 + 1, now=T0 + 1) is None
+
+
+@pytest.mark.parametrize(
+    ("direction", "side"),
+    [
+        ("à gauche", "left"),
+        ("à droite", "right"),
+        ("tout droit", "ahead"),
+        ("à 3 heures", "right"),
+        ("à 9h", "left"),
+        ("links", "left"),
+        ("rechts vorne", "right"),
+        ("auf 2 Uhr", "right"),
+        ("geradeaus", "ahead"),
+        ("a la izquierda", "left"),
+        ("a la derecha", "right"),
+        ("todo derecho", "ahead"),
+        ("a las 10", "left"),
+        ("左前方", "left"),
+        ("3点钟方向", "right"),
+        ("九点钟方向", "left"),
+        ("十二点方向", "ahead"),
+    ],
+)
+def test_sides_in_every_language(direction: str, side: str) -> None:
+    assert side_of(direction) == side
+
+
+def test_the_same_obstacle_on_the_other_side_is_news_in_french() -> None:
+    n = Narrator(UserSettings(language="fr"))
+    n.observe(
+        obs(HazardInfo(label="chaise", direction="à gauche", distance_m=2)), frame_time=T0, now=T0
+    )
+    n.observe(
+        obs(HazardInfo(label="chaise", direction="à droite", distance_m=2)), frame_time=T0, now=T0
+    )
+    assert [t for _, t in drain(n, T0)] == [
+        "Chaise, 2 mètres, à gauche.",
+        "Chaise, 2 mètres, à droite.",
+    ]
+
+
+def _sentence(i: int) -> str:
+    return f"Sentence {i} " + " ".join(["word"] * 28) + "."
+
+
+async def test_a_reading_cut_by_a_warning_is_said_once_after_it() -> None:
+    """The real speaker's sequence (requeue on barge-in, then cut when the utterance
+    ends): the cut part comes back exactly once, after the warning, then the rest."""
+    n = Narrator(UserSettings())
+    sent: list[Message] = []
+    changed = asyncio.Event()
+    gate = asyncio.Event()
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        changed.set()
+        if isinstance(message, SpeechStart) and message.priority == "reading":
+            await gate.wait()  # the reading "plays" until the warning has come in
+
+    speaker = Speaker(
+        narrator=n, send=send, tts=lambda: None, voice=lambda: VoiceOptions(), rate=16_000
+    )
+    task = asyncio.create_task(speaker.run())
+
+    async def until(pred: Callable[[], bool]) -> None:
+        while not pred():
+            changed.clear()
+            await asyncio.wait_for(changed.wait(), 5)
+
+    try:
+        speaker.offer(n.read([_sentence(0), _sentence(1)]))
+        await until(lambda: speaker.current is not None and speaker.current.lane == Lane.READING)
+        speaker.offer(n.hazard(chair(), frame_time=time.monotonic(), now=time.monotonic()))
+        gate.set()
+        last = _sentence(1)
+        await until(
+            lambda: (
+                any(isinstance(m, SpeechStop) and m.reason == "done" for m in sent[-1:])
+                and any(isinstance(m, SpeechStart) and m.text == last for m in sent)
+            )
+        )
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    heard = [(m.priority, m.text[:10]) for m in sent if isinstance(m, SpeechStart)]
+    assert heard == [
+        ("reading", "Sentence 0"),
+        ("hazard", "Chair, 2 m"),
+        ("reading", "Sentence 0"),
+        ("reading", "Sentence 1"),
+    ]
+    assert n.reading_left == 0 and n.pending() == 0
+
+
+def test_requeue_and_cut_put_a_reading_back_once_in_either_order() -> None:
+    for calls in (("requeue", "cut"), ("cut", "requeue"), ("cut", "cut")):
+        n = Narrator(UserSettings())
+        n.read([_sentence(0), _sentence(1)])
+        playing = n.next(T0)
+        assert playing is not None
+        for call in calls:
+            getattr(n, call)(playing)
+        if "requeue" not in calls:
+            n.continue_reading()  # after Stop, "go on"
+        assert [t[:10] for _, t in drain(n, T0)] == ["Sentence 0", "Sentence 1"], calls
+
+
+def test_an_unreadable_sign_is_one_item_and_quiet_after_a_readable_one() -> None:
+    n = Narrator(UserSettings())
+    n.sign(None, frame_time=T0, now=T0)
+    assert [t for _, t in drain(n, T0)] == ["A sign I can't read."]
+    assert n.sign(None, frame_time=T0 + 5, now=T0 + 5) is None  # whatever the model called it
+    m = Narrator(UserSettings())
+    m.sign("EXIT", frame_time=T0, now=T0)
+    drain(m, T0)
+    assert m.sign(None, frame_time=T0 + 5, now=T0 + 5) is None  # likely the sign just read
+    assert m.sign(None, frame_time=T0 + 100, now=T0 + 100) is not None
+    # in one look: the readable sign is said, the unreadable one is not
+    k = Narrator(UserSettings())
+    k.sign("EXIT", frame_time=T0, now=T0)
+    assert k.sign(None, frame_time=T0, now=T0) is None
+
+
+def test_a_sign_is_said_again_only_when_its_text_changes() -> None:
+    n = Narrator(UserSettings(repeat_after_s=30))
+    n.sign("Platform 2", frame_time=T0, now=T0)
+    drain(n, T0)
+    assert n.sign("Platform 2", frame_time=T0 + 31, now=T0 + 31) is None  # not every 30 s
+    assert n.sign("Platform 3", frame_time=T0 + 32, now=T0 + 32) is not None
+    drain(n, T0 + 32)
+    assert n.sign("Platform 2", frame_time=T0 + 33 + SIGN_REPEAT_S, now=T0 + 33 + SIGN_REPEAT_S)

@@ -26,6 +26,8 @@ from server.user_session import UserSession, UserState
 
 log = logging.getLogger("seealoud.server")
 
+TAKE_OVER_S = 2.0
+"""How long a resume waits for the connection it replaces to hand over its state."""
 END_ACCOUNT_S = 2.0
 """How long a removed account's session may take to hear why before it is dropped."""
 
@@ -41,6 +43,7 @@ class Registry:
         # on one token cannot all pass the check while the first waits on the database.
         self._opening_by_account: Counter[str] = Counter()
         self._opening_by_peer: Counter[str] = Counter()
+        self._gone: dict[str, asyncio.Event] = {}  # sessions being taken over by a resume
 
     async def end_account(self, name: str, why: str) -> None:
         """The account was removed or its token replaced: its sessions end now."""
@@ -76,6 +79,8 @@ class Registry:
     ) -> BaseSession | None:
         """Check the caps, build the session and send ``ready``; ``None`` if refused."""
         cfg = self.ctx.config
+        if hello.resume:
+            await self._take_over(hello.resume, account.name)
         mine = sum(1 for s in self.sessions.values() if s.account.name == account.name)
         mine += self._opening_by_account[account.name]
         if mine >= cfg.max_sessions_per_account:
@@ -165,7 +170,33 @@ class Registry:
             session.opened()
         return session
 
+    async def _take_over(self, resume: str, user: str) -> None:
+        """The phone reconnects while its old connection still looks alive (a dropped
+        network is noticed only at the next keepalive, up to 40 s later): the old one
+        is dropped now and leaves its state for this resume, so nothing said is repeated
+        and hands-free goes on."""
+        old = next(
+            (
+                s
+                for s in self.sessions.values()
+                if s.resume_token == resume and s.account.name == user
+            ),
+            None,
+        )
+        if old is None:
+            return
+        log.info("session %s replaced by its phone's reconnection", old.id)
+        gone = self._gone.setdefault(old.id, asyncio.Event())
+        old.link.abort("the phone reconnected")
+        try:
+            await asyncio.wait_for(gone.wait(), TAKE_OVER_S)
+        except TimeoutError:
+            self.closed(old)  # its handler is stuck somewhere; its state is handed over now
+
     def closed(self, session: BaseSession) -> None:
+        gone = self._gone.pop(session.id, None)
+        if gone is not None:
+            gone.set()
         if self.sessions.pop(session.id, None) is None:
             return
         self.ctx.metrics.sessions_active -= 1

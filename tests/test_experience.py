@@ -251,6 +251,38 @@ async def test_hands_free_keeps_listening_after_a_reconnect(
     await again.close()
 
 
+async def test_a_reconnect_while_the_old_connection_still_looks_alive_resumes_it(
+    make_server: ServerFactory, accounts: Accounts, asr_model: SpeechRecognizer
+) -> None:
+    """A dropped network leaves the old connection open on the server until the next
+    keepalive; the phone reconnects at once and must still get its session back."""
+    vision = ScriptedAnalyzerDouble([(observation(CHAIR), 0.0), (observation(CHAIR), 0.0)])
+    server = await make_server(vision, asr=asr_model)
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    await phone.send(p.AudioStart(mode="hands-free", id="hf"))
+    await phone.frame()
+    warning = await _speak_one(phone, "hazard")
+    await phone.wait_for(stopped(warning.utterance), timeout=10)
+    phone.ws.transport.pause_reading()  # the network is gone; the server has not noticed
+    assert len(server.sessions) == 1
+    again = await Phone.open(ws_url(server), accounts.user_token, resume=phone.ready.resume)
+    assert again.ready.resumed and again.ready.listening == "hands-free"
+    assert again.ready.session == phone.ready.session and len(server.sessions) == 1
+    await again.frame(colour=(200, 40, 40))  # a new look finds the same chair
+    await again.send(p.Ping(t=1, id="after"))
+    await again.wait_for(lambda m: isinstance(m, p.Pong) and m.id == "after")
+    deadline = time.monotonic() + 10
+    while len(vision.requests) < 2 and time.monotonic() < deadline:
+        await again.frame(colour=(40, 200, 40))
+        await again.wait_for(lambda m: isinstance(m, p.ObservationMsg), timeout=5)
+    await again.send(p.Ping(t=2, id="end"))
+    await again.wait_for(lambda m: isinstance(m, p.Pong) and m.id == "end")
+    assert len(vision.requests) == 2
+    assert not again.of(p.SpeechStart)  # the chair was just heard: not said again
+    phone.ws.transport.abort()
+    await again.close()
+
+
 async def test_a_covered_camera_is_said_once_and_never_sent_to_the_model(
     make_server: ServerFactory, accounts: Accounts
 ) -> None:

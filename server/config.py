@@ -81,6 +81,8 @@ class ServerConfig:
             is closed (it stopped reading).
         max_sessions_per_account: Live sessions one token may hold.
         max_sessions_per_address: Live sessions from one source address.
+        speech_stall_s: No audio from the synthesiser for this long fails that
+            utterance (``speech-stop`` ``failed``); the session's speech goes on.
     """
 
     host: str = "0.0.0.0"
@@ -117,6 +119,7 @@ class ServerConfig:
     send_timeout_s: float = 10.0
     max_sessions_per_account: int = 3
     max_sessions_per_address: int = 20
+    speech_stall_s: float = 5.0
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -38,7 +38,7 @@ from protocol import (
 )
 from server.auth import Account
 from server.context import ServerContext
-from server.languages import settings_summary
+from server.languages import is_stop_request, settings_summary
 from server.link import Link
 from server.listening import Listening
 from server.media import Asked, MediaPipeline
@@ -104,6 +104,7 @@ class UserSession(BaseSession):
             rate=ctx.config.audio_rate,
             on_voice_fallback=self._voice_failed,
             metrics=ctx.metrics,
+            stall_s=ctx.config.speech_stall_s,
         )
         self.media = MediaPipeline(
             ctx=ctx,
@@ -240,7 +241,13 @@ class UserSession(BaseSession):
         is noticed; one cut at the length limit (``cut``) says that only its first part
         was answered."""
         text = text.strip()
-        prefix = self.narrator.phrase("heard", text=text.rstrip(".?!")) if unsure and text else ""
+        # narrator: "I heard" is said on its own before the answer (the answer keeps its
+        # word limit); "stop" / "停" is Stop, never a question for the vision model.
+        heard, too_long = unsure and bool(text), False
+        if intent is None and is_stop_request(text):
+            self._user_talks()
+            await self.send(Interrupt(reason="user", id=ref))
+            return
         if intent is None:
             intent = is_read_request(text)
         if intent in ("read", "continue"):
@@ -257,7 +264,7 @@ class UserSession(BaseSession):
             if len(text) > MAX_QUESTION_CHARS:
                 head = text[:MAX_QUESTION_CHARS]
                 text = head.rsplit(" ", 1)[0] or head
-            prefix = (prefix + " " + self.narrator.phrase("too_long")).strip()
+            too_long = True
         services = self.ctx.services
         if not services.vision_ready():
             reason = services.capabilities().reasons.get("vision", "Vision is unavailable.")
@@ -275,7 +282,8 @@ class UserSession(BaseSession):
             )
             self.speaker.offer(self.narrator.notice("unsure"))
             return
-        self.media.ask(Asked(text=text, ref=ref, prefix=prefix))
+        self.speaker.offer(self.narrator.heard(text if heard else None, too_long=too_long))
+        self.media.ask(Asked(text=text, ref=ref))
 
     # --- live changes (hub callbacks: run on the loop, must not block) -----------
 

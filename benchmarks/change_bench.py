@@ -1,6 +1,11 @@
 """Change detector vs the naive loop and classic baselines, with ground truth.
 
-    python benchmarks/change_bench.py [--seconds 30] [--json out.json]
+    python benchmarks/change_bench.py [--seconds 30] [--seed 0] [--cache DIR]
+        [--compare NAME=path/to/old/change.py ...]
+
+``--compare`` runs another copy of the detector module (for example the code
+before a change, from ``git show REV:vision/change.py``) on the same frames in
+the same run, so before/after figures share the machine and its load.
 
 Sequences (see ``benchmarks/sequences.py``): walks past four street photos
 with ego-motion only, the same walks with events (appear, sign, approach,
@@ -25,8 +30,11 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # one core, as the issue asks
 
 import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import importlib.util  # noqa: E402
 import io  # noqa: E402
 import itertools  # noqa: E402
+import pickle  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -48,7 +56,7 @@ from benchmarks.common import (  # noqa: E402
     write_json,
 )
 from benchmarks.sequences import Sequence, build_all, world_sequences  # noqa: E402
-from vision.change import ChangeDetector, ChangeOptions, TriggerReason  # noqa: E402
+from vision.change import ChangeDetector, TriggerReason  # noqa: E402
 
 RECALL_WINDOW_S = 0.5
 DELAY_HORIZON_S = 2.0
@@ -105,8 +113,8 @@ def score(seq: Sequence, calls: Calls) -> Score:
     )
 
 
-def run_detector(seq: Sequence, options: ChangeOptions) -> tuple[Calls, list[float]]:
-    det = ChangeDetector(options)
+def run_detector(seq: Sequence, make: Callable[[], Any]) -> tuple[Calls, list[float]]:
+    det = make()
     frames, voluntary, costs = [], [], []
     for i, jpeg in enumerate(seq.frames):
         t0 = time.perf_counter()
@@ -118,7 +126,7 @@ def run_detector(seq: Sequence, options: ChangeOptions) -> tuple[Calls, list[flo
         costs.append(time.perf_counter() - t0)
         if decision.fire:
             frames.append(i)
-            if decision.reason not in (TriggerReason.HEARTBEAT, TriggerReason.FIRST_FRAME):
+            if str(decision.reason) not in (TriggerReason.HEARTBEAT, TriggerReason.FIRST_FRAME):
                 voluntary.append(i)
     return Calls(frames=frames, voluntary=voluntary), costs
 
@@ -211,6 +219,35 @@ def tune(
     return best[1], best[2]
 
 
+def load_detector(path: Path) -> Callable[[], Any]:
+    """``ChangeDetector`` (default options) from another copy of ``vision/change.py``."""
+    spec = importlib.util.spec_from_file_location(f"_change_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        sys.exit(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.ChangeDetector  # type: ignore[no-any-return]
+
+
+def load_sequences(data: Path, seconds: float, seed: int, cache: Path | None) -> list[Sequence]:
+    """Build the sequences, or load them from ``cache`` when sequences.py is unchanged
+    (rendering takes minutes on a busy 2-core machine)."""
+    source = (Path(__file__).parent / "sequences.py").read_bytes()
+    key = hashlib.sha256(source + f"{seconds}:{seed}".encode()).hexdigest()[:16]
+    path = cache / f"change-seqs-{key}.pkl" if cache else None
+    if path is not None and path.exists():
+        with path.open("rb") as fh:
+            return pickle.load(fh)  # type: ignore[no-any-return]
+    seqs = build_all(data, seconds=seconds, seed=seed)
+    seqs += world_sequences(data, seconds=seconds, seed=seed)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as fh:
+            pickle.dump(seqs, fh)
+    return seqs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0)
@@ -221,25 +258,44 @@ def main() -> None:
         default=0,
         help="sequence seed; defaults were chosen on 0, others are held out",
     )
+    parser.add_argument("--cache", type=Path, help="folder for the rendered sequences")
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="also run the detector in another copy of vision/change.py",
+    )
+    parser.add_argument("--only", help="only sequences whose name contains this")
     args = parser.parse_args()
     if not (args.data / "images").exists():
         sys.exit(f"benchmark data not found at {args.data}; pass --data")
     print(f"machine: {machine()} (detector timed on one thread)")
     t0 = time.time()
-    seqs = build_all(args.data, seconds=args.seconds, seed=args.seed)
-    seqs += world_sequences(args.data, seconds=args.seconds, seed=args.seed)
+    seqs = load_sequences(args.data, args.seconds, args.seed, args.cache)
+    if args.only:
+        seqs = [s for s in seqs if args.only in s.name]
     print(
         f"built {len(seqs)} sequences ({sum(len(s.frames) for s in seqs)} frames, "
         f"{sum(len(s.events) for s in seqs)} events) in {time.time() - t0:.0f} s"
     )
 
-    options = ChangeOptions()
-    ours: list[Score] = []
-    costs: list[float] = []
-    for seq in seqs:
-        calls, c = run_detector(seq, options)
-        costs += c
-        ours.append(score(seq, calls))
+    detectors: dict[str, Callable[[], Any]] = {}
+    for spec in args.compare:
+        name, _, path = spec.partition("=")
+        detectors[f"SeeAloud detector, {name}"] = load_detector(Path(path))
+    detectors["SeeAloud detector"] = ChangeDetector
+    per_detector: dict[str, tuple[list[Score], list[float]]] = {}
+    for name, make in detectors.items():
+        res: list[Score] = []
+        spent: list[float] = []
+        for seq in seqs:
+            calls, c = run_detector(seq, make)
+            spent += c
+            res.append(score(seq, calls))
+        per_detector[name] = (res, spent)
+    ours, costs = per_detector["SeeAloud detector"]
+    cooldown_s = ChangeDetector().options.cooldown_s
 
     methods: dict[str, tuple[str, list[Score]]] = {}
     methods["fixed 1 s sampling"] = ("period 1 s", [score(s, fixed_sampling(s)) for s in seqs])
@@ -256,23 +312,28 @@ def main() -> None:
             per_seq.append(fn([_gray(f) for f in seq.frames]))
             spent += time.perf_counter() - t1
         base_costs[name] = [spent / sum(len(s.frames) for s in seqs)]
-        thr, res = tune(seqs, per_seq, options.cooldown_s)
-        methods[name] = (f"tuned threshold {thr:.3g}", res)
-    methods["SeeAloud detector"] = ("defaults", ours)
+        thr, tuned = tune(seqs, per_seq, cooldown_s)
+        methods[name] = (f"tuned threshold {thr:.3g}", tuned)
+    for name, (res, _) in per_detector.items():
+        methods[name] = ("defaults", res)
 
-    print("\n### SeeAloud detector per sequence\n")
-    rows = []
-    for seq, r in zip(seqs, ours, strict=True):
-        rows.append(
-            [
-                seq.name,
-                f"{r.calls_per_min:.1f}",
-                f"{r.hits}/{r.events}" if r.events else "-",
-                "-" if r.false_per_min is None else f"{r.false_per_min:.2f}",
-                f"{r.mean_delay_ms:.0f}" if r.events else "-",
-            ]
-        )
-    print(markdown_table(["sequence", "calls/min", "recall@500ms", "false/min", "delay ms"], rows))
+    def cell(r: Score) -> str:
+        out = f"{r.calls_per_min:.1f}"
+        if r.events:
+            out += f", {r.hits}/{r.events} in {r.mean_delay_ms:.0f} ms"
+        if r.false_per_min is not None and r.false:
+            out += f", {r.false} false"
+        return out
+
+    print("\n### SeeAloud detector per sequence: calls/min, events caught (mean delay), false\n")
+    names = list(per_detector)
+    rows = [
+        [seq.name]
+        + [cell(per_detector[n][0][k]) for n in names]
+        + [cell(methods["fixed 1 s sampling"][1][k])]
+        for k, seq in enumerate(seqs)
+    ]
+    print(markdown_table(["sequence", *names, "fixed 1 s"], rows))
 
     print("\n### All methods, all sequences\n")
     summary: dict[str, dict[str, Any]] = {}
@@ -281,8 +342,9 @@ def main() -> None:
         tot = totals(seqs, res)
         summary[name] = {"setting": how, **tot}
         cost = "-"
-        if name == "SeeAloud detector":
-            cost = f"{percentile(costs, 0.5) * 1000:.2f} / {percentile(costs, 0.95) * 1000:.2f}"
+        if name in per_detector:
+            spent = per_detector[name][1]
+            cost = f"{percentile(spent, 0.5) * 1000:.2f} / {percentile(spent, 0.95) * 1000:.2f}"
         elif name in base_costs:
             cost = f"{base_costs[name][0] * 1000:.2f} (mean)"
         rows.append(
@@ -328,6 +390,14 @@ def main() -> None:
             "seed": args.seed,
             "summary": summary,
             "per_sequence": {s.name: vars(r) for s, r in zip(seqs, ours, strict=True)},
+            "per_sequence_compared": {
+                name: {s.name: vars(r) for s, r in zip(seqs, res, strict=True)}
+                for name, (res, _) in per_detector.items()
+            },
+            "detector_ms_compared": {
+                name: {"p50": percentile(c, 0.5) * 1000, "p95": percentile(c, 0.95) * 1000}
+                for name, (_, c) in per_detector.items()
+            },
             "detector_ms": {
                 "p50": percentile(costs, 0.5) * 1000,
                 "p95": percentile(costs, 0.95) * 1000,

@@ -117,13 +117,17 @@ def render(
     quality: int = 75,
 ) -> bytes:
     """One JPEG frame of ``world`` seen from ``pose``."""
-    cx, cy, scale, roll, gain = pose
+    return _finish(view_of(world, pose), pose[4], rng, noise, quality)
+
+
+def view_of(world: Image.Image, pose: tuple[float, float, float, float, float]) -> Image.Image:
+    """What the camera at ``pose`` sees of ``world`` (before exposure, noise, JPEG)."""
+    cx, cy, scale, roll, _ = pose
     a, b = math.cos(roll) / scale, -math.sin(roll) / scale
     d, e = math.sin(roll) / scale, math.cos(roll) / scale
     u0, v0 = VIEW[0] / 2, VIEW[1] / 2
     coeffs = (a, b, cx - a * u0 - b * v0, d, e, cy - d * u0 - e * v0)
-    view = world.transform(VIEW, Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR)
-    return _finish(view, gain, rng, noise, quality)
+    return world.transform(VIEW, Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR)
 
 
 def _finish(
@@ -326,6 +330,22 @@ def _surface(level: float, texture: float, seed: int) -> Image.Image:
     return Image.fromarray(arr).convert("RGB")
 
 
+def grain_sequence(name: str, *, seconds: float, seed: int, level: float) -> Sequence:
+    """A flat frame at ``level`` with only per-pixel sensor grain (std 2, fresh each
+    frame): a covered lens (3), a dark room (8), a dim wall (40), a grey wall (150).
+    No texture, no lighting ramp: consecutive frames share nothing but their level,
+    which is what flooded the first detector (a scene cut at every cooldown)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(round(seconds * FPS)):
+        arr = level + rng.normal(0, 2.0, (VIEW[1], VIEW[0]))
+        out = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).convert("RGB")
+        buf = io.BytesIO()
+        out.save(buf, format="JPEG", quality=80)
+        frames.append(buf.getvalue())
+    return Sequence(name=name, frames=frames, ego_motion=True)
+
+
 def nothing_to_see_sequence(name: str, *, seconds: float, seed: int, kind: str) -> Sequence:
     """Covered lens, dark room, plain or textured wall, or a pocket with light leaks:
     nothing happens, so every model call beyond the heartbeat is a false trigger."""
@@ -379,30 +399,81 @@ def glitch_sequence(name: str, photo: Path, *, seconds: float, seed: int) -> Seq
     return seq
 
 
+def _entry_offset(side: str, i: int, start: int, step: int, patch: Image.Image) -> tuple[int, int]:
+    """Top-left corner, in view coordinates, of ``patch`` entering the view from
+    ``side`` by ``step`` pixels a frame, ``step`` pixels inside on frame ``start``."""
+    inside = (i - start + 1) * step
+    w, h = VIEW
+    if side == "left":
+        return inside - patch.width, 120
+    if side == "right":
+        return w - inside, 120
+    if side == "top":
+        return 250, inside - patch.height
+    if side == "bottom":
+        return 250, h - inside
+    raise ValueError(side)
+
+
+def entry_event_frame(start: int, step: int) -> int:
+    """First frame on which 5% of the frame width is inside the view (the patch is
+    ``step`` pixels inside on ``start`` and ``step`` more on each frame after)."""
+    need = round(0.05 * VIEW[0])
+    return start + (need + step - 1) // step - 1
+
+
 def edge_entry_sequence(
     name: str, photo: Path, props: Path, *, seconds: float, seed: int, side: str
 ) -> Sequence:
-    """A still view; a person-sized object walks in from ``side`` at about 1.5 m/s
-    (40 px a frame). The event is when 5% of the frame width is inside."""
+    """A still view; a person-sized object walks in from ``side`` at 16 px a frame
+    (about 1.5 m/s at a few metres). The event is when 5% of the frame width is inside."""
     rng = np.random.default_rng(seed)
     base = _world(photo).resize((VIEW[0] + 80, VIEW[1] + 60))
-    person = _object_patch(Image.open(props).convert("RGB"), (200, 60, 380, 420)).resize((150, 330))
+    person = _entry_patch(props, side)
     n = round(seconds * FPS)
     start = round(n * 0.4)
     step = 16
-    inside_5pct = round(0.05 * VIEW[0])
-    event = start + (inside_5pct + step - 1) // step
     frames = []
     for i in range(n):
         world = base.copy()
         if i >= start:
-            inside = (i - start + 1) * step
-            x = 40 + inside - person.width if side == "left" else 40 + VIEW[0] - inside
-            world.paste(person, (int(x), 30 + 120))
+            x, y = _entry_offset(side, i, start, step, person)
+            world.paste(person, (40 + x, 30 + y))
         frames.append(_finish(_shaky(world, i, rng, amp=1.0), 1.0, rng, 2.0, 80))
-    return Sequence(
-        name=name, frames=frames, events=[Event(frame=event, kind="appear")], ego_motion=False
-    )
+    event = Event(frame=entry_event_frame(start, step), kind="appear")
+    return Sequence(name=name, frames=frames, events=[event], ego_motion=False)
+
+
+def _entry_patch(props: Path, side: str) -> Image.Image:
+    src = Image.open(props).convert("RGB")
+    person = _object_patch(src, (200, 60, 380, 420))
+    if side in ("left", "right"):
+        return person.resize((150, 330))
+    return person.resize((220, 200))  # from above or below: something wide, not tall
+
+
+def walking_entry_sequence(
+    name: str, photo: Path, props: Path, *, seconds: float, seed: int, side: str
+) -> Sequence:
+    """A walk (pan, bob, roll, zoom, exposure) while something enters the view from
+    ``side`` at 16 px a frame, moving across the view on its own (a person crossing,
+    a dog at the feet); the event is when 5% of the frame width is inside."""
+    base = _world(photo)
+    cam = WalkingCamera(seed, base.size)
+    rng = np.random.default_rng(seed + 1)
+    patch = _entry_patch(props, side)
+    n = round(seconds * FPS)
+    start = round(n * 0.55)
+    step = 16
+    frames = []
+    for i in range(n):
+        pose = cam.pose(i)
+        view = view_of(base, pose)
+        if i >= start:
+            view.paste(patch, _entry_offset(side, i, start, step, patch))
+        frames.append(_finish(view, pose[4], rng, 3.0, 75))
+    event = Event(frame=entry_event_frame(start, step), kind="appear")
+    return Sequence(name=name, frames=frames, events=[event])
 
 
 def world_sequences(data: Path, *, seconds: float = 30.0, seed: int = 0) -> list[Sequence]:
@@ -411,6 +482,10 @@ def world_sequences(data: Path, *, seconds: float = 30.0, seed: int = 0) -> list
     seqs = [
         nothing_to_see_sequence(f"blind-{kind}", seconds=seconds, seed=seed + 40 + k, kind=kind)
         for k, kind in enumerate(["covered", "dark-room", "plain-wall", "textured-wall", "pocket"])
+    ]
+    seqs += [
+        grain_sequence(f"grain-level-{level}", seconds=seconds, seed=seed + 60 + k, level=level)
+        for k, level in enumerate([3, 8, 40, 150])
     ]
     seqs.append(turn_sequence("walk-turned", img / "leuvenA.jpg", seconds=seconds, seed=seed + 50))
     seqs.append(
@@ -424,6 +499,18 @@ def world_sequences(data: Path, *, seconds: float = 30.0, seed: int = 0) -> list
                 img / "stuff.jpg",
                 seconds=min(seconds, 15.0),
                 seed=seed + 52 + k,
+                side=side,
+            )
+        )
+    photos = ["leuvenA.jpg", "home.jpg", "building.jpg", "stuff.jpg"]
+    for k, side in enumerate(["left", "right", "top", "bottom"]):
+        seqs.append(
+            walking_entry_sequence(
+                f"walk-enter-from-{side}",
+                img / photos[k],
+                img / "stuff.jpg",
+                seconds=min(seconds, 15.0),
+                seed=seed + 70 + k,
                 side=side,
             )
         )

@@ -95,7 +95,10 @@ class ChangeOptions:
         heartbeat_s: Maximum interval between model calls; ``None`` = no
             heartbeat (quiet mode).
         dark_level: A frame whose mean level (0-255) is below this has too
-            little light to analyse (a covered lens, a pocket, a dark room).
+            little light to analyse (a covered lens, a pocket, a dark room)...
+        bright_level: ... unless at least ``bright_fraction`` of it is at this
+            level or brighter: a lit exit sign in a dark corridor is worth a look.
+        bright_fraction: See ``bright_level``.
         min_texture: A frame whose level varies less than this (standard
             deviation, 0-255) is featureless (a plain wall, the ceiling).
         contrast_floor: Frames are normalised by their contrast, but never by
@@ -105,7 +108,9 @@ class ChangeOptions:
             (a phone in a pocket costs almost nothing); a dark frame is never
             sent to the model, even then. ``None``: no look at all.
         glitch_s: Nothing to see for less than this, then the same view as
-            before, is a glitch (a black frame, a finger over the lens): no look.
+            before, is a glitch (a black frame, a finger over the lens): no look,
+            and nothing said (``Decision.view_changed`` is set only once nothing
+            to see has lasted this long, and on the way back only if it was).
             The view counts as back only after two frames with something in them,
             so a light leak in a pocket is not a view.
     """
@@ -127,6 +132,8 @@ class ChangeOptions:
     cooldown_s: float = 0.5
     heartbeat_s: float | None = 10.0
     dark_level: float = 20.0
+    bright_level: float = 64.0
+    bright_fraction: float = 0.005
     min_texture: float = 4.0
     contrast_floor: float = 16.0
     blind_heartbeat_s: float | None = 30.0
@@ -146,6 +153,8 @@ class Signature:
     """Mean grey level (0-255) before normalisation."""
     texture: float = 64.0
     """Standard deviation of the grey level (0-255) before normalisation."""
+    scale: float = 1.0
+    """What the pixels were divided by: ``pixels * scale + level`` gives grey levels."""
 
     def __repr__(self) -> str:
         h, w = self.pixels.shape
@@ -181,7 +190,8 @@ class Decision:
     view_reason: str | None = None
     """While nothing to see: ``dark`` or ``featureless``."""
     view_changed: bool = False
-    """This frame's view differs from the previous frame's (said to the user once)."""
+    """The view to tell the user about changed: set once nothing to see has lasted
+    ``glitch_s`` (not for a glitch), and when the view comes back after that."""
 
 
 def signature_from_jpeg(
@@ -227,7 +237,8 @@ def signature_from_array(
     level = float(pixels.mean())
     pixels -= level
     texture = float(np.sqrt(np.dot(pixels.ravel(), pixels.ravel()) / pixels.size))
-    pixels /= max(texture, contrast_floor) + 1.0
+    scale = max(texture, contrast_floor) + 1.0
+    pixels /= scale
     window = _hann(pixels.shape)
     gy, gx = np.gradient(pixels)
     np.abs(gy, out=gy)
@@ -235,7 +246,13 @@ def signature_from_array(
     spectrum = np.fft.rfft2(pixels * window)
     spectrum /= np.abs(spectrum) + 1e-6  # phase only: what phase correlation uses
     return Signature(
-        pixels=pixels, spectrum=spectrum, gradient=gy, t=t, level=level, texture=texture
+        pixels=pixels,
+        spectrum=spectrum,
+        gradient=gy,
+        t=t,
+        level=level,
+        texture=texture,
+        scale=scale,
     )
 
 
@@ -396,6 +413,7 @@ class ChangeDetector:
         self._last_seen: Signature | None = None  # the last frame with something in it
         self._blind_since: float | None = None
         self._back: Signature | None = None  # one frame with something in it, after none
+        self._announced: tuple[str, str | None] = ("ok", None)  # the view the user was told
 
     @property
     def sees_nothing(self) -> bool:
@@ -418,11 +436,19 @@ class ChangeDetector:
     def view_of(self, sig: Signature) -> tuple[str, str | None]:
         """``(view, reason)``: whether there is anything to analyse in ``sig``."""
         o = self.options
-        if sig.level < o.dark_level:
+        if sig.level < o.dark_level and not self._lit(sig):
             return "nothing-to-see", "dark"
         if sig.texture < o.min_texture:
             return "nothing-to-see", "featureless"
         return "ok", None
+
+    def _lit(self, sig: Signature) -> bool:
+        """Dark on average, but with something bright in it (a lit sign, a window,
+        a doorway at the end of a corridor): worth analysing."""
+        o = self.options
+        raw = sig.pixels * sig.scale + sig.level  # the grey levels before normalising
+        bright = int(np.count_nonzero(raw >= o.bright_level))
+        return bright >= o.bright_fraction * raw.size
 
     def question(self, t: float) -> Decision:
         """The user asked: the model is called now, whatever the scores say."""
@@ -437,15 +463,15 @@ class ChangeDetector:
             self._back = sig  # something again; it counts from the next frame on
             return Decision(fire=False, view=self._view, view_reason=self._view_reason)
         back, self._back = self._back, None
-        changed = (view, why) != (self._view, self._view_reason) and not (first and view == "ok")
+        if view != "ok" and self._view == "ok":
+            self._blind_since = sig.t
         self._view, self._view_reason = view, why
         if view != "ok":
-            if changed:
-                self._blind_since = sig.t
-            return self._nothing_to_see(sig, why, changed)
+            return self._nothing_to_see(sig, why)
+        changed = self._announce("ok", None)
         if self._prev is None:  # the first frame, or the view is back after nothing to see
             if back is not None and self._glitch(sig):
-                self._restart(sig, call=False)
+                self._resume(back, sig)
                 return Decision(fire=False, view_changed=changed)
             self._restart(sig)
             reason = TriggerReason.FIRST_FRAME if first else TriggerReason.VIEW_RESTORED
@@ -455,13 +481,24 @@ class ChangeDetector:
             return Decision(fire=True, reason=TriggerReason.ORIENTATION)
         return self._compare(sig)
 
-    def _nothing_to_see(self, sig: Signature, why: str | None, changed: bool) -> Decision:
-        """No references kept, no event: the next frame with something in it starts
-        afresh. Only the slow heartbeat looks, and never at a dark frame."""
+    def _announce(self, view: str, why: str | None) -> bool:
+        """Record the view as told to the user; True when that is news."""
+        if (view, why) == self._announced:
+            return False
+        self._announced = (view, why)
+        return True
+
+    def _nothing_to_see(self, sig: Signature, why: str | None) -> Decision:
+        """No event and no comparison: the next frame with something in it starts
+        afresh (or, after a glitch, carries on). Only the slow heartbeat looks, and
+        never at a dark frame. The state is news only once it has lasted
+        ``glitch_s``: a black frame mid-walk is not worth telling the user about."""
         o = self.options
-        self._prev = self._prev2 = self._key = None
-        self._noise.clear()
-        self._key_noise.clear()
+        self._prev = self._prev2 = None  # the keyframe and noise levels are kept for a glitch
+        since = sig.t if self._blind_since is None else self._blind_since
+        changed = False
+        if self._announced[0] != "ok" or sig.t - since >= o.glitch_s - 1e-9:
+            changed = self._announce("nothing-to-see", why)
         decision = Decision(
             fire=False, view="nothing-to-see", view_reason=why, view_changed=changed
         )
@@ -493,15 +530,28 @@ class ChangeDetector:
         )
         return corr >= o.scene_cut_correlation and score < o.fire_threshold
 
-    def _restart(self, sig: Signature, *, call: bool = True) -> None:
+    def _restart(self, sig: Signature) -> None:
+        """A new view (first frame, view back, phone turned): new references, a look."""
         self._prev, self._prev2, self._key = sig, None, sig
         self._last_seen = sig
         self._noise.clear()
         self._key_noise.clear()
-        self._key_streak = 0
+        self._key_streak = self._entry_streak = 0
         self._armed = True
-        if call:
-            self._mark_called(sig.t)
+        self._mark_called(sig.t)
+
+    def _resume(self, back: Signature, sig: Signature) -> None:
+        """After a glitch, carry on as if it had not happened: the keyframe and the
+        noise levels from before it are kept (re-learning them from a few frames
+        made the thresholds too low: a false "approach" followed), the two frames
+        since are the new previous ones, and nothing is confirmed yet."""
+        key = self._key
+        if key is None or key.pixels.shape != sig.pixels.shape:
+            key = sig
+        self._prev2, self._prev, self._key = back, sig, key
+        self._last_seen = sig
+        self._last_score = 0.0
+        self._key_streak = self._entry_streak = 0
 
     def _compare(self, sig: Signature) -> Decision:
         o = self.options

@@ -204,6 +204,8 @@ class SeeAloudServer:
             task.cancel()  # loader threads are daemons; nobody waits for them
         if self.engine is not None:
             await self.engine.backend.close()
+        self.pages.close()
+        self.ctx.services.ocr.close()
         self.ctx.detector_pool.shutdown(wait=False, cancel_futures=True)
         self.ctx.db.close()
 

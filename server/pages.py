@@ -12,12 +12,14 @@ the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import http
 import importlib.util
 import json
 import logging
 import socket
+import time
 from collections.abc import Callable
 from ipaddress import ip_address
 from pathlib import Path
@@ -28,12 +30,14 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from runtime import Worker
 from server.context import ServerContext
 from server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 log = logging.getLogger("seealoud.pages")
 
 WS_PATHS = ("/ws", "/")
+METRICS_MAX_AGE_S = 0.5
 WEB_DIR = Path(__file__).resolve().parent.parent / "client-demo" / "web"
 _TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -69,6 +73,9 @@ class Pages:
         self._own_names = {"localhost", socket.gethostname().lower()}
         self._own_names |= {f"{n}.local" for n in list(self._own_names)}
         self._own_names |= {h.lower() for h in ctx.config.hosts}
+        self._metrics_worker = Worker("metrics", max_pending=2)
+        self._metrics_rendering: asyncio.Future[bytes] | None = None
+        self._metrics_cached: tuple[float, bytes] | None = None
 
     async def process_request(
         self, connection: ServerConnection, request: Request
@@ -77,6 +84,10 @@ class Pages:
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if upgrade and path in WS_PATHS:
             return self._gate(connection, request)
+        if upgrade:
+            return connection.respond(
+                http.HTTPStatus.NOT_FOUND, "no websocket here: connect to /ws\n"
+            )
         if request.method not in ("GET", "HEAD"):
             response = connection.respond(
                 http.HTTPStatus.METHOD_NOT_ALLOWED, "method not allowed\n"
@@ -95,7 +106,7 @@ class Pages:
                 body["vision_loading"] = self.engine_progress()
             return _json_response(body)
         if path == "/metrics":
-            text = await self.ctx.off_loop(self.ctx.metrics.render)
+            text = await self._metrics_page()
             return _response(text, METRICS_CONTENT_TYPE, cache="no-store")
         if path == "/ws":
             return connection.respond(
@@ -106,6 +117,25 @@ class Pages:
         if page is None:
             return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
         return _page_response(*page)
+
+    async def _metrics_page(self) -> bytes:
+        """The Prometheus page, rendered on its own worker thread (never the event loop,
+        never the database's thread, so a flood of scrapes cannot delay a login), at
+        most once per ``METRICS_MAX_AGE_S``: scrapers arriving meanwhile share it."""
+        now = time.monotonic()
+        if self._metrics_cached is not None and now - self._metrics_cached[0] < METRICS_MAX_AGE_S:
+            return self._metrics_cached[1]
+        if self._metrics_rendering is None or self._metrics_rendering.done():
+            self._metrics_rendering = asyncio.ensure_future(
+                self._metrics_worker.submit(self.ctx.metrics.render)
+            )
+        text = await asyncio.shield(self._metrics_rendering)
+        self._metrics_cached = (time.monotonic(), text)
+        return text
+
+    def close(self) -> None:
+        """Stop the metrics thread (server shutdown)."""
+        self._metrics_worker.close()
 
     def _gate(self, connection: ServerConnection, request: Request) -> Response | None:
         origin = request.headers.get("Origin")

@@ -461,3 +461,17 @@ def test_self_signed_certificate_for_the_lan(tmp_path: Path) -> None:
     assert (tmp_path / "key.pem").stat().st_mode & 0o077 == 0  # private key not readable by others
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")  # a usable pair
+
+
+async def test_a_client_pointed_at_the_root_is_served_and_elsewhere_told_where(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    server = await make_server()
+    ws = await connect(f"ws://127.0.0.1:{server.port}")  # no /ws: the root works too
+    await ws.send(encode(p.Hello(protocol=1, token=accounts.user_token)))
+    assert isinstance(decode(await ws.recv()), p.Ready)
+    await ws.close()
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(f"ws://127.0.0.1:{server.port}/caregiver")
+    assert refused.value.response.status_code == 404
+    assert b"/ws" in refused.value.response.body

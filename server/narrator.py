@@ -42,7 +42,12 @@ being heard to its end) is called first, and however often.
 
 Frame-age budget: nothing about a frame older than the budget is spoken;
 a warning that went stale while it waited is dropped and counted. Answers
-are exempt: the user asked and waits for them.
+are exempt: the user asked and waits for them. Signs have a budget of their
+own, ``SIGN_AGE_BUDGET_S``: a sign stays where it is and says the same
+seconds later, and its words reach the narrator only after the vision model
+and then the text reader have run (together often over the 1.5 s of a
+warning's budget, so with that budget signs were dropped before they were
+ever said).
 """
 
 from __future__ import annotations
@@ -120,6 +125,8 @@ class _Memory:
 READING_CHUNK_WORDS = 40
 """A reading is spoken a few sentences at a time, so Stop and "go on" work between them."""
 
+SIGN_AGE_BUDGET_S = 5.0
+"""A sign about a frame older than this is not said (warnings: ``frame_age_budget_s``)."""
 SIGN_REPEAT_S = 600.0
 """The same sign text is said again only after 10 minutes (not ``repeat_after_s``)."""
 UNREADABLE_SIGN_REPEAT_S = 120.0
@@ -395,11 +402,10 @@ class Narrator:
         self._put_back(u)
 
     def is_stale(self, u: Utterance, now: float) -> bool:
-        return (
-            u.lane not in (Lane.ANSWER, Lane.READING)
-            and u.frame_time is not None
-            and now - u.frame_time > self.frame_age_budget_s
-        )
+        if u.lane in (Lane.ANSWER, Lane.READING) or u.frame_time is None:
+            return False
+        budget = SIGN_AGE_BUDGET_S if u.lane == Lane.SIGN else self.frame_age_budget_s
+        return now - u.frame_time > max(budget, self.frame_age_budget_s)
 
     def preempts(self, new: Utterance, current: Utterance) -> bool:
         """Whether ``new`` should cut ``current`` short (server-side barge-in): a warning

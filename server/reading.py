@@ -3,9 +3,11 @@
 "Read this" reads all the text in view, verbatim and in reading order, a few
 sentences at a time (Stop pauses it, "go on" continues). Text that runs off an
 edge of the frame says which way to move the phone; text too blurred to read
-says so, with no guessed words. A sign the vision model reports is spoken in
-the reader's words when the reader confirms it, else as "a sign I can't
-read". OCR runs on its own worker thread, never on the event loop.
+says so, with no guessed words; a page read only in part says that some of
+it was too blurred. A sign the vision model reports is spoken in the reader's
+words when the reader confirms it, else as "a sign I can't read" (one item
+per session, whatever the model called it; see ``server/narrator.py``). OCR
+runs on its own worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from collections.abc import Awaitable, Callable
 
 from protocol import ErrorCode
 from server.context import ServerContext
-from server.languages import language
-from server.narrator import Narrator, Utterance, normalise
+from server.languages import join_words, language
+from server.narrator import Narrator, Utterance
 from server.slot import PendingFrame
 from vision.reading import TextReading, match_sign, sentences
 
@@ -57,29 +59,20 @@ class Reading:
         reading = await self._read(frame, ref)
         if reading is None:
             return
-        if reading.status == "blurred":
-            self.offer(self.narrator.notice("text_blurred"))
-        elif not reading.lines:
-            self.offer(self.narrator.notice("no_text"))
-        else:
-            self.offer(self.narrator.read(sentences(reading)))
-        if reading.cut_off and reading.status != "blurred":
-            edges = language(self.narrator.settings.language).edges
-            named = " / ".join(edges[e] for e in reading.cut_off if e in edges)
-            self.offer(self.narrator.notice("text_cut_off", edges=named))
+        for u in read_aloud(self.narrator, reading):
+            self.offer(u)
 
     async def signs(self, signs: list[str], frame: PendingFrame) -> None:
         """Speak the signs the vision model reported, in the reader's words."""
         if not self.narrator.talkative():
             return
         reading = await self._read(frame, None, quiet=True)
-        for sign in signs:
-            words = match_sign(sign, reading) if reading is not None else None
-            key = "sign:" + normalise(words) if words else "sign?:" + normalise(sign)
+        read = [match_sign(sign, reading) if reading is not None else None for sign in signs]
+        # Readable signs first: an unreadable one beside a readable one is most likely the
+        # same sign seen less well, and the narrator then leaves it unsaid.
+        for words in sorted(read, key=lambda w: w is None):
             self.offer(
-                self.narrator.sign(
-                    words, frame_time=frame.received_at, now=frame.received_at, key=key
-                )
+                self.narrator.sign(words, frame_time=frame.received_at, now=frame.received_at)
             )
 
     async def _read(
@@ -102,3 +95,23 @@ class Reading:
                 await self.send_error(ErrorCode.MODEL_FAILED, "text reading failed", ref=ref)
                 self.offer(self.narrator.notice("unsure"))
             return None
+
+
+def read_aloud(narrator: Narrator, reading: TextReading) -> list[Utterance]:
+    """What "read this" queues for one reading, in the user's language: the text, or
+    why there is none; that part of it was too blurred; which way text runs off."""
+    out: list[Utterance | None] = []
+    if reading.status == "blurred" or (reading.status == "partial" and not reading.lines):
+        out.append(narrator.notice("text_blurred"))
+    elif not reading.lines:
+        out.append(narrator.notice("no_text"))
+    else:
+        if reading.status == "partial":
+            out.append(narrator.notice("text_partly_blurred"))
+        out.append(narrator.read(sentences(reading)))
+    if reading.cut_off and reading.status != "blurred":
+        code = narrator.settings.language
+        edges = language(code).edges
+        named = join_words(code, [edges[e] for e in reading.cut_off if e in edges])
+        out.append(narrator.notice("text_cut_off", edges=named))
+    return [u for u in out if u is not None]

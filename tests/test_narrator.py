@@ -10,7 +10,15 @@ from collections.abc import Callable
 import pytest
 
 from protocol import HazardInfo, Message, ObservationMsg, SpeechStart, SpeechStop
-from server.narrator import SIGN_REPEAT_S, Lane, Narrator, limit_words, side_of, similar
+from server.narrator import (
+    SIGN_AGE_BUDGET_S,
+    SIGN_REPEAT_S,
+    Lane,
+    Narrator,
+    limit_words,
+    side_of,
+    similar,
+)
 from server.settings import UserSettings
 from server.speaker import Speaker
 from speech.tts import VoiceOptions
@@ -442,3 +450,12 @@ def test_a_sign_is_said_again_only_when_its_text_changes() -> None:
     assert n.sign("Platform 3", frame_time=T0 + 32, now=T0 + 32) is not None
     drain(n, T0 + 32)
     assert n.sign("Platform 2", frame_time=T0 + 33 + SIGN_REPEAT_S, now=T0 + 33 + SIGN_REPEAT_S)
+
+
+def test_a_sign_outlives_a_warnings_frame_age_budget() -> None:
+    # The sign's words come after the vision model and the text reader: 3 s is normal.
+    n = Narrator(UserSettings(), frame_age_budget_s=1.5)
+    n.observe(obs(chair(), signs=["EXIT"]), frame_time=T0, now=T0)
+    assert drain(n, T0 + 3) == [(Lane.SIGN, "Sign: EXIT")]  # the warning went stale
+    n.sign("Platform 2", frame_time=T0, now=T0)
+    assert n.next(T0 + SIGN_AGE_BUDGET_S + 0.1) is None and n.stats.stale_dropped == 2

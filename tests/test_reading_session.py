@@ -1,16 +1,23 @@
 """Text read aloud through real sockets with the real OCR reader and the scripted vision
-double: signs in the reader's words, "read this", blur refused, Stop and "go on"."""
+double: signs in the reader's words, "read this", blur refused, Stop and "go on"; and
+what one reading queues (``read_aloud``) in each language."""
 
 from __future__ import annotations
 
 import io
 from typing import Any
 
+import pytest
+
 import protocol as p
 from benchmarks.text_signs import SignScene, page_scene, render
+from server.narrator import Lane, Narrator
+from server.reading import read_aloud
+from server.settings import UserSettings
 from tests.conftest import Accounts, ServerFactory, ws_url
 from tests.doubles import ScriptedAnalyzerDouble
 from tests.phone import Phone, observation
+from vision.reading import TextLine, TextReading
 
 
 def jpeg(scene: SignScene) -> bytes:
@@ -81,3 +88,86 @@ async def test_blurred_text_is_refused_with_no_words(
     )
     assert said(phone, "reading") == []
     await phone.close()
+
+
+async def test_an_unreadable_sign_is_said_once_whatever_the_model_calls_it(
+    make_server: ServerFactory, accounts: Accounts, text_reader: Any
+) -> None:
+    # Three looks: the model words the same unreadable sign two ways, then a readable
+    # sign comes into view. Every frame goes to the model (no change detector).
+    vision = ScriptedAnalyzerDouble(
+        [
+            (observation(signs=["Platform 4"]), 0.0),
+            (observation(signs=["platform four sign"]), 0.0),
+            (observation(signs=["exit"]), 0.0),
+        ]
+    )
+    server = await make_server(vision, text=text_reader, change_detection=False)
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    platform = jpeg(SignScene(name="p5", lines=["Platform 5"], font="sans", size=44))
+    exit_sign = SignScene(
+        name="exit", lines=["EXIT"], font="sans-bold", size=72, fg=(255, 255, 255), bg=(0, 120, 60)
+    )
+    await phone.jpeg(platform, 640, 480)
+    await phone.wait_for(lambda m: isinstance(m, p.SpeechStart) and m.priority == "sign")
+    second = await phone.jpeg(platform, 640, 480)
+    await phone.wait_for(lambda m: isinstance(m, p.ObservationMsg) and m.frame_seq == second)
+    # Signs are read one look at a time, in order: anything the second look queued in the
+    # sign lane is spoken before the third look's sign.
+    await phone.jpeg(jpeg(exit_sign), 640, 480)
+    await phone.wait_for(lambda m: isinstance(m, p.SpeechStart) and m.text == "Sign: EXIT")
+    assert said(phone, "sign") == ["A sign I can't read.", "Sign: EXIT"]
+    await phone.close()
+
+
+def _line(text: str, box: tuple[float, float, float, float]) -> TextLine:
+    return TextLine(text=text, confidence=0.95, box=box)
+
+
+def _queued(n: Narrator, reading: TextReading) -> list[tuple[str, str]]:
+    return [(u.wire, u.text) for u in read_aloud(n, reading)]
+
+
+def test_a_partly_blurred_page_says_so_and_reads_the_sharp_lines() -> None:
+    n = Narrator(UserSettings())
+    reading = TextReading(
+        lines=[_line("Take one tablet twice a day.", (0.1, 0.1, 0.9, 0.2))],
+        status="partial",
+        blurred_regions=2,
+    )
+    assert _queued(n, reading) == [
+        ("notice", "Some text was too blurred to read."),
+        ("reading", "Take one tablet twice a day."),
+    ]
+    fr = Narrator(UserSettings(language="fr"))
+    assert _queued(fr, reading)[0] == (
+        "notice",
+        "Une partie du texte était trop floue pour être lue.",
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [
+        ("en", "The text runs off the left and bottom. Move the phone that way."),
+        ("zh", "文字超出了画面的左边和下边。请把手机往那边移。"),
+        ("de", "Der Text geht über den Rand: links und unten. Beweg das Telefon dorthin."),
+    ],
+)
+def test_edges_are_joined_with_and_never_a_slash(code: str, said: str) -> None:
+    n = Narrator(UserSettings(language=code))
+    reading = TextReading(
+        lines=[_line("Dear Sam,", (0.0, 0.5, 0.6, 1.0))], status="ok", cut_off=["left", "bottom"]
+    )
+    queued = _queued(n, reading)
+    assert queued[-1] == ("notice", said)
+    assert all("/" not in text for _, text in queued)
+
+
+def test_blurred_or_empty_text_is_a_notice_and_no_words() -> None:
+    n = Narrator(UserSettings())
+    assert _queued(n, TextReading(status="blurred", cut_off=["top"])) == [
+        ("notice", "There is text, but it is too blurred to read. Hold the phone still.")
+    ]
+    assert _queued(n, TextReading(status="none")) == [("notice", "I see no text.")]
+    assert all(u.lane != Lane.READING for u in read_aloud(n, TextReading(status="partial")))

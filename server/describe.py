@@ -11,12 +11,21 @@ off by default) through aiohttp.
          --data-binary @photo.jpg "http://laptop:8766/v1/describe?question=is+the+door+open"
 
 Multipart (``image`` part, optional ``question`` and ``language`` parts) is
-accepted too; parts with a ``Content-Transfer-Encoding`` are refused.
+accepted too; parts with a ``Content-Transfer-Encoding`` are refused. With
+``--tls-cert`` the port speaks https, as the websocket speaks wss.
+
+Every answer has the same keys (``protocol/README.md``). A frame the change
+detector finds too dark is never sent to the model (as in a session): the
+answer says ``"view": "nothing-to-see"`` and, to a question, what a session
+would say. A question the model leaves unanswered gets the session's "I'm not
+sure" in the request's language, never silence.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import ssl
 import time
 from collections import deque
 from dataclasses import asdict
@@ -71,8 +80,20 @@ class Describer:
     async def describe(
         self, account: Account, jpeg: bytes, question: str | None, language: str | None
     ) -> dict[str, Any]:
+        """The observation as JSON; raises ``DescribeError``. One at a time per account:
+        the slot is taken in ``_admit``, before the first ``await``, and given back here
+        whatever happens, so concurrent requests cannot slip in between."""
         name = account.name
         self._admit(name)
+        try:
+            return await self._describe(name, jpeg, question, language)
+        finally:
+            self._busy.discard(name)
+
+    async def _describe(
+        self, name: str, jpeg: bytes, question: str | None, language: str | None
+    ) -> dict[str, Any]:
+        started = time.monotonic()
         frame = self._frame(jpeg)
         if language is None:
             language = (await self.ctx.off_loop(self.ctx.settings.get, name)).language
@@ -80,14 +101,21 @@ class Describer:
             raise DescribeError(
                 400, ErrorCode.BAD_MESSAGE, f"language must be one of {sorted(LANGUAGES)}"
             )
+        phrases = LANGUAGES[language].phrases
         if question is not None:
             question = question.strip()[:MAX_QUESTION_CHARS] or None
+        view, view_reason = await self._view(jpeg)
+        if view_reason == "dark":  # as in a session: a black frame never reaches the model
+            return _answer(
+                answer=phrases["sees_nothing_dark"] if question else None,
+                view=(view, view_reason),
+                total_ms=round((time.monotonic() - started) * 1000),
+            )
         services = self.ctx.services
         analyzer = services.analyzer
         if analyzer is None or not services.vision_ready():
             raise DescribeError(503, ErrorCode.CAPABILITY_UNAVAILABLE, "Vision is unavailable.")
-        self._busy.add(name)
-        started = time.monotonic()
+        asked = time.monotonic()
         try:
             obs = await analyzer.analyze(
                 AnalysisRequest(
@@ -101,27 +129,53 @@ class Describer:
         except Exception as exc:  # model code may raise anything; the server goes on
             log.warning("describe: vision failed: %s", type(exc).__name__)
             raise DescribeError(502, ErrorCode.MODEL_FAILED, "the vision model failed") from exc
-        finally:
-            self._busy.discard(name)
-        total_ms = round((time.monotonic() - started) * 1000)
+        model_ms = round((time.monotonic() - asked) * 1000)
+        unsure = phrases["unsure"] if question else None
         if obs is None:
-            return {
-                "hazards": [],
-                "signs": [],
-                "scene": "",
-                "answer": None,
-                "timings": {"total_ms": total_ms},
-            }
-        return {
-            "hazards": [asdict(h) for h in obs.hazards],
-            "signs": await self._signs(obs.signs, jpeg),
-            "scene": obs.scene,
-            "answer": obs.answer,
-            "partial": obs.partial,
-            "timings": {"model_ms": obs.latency_ms, "total_ms": total_ms},
-        }
+            # The analyzer says nothing about an empty look without a question (a session
+            # stays quiet); its own timing and partial flag go with it, so the call's
+            # duration is given and partial is false (see protocol/README.md).
+            return _answer(
+                answer=unsure,
+                view=(view, view_reason),
+                model_ms=model_ms,
+                total_ms=round((time.monotonic() - started) * 1000),
+            )
+        signs = await self._signs(obs.signs, jpeg)
+        return _answer(
+            hazards=[asdict(h) for h in obs.hazards],
+            signs=signs,
+            scene=obs.scene,
+            answer=(obs.answer or unsure) if question else None,
+            partial=obs.partial,
+            view=(view, view_reason),
+            model_ms=obs.latency_ms if obs.latency_ms is not None else model_ms,
+            total_ms=round((time.monotonic() - started) * 1000),
+        )
+
+    async def _view(self, jpeg: bytes) -> tuple[str, str | None]:
+        """The change detector's view check (``dark``, ``featureless`` or fine), decoded
+        at 1/8 scale on the detector pool, off the loop."""
+        from vision.change import ChangeDetector, ChangeDetectorError, signature_from_jpeg
+
+        detector = ChangeDetector()
+        o = detector.options
+
+        def check() -> tuple[str, str | None]:
+            sig = signature_from_jpeg(
+                jpeg, width=o.signature_width, contrast_floor=o.contrast_floor
+            )
+            return detector.view_of(sig)
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.ctx.detector_pool, check)
+        except ChangeDetectorError as exc:
+            raise DescribeError(400, ErrorCode.BAD_MESSAGE, f"the body: {exc}") from None
 
     def _admit(self, name: str) -> None:
+        """Take the account's one slot (``describe`` gives it back) and count the request
+        against the minute's limit; nothing here awaits."""
         if name in self._busy:
             raise DescribeError(429, ErrorCode.BUSY, "one request at a time per account")
         now = time.monotonic()
@@ -131,6 +185,7 @@ class Describer:
         if len(recent) >= RATE_PER_MINUTE:
             raise DescribeError(429, ErrorCode.RATE_LIMITED, f"at most {RATE_PER_MINUTE} a minute")
         recent.append(now)
+        self._busy.add(name)
 
     def _frame(self, jpeg: bytes) -> CameraFrame:
         cfg = self.ctx.config
@@ -167,32 +222,68 @@ class Describer:
         ]
 
 
-async def start_describe(ctx: ServerContext, host: str, port: int) -> Any:
-    """Serve ``POST /v1/describe`` on ``host:port``; returns the runner (``cleanup()``)."""
+def _answer(
+    *,
+    hazards: list[dict[str, Any]] | None = None,
+    signs: list[dict[str, str | None]] | None = None,
+    scene: str = "",
+    answer: str | None = None,
+    partial: bool = False,
+    view: tuple[str, str | None] = ("ok", None),
+    model_ms: int | None = None,
+    total_ms: int,
+) -> dict[str, Any]:
+    """The one JSON shape of a 200 answer: every key always there."""
+    return {
+        "hazards": hazards or [],
+        "signs": signs or [],
+        "scene": scene,
+        "answer": answer,
+        "partial": partial,
+        "view": view[0],
+        "view_reason": view[1],
+        "timings": {"model_ms": model_ms, "total_ms": total_ms},
+    }
+
+
+async def start_describe(
+    ctx: ServerContext, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
+) -> Any:
+    """Serve ``POST /v1/describe`` on ``host:port`` (https with ``ssl_context``, which
+    the server passes when it has ``--tls-cert``); returns the runner (``cleanup()``)."""
     from aiohttp import web
 
     describer = Describer(ctx)
     cap = ctx.config.max_frame_bytes + 65_536
 
+    def refuse(exc: DescribeError) -> web.Response:
+        return web.json_response(
+            {"error": {"code": str(exc.code), "message": exc.message}}, status=exc.status
+        )
+
+    too_large = DescribeError(413, ErrorCode.FRAME_TOO_LARGE, "the request is too large")
+
     async def handle(request: web.Request) -> web.Response:
         peer = request.remote or "?"
         try:
             account = await describer.authenticate(request.headers.get("Authorization"), peer)
+            if request.content_length is not None and request.content_length > cap:
+                raise too_large  # said before the body is read
             jpeg, question, language = await _body(request, cap)
             question = question or request.query.get("question")
             language = language or request.query.get("language")
             result = await describer.describe(account, jpeg, question, language)
         except DescribeError as exc:
-            return web.json_response(
-                {"error": {"code": str(exc.code), "message": exc.message}}, status=exc.status
-            )
+            return refuse(exc)
+        except web.HTTPRequestEntityTooLarge:  # a chunked body past client_max_size
+            return refuse(too_large)
         return web.json_response(result)
 
     app = web.Application(client_max_size=cap)
     app.router.add_post("/v1/describe", handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     return runner
 

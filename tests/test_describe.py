@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from protocol import HazardInfo
 from tests.conftest import Accounts, ServerFactory, jpeg_bytes
-from tests.doubles import ScriptedAnalyzerDouble
+from tests.doubles import GatedAnalyzerDouble, ScriptedAnalyzerDouble
 from tests.phone import observation
 
 pytest.importorskip("aiohttp", reason="the describe extra is not installed")
@@ -79,3 +81,195 @@ async def test_describe_refuses_bad_tokens_roles_and_frames(
         assert got == status, (kind, token, answer)
         if code is not None:
             assert answer["error"]["code"] == code
+
+
+BOUNDARY = "seealoud-test-boundary"
+
+
+def multipart(fields: dict[str, tuple[bytes, str | None]]) -> bytes:
+    """A multipart/form-data body: name -> (bytes, content type or None for text)."""
+    out = b""
+    for name, (data, kind) in fields.items():
+        out += f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"'.encode()
+        if kind:
+            out += f'; filename="{name}.jpg"\r\nContent-Type: {kind}'.encode()
+        out += b"\r\n\r\n" + data + b"\r\n"
+    return out + f"--{BOUNDARY}--\r\n".encode()
+
+
+KEYS = {"hazards", "signs", "scene", "answer", "partial", "view", "view_reason", "timings"}
+
+
+def dark_jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (640, 480), (3, 3, 3)).save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
+
+
+async def test_multipart_with_question_and_language_parts(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    vision = ScriptedAnalyzerDouble([(observation(answer="Oui."), 0.0)])
+    server = await make_server(vision, describe_port=0)
+    assert server.describe_port
+    body = multipart(
+        {
+            "image": (jpeg_bytes(640, 480), "image/jpeg"),
+            "question": (b"la porte est-elle ouverte ?", None),
+            "language": (b"fr", None),
+        }
+    )
+    status, answer = await asyncio.to_thread(
+        post,
+        server.describe_port,
+        body,
+        token=accounts.user_token,
+        kind=f"multipart/form-data; boundary={BOUNDARY}",
+    )
+    assert status == 200, answer
+    assert set(answer) == KEYS and answer["answer"] == "Oui." and answer["view"] == "ok"
+    request = vision.requests[0]
+    assert request.language == "fr" and request.question == "la porte est-elle ouverte ?"
+    # No image part: the documented error.
+    status, answer = await asyncio.to_thread(
+        post,
+        server.describe_port,
+        multipart({"question": (b"hello", None)}),
+        token=accounts.user_token,
+        kind=f"multipart/form-data; boundary={BOUNDARY}",
+    )
+    assert status == 400 and answer["error"]["code"] == "bad-message"
+
+
+async def test_every_answer_has_the_same_keys_and_a_question_is_never_left_blank(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    """An empty look without a question keeps partial and model_ms; a question the model
+    left unanswered gets the session's "I'm not sure", in the request's language."""
+    vision = ScriptedAnalyzerDouble([(None, 0.0), (observation(), 0.0)])
+    server = await make_server(vision, describe_port=0)
+    port = server.describe_port
+    assert port
+    status, empty = await asyncio.to_thread(post, port, jpeg_bytes(), token=accounts.user_token)
+    assert status == 200 and set(empty) == KEYS, empty
+    assert empty["partial"] is False and empty["answer"] is None
+    assert isinstance(empty["timings"]["model_ms"], int)
+    for language, unsure in (("en", "I'm not sure."), ("fr", "Je ne suis pas sûr.")):
+        status, body = await asyncio.to_thread(
+            post,
+            port,
+            jpeg_bytes(),
+            token=accounts.user_token,
+            query=f"?question=what+is+this&language={language}",
+        )
+        assert status == 200 and set(body) == KEYS and body["answer"] == unsure, body
+
+
+async def test_a_dark_frame_never_reaches_the_model(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    vision = ScriptedAnalyzerDouble([(observation(answer="invented"), 0.0)])
+    server = await make_server(vision, describe_port=0)
+    port = server.describe_port
+    assert port
+    status, body = await asyncio.to_thread(
+        post, port, dark_jpeg(), token=accounts.user_token, query="?question=what+is+ahead"
+    )
+    assert status == 200 and set(body) == KEYS, body
+    assert (body["view"], body["view_reason"]) == ("nothing-to-see", "dark")
+    assert body["answer"] == "The camera sees nothing: it may be covered or it is too dark."
+    assert body["timings"]["model_ms"] is None
+    status, body = await asyncio.to_thread(post, port, dark_jpeg(), token=accounts.user_token)
+    assert status == 200 and body["answer"] is None and body["view_reason"] == "dark"
+    assert vision.requests == []
+
+
+async def test_one_request_at_a_time_per_account_even_when_sent_together(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    """Five requests at once (each reads the account's language from the store, an await
+    that once let the others past the busy check): one reaches the model, four are told
+    busy, and the slot is free again afterwards."""
+    vision = GatedAnalyzerDouble()
+    server = await make_server(vision, describe_port=0)
+    port = server.describe_port
+    assert port
+    frame = jpeg_bytes(64, 48)
+    sent = [
+        asyncio.ensure_future(asyncio.to_thread(post, port, frame, token=accounts.user_token))
+        for _ in range(5)
+    ]
+    await asyncio.wait_for(vision.started.wait(), 10)
+    pending: set[asyncio.Future[tuple[int, dict]]] = set(sent)
+    async with asyncio.timeout(5):  # the four refused ones answer while the first is held
+        while len(pending) > 1:
+            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    early = [t.result() for t in sent if t not in pending]
+    vision.release()
+    results = await asyncio.gather(*sent)
+    assert len(vision.requests) == 1, f"{len(vision.requests)} reached the model"
+    assert len(early) == 4 and all(s == 429 and b["error"]["code"] == "busy" for s, b in early)
+    assert sorted(s for s, _ in results) == [200, 429, 429, 429, 429]
+    status, _ = await asyncio.to_thread(post, port, frame, token=accounts.user_token)
+    assert status == 200  # the slot was given back
+
+
+async def test_the_minute_limit_and_an_oversize_body_answer_in_json(
+    make_server: ServerFactory, accounts: Accounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import server.describe as describe
+
+    monkeypatch.setattr(describe, "RATE_PER_MINUTE", 3)
+    server = await make_server(ScriptedAnalyzerDouble([(None, 0.0)]), describe_port=0)
+    port = server.describe_port
+    assert port
+    frame = jpeg_bytes(64, 48)
+    got = [
+        (await asyncio.to_thread(post, port, frame, token=accounts.user_token)) for _ in range(4)
+    ]
+    assert [s for s, _ in got] == [200, 200, 200, 429]
+    assert got[3][1]["error"]["code"] == "rate-limited"
+    # Over the size cap (frame bytes + 64 KiB of headroom): JSON, not aiohttp's plain 413.
+    huge = b"\xff\xd8" + b"\x00" * (server.config.max_frame_bytes + 100_000)
+    status, body = await asyncio.to_thread(post, port, huge, token=accounts.user_token)
+    assert status == 413 and body["error"]["code"] == "frame-too-large", body
+
+
+async def test_describe_speaks_https_with_the_servers_certificate(
+    make_server: ServerFactory, accounts: Accounts, tmp_path: Path
+) -> None:
+    import ssl
+
+    from server.cert import make_certificate
+    from server.describe import start_describe
+
+    cert, key = make_certificate(tmp_path, names=["localhost"])
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    server = await make_server(ScriptedAnalyzerDouble([(observation(scene="A hall."), 0.0)]))
+    runner = await start_describe(server.ctx, "127.0.0.1", 0, ssl_context=server_ctx)
+    try:
+        port = int(runner.addresses[0][1])
+        client_ctx = ssl.create_default_context(cafile=str(cert))
+        client_ctx.check_hostname = False
+
+        def post_https() -> tuple[int, dict]:
+            request = urllib.request.Request(
+                f"https://127.0.0.1:{port}/v1/describe", data=jpeg_bytes(), method="POST"
+            )
+            request.add_header("Content-Type", "image/jpeg")
+            request.add_header("Authorization", f"Bearer {accounts.user_token}")
+            with urllib.request.urlopen(request, timeout=10, context=client_ctx) as resp:
+                return resp.status, json.loads(resp.read())
+
+        status, body = await asyncio.to_thread(post_https)
+        assert status == 200 and body["scene"] == "A hall."
+        # Plain http on that port: the TLS handshake fails, nothing is described.
+        with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+            await asyncio.to_thread(post, port, jpeg_bytes(), token=accounts.user_token)
+    finally:
+        await runner.cleanup()

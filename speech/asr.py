@@ -2,9 +2,9 @@
 
 Audio arrives as PCM16 chunks at the client's rate; an ``Utterance`` collects
 them at 16 kHz. In push-to-talk mode the client's ``audio-stop`` ends it; in
-hands-free mode ``Utterance.endpoint()`` says when the speaker has stopped
-(Silero VAD, the model faster-whisper ships, run as a streaming state machine:
-``speech.vad``). One ``SpeechRecognizer`` (one Whisper model) serves every
+hands-free mode ``HandsFree`` says when the speaker has stopped (Silero VAD,
+the model faster-whisper ships, run as a streaming state machine: ``speech.vad``,
+set by ``AsrOptions``). One ``SpeechRecognizer`` (one Whisper model) serves every
 session from a single worker thread. ``HandsFree`` is the asyncio shell for a
 hands-free session: VAD on the caller's thread (cheap), a speculative decode
 at the first short pause, the transcript at the end of speech.
@@ -28,7 +28,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,13 @@ class AsrOptions:
             CTranslate2 type.
         language: Spoken language (``en``, ``zh``...); ``None`` = detect.
         beam_size: 1 is greedy and fastest; questions are short.
+        context_s: Whisper's encoder normally sees 30 s of audio whatever the
+            utterance's length (faster-whisper pads it), and on CPU that is most of
+            the decode. Utterances up to this long are decoded in a window of this
+            length instead (longer ones in a window of their own length, whole
+            seconds, up to 30 s). 10 s on tiny.en: 3.3x faster, WER 0.22 vs 0.26 on
+            the 80 spoken tuning and held-out questions (clean); 8 s was worse (0.32)
+            and 5 s looped (1.15). ``None``: faster-whisper's own 30 s path.
         min_speech_ms: Less speech than this (per VAD) gives no transcript.
         vad_threshold: Silero speech probability threshold.
         no_speech_threshold: With ``log_prob_threshold``: drop a segment that
@@ -101,6 +108,7 @@ class AsrOptions:
     compute_type: str = "auto"
     language: str | None = "en"
     beam_size: int = 1
+    context_s: float | None = 10.0
     min_speech_ms: int = 250
     vad_threshold: float = 0.5
     no_speech_threshold: float = 0.6
@@ -154,6 +162,21 @@ def segment_confidence(avg_logprob: float, no_speech_prob: float, compression: f
     halved for output more repetitive than natural speech (compression ratio > 2)."""
     score = math.exp(min(0.0, avg_logprob)) * (1.0 - no_speech_prob)
     return score * (0.5 if compression > 2.0 else 1.0)
+
+
+MAX_WINDOW_S = 29.0
+"""Longer audio (with its padding) goes through faster-whisper's own chunked path."""
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """What the guards and the confidence need from one decoded segment."""
+
+    text: str
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    tokens: int
 
 
 class SpeechRecognizer:
@@ -274,17 +297,8 @@ class SpeechRecognizer:
         voiced = np.concatenate(
             [quiet, samples[max(0, spans[0]["start"] - pad) : spans[-1]["end"] + pad], quiet]
         )
-        segments, info = self._model.transcribe(
-            voiced,
-            language=language or o.language,
-            beam_size=o.beam_size,
-            vad_filter=False,
-            condition_on_previous_text=False,
-            without_timestamps=True,
-            no_speech_threshold=o.no_speech_threshold,
-            log_prob_threshold=o.log_prob_threshold,
-            temperature=0.0,
-        )
+        language = language or o.language
+        segments, heard = self._decode(voiced, language)
         kept, scores, weights = [], [], []
         for seg in segments:
             if (
@@ -299,7 +313,7 @@ class SpeechRecognizer:
                 scores.append(
                     segment_confidence(seg.avg_logprob, seg.no_speech_prob, seg.compression_ratio)
                 )
-                weights.append(max(1, len(seg.tokens)))
+                weights.append(max(1, seg.tokens))
         text = " ".join(kept).strip()
         if not text:
             return None
@@ -307,12 +321,82 @@ class SpeechRecognizer:
         confidence = round(weighted / sum(weights), 3)
         return Transcript(
             text=text,
-            language=info.language,
+            language=heard,
             confidence=confidence,
             audio_ms=audio_ms,
             speech_ms=speech,
             transcribe_ms=(time.perf_counter() - started) * 1000,
             unsure=confidence < o.unsure_below,
+        )
+
+    def _decode(self, voiced: np.ndarray, language: str | None) -> tuple[list[_Segment], str]:
+        """Whisper's segments for ``voiced`` and the language heard (see ``context_s``)."""
+        o = self.options
+        window_s = o.context_s
+        audio_s = voiced.size / RATE
+        if window_s is None or language is None or audio_s > MAX_WINDOW_S:
+            segments, info = self._model.transcribe(
+                voiced,
+                language=language,
+                beam_size=o.beam_size,
+                vad_filter=False,  # VAD ran already (ours): its spans cropped ``voiced``
+                condition_on_previous_text=False,
+                without_timestamps=True,
+                no_speech_threshold=o.no_speech_threshold,
+                log_prob_threshold=o.log_prob_threshold,
+                temperature=0.0,
+            )
+            found = [
+                _Segment(
+                    s.text, s.avg_logprob, s.no_speech_prob, s.compression_ratio, len(s.tokens)
+                )
+                for s in segments
+            ]
+            return found, info.language
+        return [self._decode_window(voiced, language, max(window_s, math.ceil(audio_s)))], language
+
+    def _decode_window(self, voiced: np.ndarray, language: str, window_s: float) -> _Segment:
+        """One greedy decode with the encoder over ``window_s`` of audio, not 30 s.
+
+        The same steps faster-whisper takes for one segment (prompt, suppressed tokens,
+        scores), minus the padding to 30 s that dominates the cost of a short question.
+        """
+        import ctranslate2
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+
+        model = self._model
+        o = self.options
+        frames = int(window_s * 100)  # 10 ms per mel frame
+        features = model.feature_extractor(voiced)[:, :frames]
+        features = np.pad(features, ((0, 0), (0, frames - features.shape[-1])))
+        encoded = model.model.encode(
+            ctranslate2.StorageView.from_array(
+                np.ascontiguousarray(features[None], dtype=np.float32)
+            )
+        )
+        tokenizer = Tokenizer(
+            model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language
+        )
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        # Speech runs at most about 5 tokens a second; more is a loop, cut short.
+        new_tokens = min(model.max_length - len(prompt), 16 + int(8 * voiced.size / RATE))
+        result = model.model.generate(
+            encoded,
+            [prompt],
+            beam_size=o.beam_size,
+            max_length=len(prompt) + new_tokens,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=list(get_suppressed_tokens(tokenizer, [-1])),
+        )[0]
+        tokens = result.sequences_ids[0]
+        text = tokenizer.decode(tokens).strip()
+        # faster-whisper's recovery of the mean log-probability (length penalty 1)
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        return _Segment(
+            text, avg_logprob, result.no_speech_prob, get_compression_ratio(text), len(tokens)
         )
 
     async def transcribe_async(
@@ -327,23 +411,17 @@ class SpeechRecognizer:
 
 
 class Utterance:
-    """Audio of one utterance as it streams in, kept at 16 kHz (bounded).
+    """Push-to-talk audio of one utterance as it streams in, kept at 16 kHz (bounded).
 
-    Push-to-talk keeps it whole for ``samples()``; hands-free can ask ``endpoint()``,
-    which runs the streaming VAD (``speech.vad``) on the audio added since the last
-    call only (linear in the utterance's length).
+    The client's ``audio-stop`` ends it; hands-free listening is ``HandsFree``.
     """
 
-    def __init__(self, *, rate: int, max_ms: int, endpoint_silence_ms: int = 500) -> None:
+    def __init__(self, *, rate: int, max_ms: int) -> None:
         self.rate = check_rate(rate)
         self.max_ms = max_ms
         self.max_samples = RATE * max_ms // 1000
-        self.endpoint_silence_ms = endpoint_silence_ms
         self._parts: list[np.ndarray] = []
         self._size = 0
-        self._checked_at = 0
-        self._listener: HandsFreeListener | None = None
-        self._ended = False
         self.overflow = False
 
     def feed(self, pcm: bytes) -> None:
@@ -365,33 +443,6 @@ class Utterance:
         if len(self._parts) > 1:
             self._parts = [np.concatenate(self._parts)]
         return self._parts[0] if self._parts else np.zeros(0, dtype=np.float32)
-
-    def endpoint(self, recognizer: SpeechRecognizer, *, every_ms: int = 0) -> bool:
-        """Hands-free: True once speech was heard and has been followed by enough silence.
-
-        Cheap (VAD on the new audio only); ``every_ms`` is kept for compatibility and
-        only skips calls that bring less new audio than that.
-        """
-        if self._ended:
-            return True
-        if (self._size - self._checked_at) < max(1, RATE * every_ms // 1000):
-            return False
-        if self._listener is None:
-            options = replace(
-                recognizer.options.vad_options(),
-                endpoint_silence_ms=self.endpoint_silence_ms,
-                speculate_pause_ms=None,
-                max_speech_s_per_min=None,
-                max_audio_speed=float("inf"),
-            )
-            self._listener = HandsFreeListener(
-                rate=RATE, max_ms=self.max_ms + 1000, options=options
-            )
-        new = self.samples()[self._checked_at :]
-        self._checked_at = self._size
-        events = self._listener.feed_samples(new)
-        self._ended = any(isinstance(e, SpeechEnded) for e in events)
-        return self._ended
 
 
 class HandsFree:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from speech.asr import AsrOptions, SpeechRecognizer, Utterance
+from speech.asr import AsrOptions, HandsFree, SpeechRecognizer, Utterance
 from speech.audio import chunks, pcm16_to_float, resample, rms
 from speech.errors import AudioFormatError, SpeechUnavailable
 from speech.tts import SpeechSynthesizer, TtsOptions, VoiceOptions, split_sentences
+from speech.vad import SpeechEnded
 from speech.wer import wer, word_errors
 
 pytest.importorskip("faster_whisper", reason="the speech extra is not installed")
@@ -103,17 +105,26 @@ def test_no_transcript_from_non_speech(asr: SpeechRecognizer, kind: str) -> None
 
 
 async def test_hands_free_endpoint(tts: SpeechSynthesizer, asr: SpeechRecognizer) -> None:
+    """``AsrOptions.endpoint_silence_ms`` is the silence that ends a hands-free utterance,
+    and the decode started at the pause is its transcript."""
     speech = await tts.synthesize("Is the door open?")
+    loud = np.nonzero(np.abs(pcm16_to_float(speech)) > 0.01)[0]
+    last_word_ms = (loud[-1] + 1) / 16
     silence = bytes(2 * 16_000)  # one second
-    utterance = Utterance(rate=16_000, max_ms=30_000, endpoint_silence_ms=700)
-    ended_at = None
-    for index, chunk in enumerate(chunks(speech + silence, rate=16_000, chunk_ms=20)):
-        utterance.feed(chunk)
-        if utterance.endpoint(asr):
-            ended_at = index * 20
-            break
-    speech_ms = len(speech) / 32
-    assert ended_at is not None and speech_ms + 300 <= ended_at <= speech_ms + 1000
+    for endpoint_ms in (400, 700):
+        options = replace(asr.options, endpoint_silence_ms=endpoint_ms).vad_options()
+        hands = HandsFree(asr, rate=16_000, max_ms=30_000, options=options)
+        ended = None
+        for index, chunk in enumerate(chunks(speech + silence, rate=16_000, chunk_ms=20)):
+            ended = next((e for e in hands.feed(chunk) if isinstance(e, SpeechEnded)), None)
+            if ended is not None:
+                ended_at = (index + 1) * 20
+                break
+        assert ended is not None
+        assert endpoint_ms <= ended_at - last_word_ms <= endpoint_ms + 150, ended_at
+        transcript = await hands.transcript(ended)
+        assert hands.speculations_used == 1 and transcript is not None
+        assert word_errors("Is the door open?", transcript.text)[0] <= 1, transcript.text
 
 
 def test_utterance_is_bounded_and_checks_format() -> None:

@@ -207,7 +207,9 @@ class UserSession(BaseSession):
     async def handle_control(self, message: Message) -> None:
         match message:
             case Question():
-                if await self.admitted("questions", ref=message.id):
+                # narrator: a typed "stop" is Stop, as cheap as `interrupt`: never rate-limited
+                stop = message.intent is None and is_stop_request(message.text)
+                if stop or await self.admitted("questions", ref=message.id):
                     await self.ask(message.text, message.id, intent=message.intent)
             case SettingsGet():
                 if message.user not in (None, self.account.name):

@@ -29,6 +29,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.common import SHARED_DATA, machine, markdown_table, percentile, write_json  # noqa: E402
 from benchmarks.text_signs import SignScene, find_font, render, scenes  # noqa: E402
-from vision.reading import TextReading, join_lines, tokens  # noqa: E402
+from vision.reading import TextReading, fix_confusions, join_lines, tokens  # noqa: E402
 from vision.text import TextOptions, TextReader  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "text_data"
@@ -82,10 +83,31 @@ def jpeg(image: Image.Image, quality: int = 85) -> bytes:
     return buf.getvalue()
 
 
+PREVIOUS = TextOptions(detect_side=736, detect_max_upscale=None, fix_confusions=False)
+"""The reader's settings before this benchmark's latency fix (rapidocr's detection size,
+no cap on enlargement, no letter/digit mending): measured in the same run for comparison."""
+
+
+@dataclass
+class Run:
+    """One reader setting's results over every scene and photo."""
+
+    label: str
+    reader: TextReader
+    scenes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    photos: list[dict[str, Any]] = field(default_factory=list)
+    latency: list[float] = field(default_factory=list)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument(
         "--repeat", type=int, default=2, help="timed passes over the 640x480 frames"
+    )
+    parser.add_argument(
+        "--no-previous",
+        action="store_true",
+        help="skip the reader with its previous settings (halves the run time)",
     )
     args = parser.parse_args()
 
@@ -95,16 +117,25 @@ def main() -> None:
     started = time.perf_counter()
     reader.load()
     load_ms = (time.perf_counter() - started) * 1000
+    engine = reader._engine
+
+    def sharing(options: TextOptions) -> TextReader:
+        other = TextReader(options)
+        other._engine = engine  # same loaded models
+        return other
+
+    runs = [Run("text reader", reader)]
+    if not args.no_previous:
+        runs.append(Run("previous settings (detect 736, no cap, no mending)", sharing(PREVIOUS)))
 
     frames = {s.name: jpeg(render(s)) for s in all_scenes}
-    results: dict[str, dict[str, Any]] = {}
     confidences: list[tuple[float, bool]] = []
-    # Same models, no confidence threshold and no blur check: what the threshold must drop.
-    calibrate = TextReader(TextOptions(min_confidence=0.0, max_edge_ratio=None))
-    calibrate._engine = reader._engine
+    # Same models, no confidence threshold, no blur check, no mending: what the threshold
+    # must drop, and which wrong lines the mending has to catch.
+    calibrate = sharing(TextOptions(min_confidence=0.0, max_edge_ratio=None, fix_confusions=False))
     for scene in all_scenes:
-        reading = reader.read_jpeg(frames[scene.name])
-        results[scene.name] = score_scene(scene, reading)
+        for run in runs:
+            run.scenes[scene.name] = score_scene(scene, run.reader.read_jpeg(frames[scene.name]))
         if scene.kind in ("clean", "hard", "blurred"):
             loose = calibrate.read_jpeg(frames[scene.name])
             truth = {" ".join(line.split()) for line in scene.lines}
@@ -112,84 +143,124 @@ def main() -> None:
                 (line.confidence, " ".join(line.text.split()) in truth) for line in loose.lines
             ]
 
-    # Latency per 640x480 frame: the reader, and rapidocr's own pipeline as the baseline.
+    # Latency per 640x480 frame: each setting, and rapidocr's own pipeline as the baseline,
+    # interleaved frame by frame so the machine's load falls on all of them alike.
     timed = [s for s in all_scenes if s.kind in ("clean", "hard") and s.rotate in (0, 180)]
-    ours: list[float] = []
     base: list[float] = []
-    engine = reader._engine
     for _ in range(args.repeat):
         for scene in timed:
             data = frames[scene.name]
-            t0 = time.perf_counter()
-            reader.read_jpeg(data)
-            ours.append((time.perf_counter() - t0) * 1000)
+            for run in runs:
+                t0 = time.perf_counter()
+                run.reader.read_jpeg(data)
+                run.latency.append((time.perf_counter() - t0) * 1000)
             t0 = time.perf_counter()
             with Image.open(io.BytesIO(data)) as img:
                 engine(np.ascontiguousarray(np.asarray(img.convert("RGB"))[:, :, ::-1]))
             base.append((time.perf_counter() - t0) * 1000)
 
-    photos = read_photos(reader)
+    for run in runs:
+        run.photos = read_photos(run.reader)
 
     print(f"\n## Text reading ({machine()})\n")
     print(f"rapidocr-onnxruntime 1.4.4 (PP-OCRv4, CPU), models loaded in {load_ms:.0f} ms")
     if missing:
         print(f"fonts missing, their scenes skipped: {', '.join(missing)}")
+    now = runs[0]
+    results = now.scenes
+    photos = now.photos
     rows = []
     for kind in ("clean", "hard"):
-        group = [results[s.name] for s in all_scenes if s.kind == kind]
-        rows.append(
-            [
-                f"rendered {kind} signs ({len(group)})",
+        row = [f"rendered {kind} signs ({sum(s.kind == kind for s in all_scenes)})"]
+        for run in runs:
+            group = [run.scenes[s.name] for s in all_scenes if s.kind == kind]
+            row += [
                 f"{100 * statistics.fmean(r['cer'] for r in group):.1f} %",
                 f"{sum(r['exact'] for r in group)}/{len(group)}",
                 "",
             ]
-        )
-    for photo in photos:
+        rows.append(row)
+    for i, photo in enumerate(photos):
         if photo["expect"] == "read":
-            rows.append(
-                [photo["file"], f"{100 * photo['cer']:.1f} %", "", f"{photo['latency_ms']:.0f} ms"]
-            )
-    print(markdown_table(["text", "CER", "exact", "latency"], rows))
+            row = [photo["file"]]
+            for run in runs:
+                p = run.photos[i]
+                row += [f"{100 * p['cer']:.1f} %", "", f"{p['latency_ms']:.0f} ms"]
+            rows.append(row)
+    headers = ["text"]
+    for run in runs:
+        tag = "" if run is now else " (previous)"
+        headers += [f"CER{tag}", f"exact{tag}", f"latency{tag}"]
+    print(markdown_table(headers, rows))
 
-    blurred = [results[s.name] for s in all_scenes if s.kind == "blurred"]
-    blurred += [p for p in photos if p["expect"] == "refuse"]
     print()
+    rows = []
+    for run in runs:
+        blurred = [run.scenes[s.name] for s in all_scenes if s.kind == "blurred"]
+        blurred += [p for p in run.photos if p["expect"] == "refuse"]
+        rows.append(
+            [
+                run.label,
+                f"{sum(b['refused'] for b in blurred)}/{len(blurred)}",
+                sum(b["invented"] for b in blurred),
+                ", ".join(sorted({str(b["status"]) for b in blurred})),
+            ]
+        )
+    names = [s.name for s in all_scenes if s.kind == "blurred"]
+    names += [p["file"] for p in photos if p["expect"] == "refuse"]
+    print(f"blurred images: {len(names)} ({', '.join(names)})")
+    print(markdown_table(["setting", "refused (no words)", "words invented", "status"], rows))
+
+    empty = [p["file"] for p in photos if p["expect"] == "none"]
+    if empty:
+        print()
+        print(f"photos without legible text: {len(empty)} ({', '.join(empty)})")
+        rows = []
+        for run in runs:
+            nothing = [p for p in run.photos if p["expect"] == "none"]
+            rows.append(
+                [
+                    run.label,
+                    f"{sum(not p['got'] for p in nothing)}/{len(nothing)}",
+                    sum(p["invented"] for p in nothing),
+                    ", ".join(f"{p['file']}: {p['status']}" for p in nothing),
+                    f"{statistics.median(p['latency_ms'] for p in nothing):.0f} ms",
+                ]
+            )
+        print(
+            markdown_table(
+                ["setting", "no words read", "words invented", "status", "median latency"], rows
+            )
+        )
+
+    print()
+    rows = [
+        [
+            f"{run.label} (read_jpeg)",
+            f"{percentile(run.latency, 0.5):.0f} ms",
+            f"{percentile(run.latency, 0.95):.0f} ms",
+            f"{percentile(run.latency, 0.5) / percentile(base, 0.5):.2f}",
+            len(run.latency),
+        ]
+        for run in runs
+    ]
+    rows.append(
+        [
+            "baseline: rapidocr one call",
+            f"{percentile(base, 0.5):.0f} ms",
+            f"{percentile(base, 0.95):.0f} ms",
+            "1.00",
+            len(base),
+        ]
+    )
     print(
         markdown_table(
-            ["blurred images", "refused (no words)", "words invented", "status"],
-            [
-                [
-                    f"{len(blurred)} ({', '.join(str(b['name']) for b in blurred)})",
-                    f"{sum(b['refused'] for b in blurred)}/{len(blurred)}",
-                    sum(b["invented"] for b in blurred),
-                    ", ".join(sorted({str(b["status"]) for b in blurred})),
-                ]
-            ],
+            ["640x480 frame latency", "median", "p95", "median / baseline", "frames"], rows
         )
     )
+
     cut = [(s, results[s.name]) for s in all_scenes if s.kind == "cut"]
     rotated = [results[s.name] for s in all_scenes if s.rotate]
-    print()
-    print(
-        markdown_table(
-            ["640x480 frame latency", "median", "p95", "frames"],
-            [
-                [
-                    "text reader (read_jpeg)",
-                    f"{percentile(ours, 0.5):.0f} ms",
-                    f"{percentile(ours, 0.95):.0f} ms",
-                    len(ours),
-                ],
-                [
-                    "baseline: rapidocr one call",
-                    f"{percentile(base, 0.5):.0f} ms",
-                    f"{percentile(base, 0.95):.0f} ms",
-                    len(base),
-                ],
-            ],
-        )
-    )
     print(
         f"\nrotated pages read in order: {sum(r['exact'] for r in rotated)}/{len(rotated)} "
         f"(rotation found: {', '.join(str(r['rotation']) for r in rotated)}; "
@@ -204,11 +275,12 @@ def main() -> None:
     right = sorted(c for c, ok in confidences if ok)
     wrong = sorted(c for c, ok in confidences if not ok)
     print(
-        "line confidence (no threshold, no blur check): "
+        "line confidence (no threshold, no blur check, no mending): "
         f"correct lines min {right[0] if right else float('nan'):.2f} "
         f"(n={len(right)}), wrong lines max {wrong[-1] if wrong else float('nan'):.2f} "
         f"(n={len(wrong)}); min_confidence = {reader.options.min_confidence}"
     )
+    print(mending_report(all_scenes, results, photos))
     worst = sorted(
         (r for r in results.values() if not r["exact"] and r["kind"] in ("clean", "hard")),
         key=lambda r: -r["cer"],
@@ -219,13 +291,44 @@ def main() -> None:
         "text_bench",
         {
             "machine": machine(),
-            "scenes": results,
-            "photos": photos,
-            "latency_ms": {"reader": ours, "baseline": base},
+            "runs": {
+                run.label: {
+                    "scenes": run.scenes,
+                    "photos": run.photos,
+                    "latency_ms": run.latency,
+                }
+                for run in runs
+            },
+            "baseline_latency_ms": base,
             "confidences": confidences,
         },
     )
     print(f"\nresults: {path.relative_to(ROOT)}")
+
+
+def mending_report(
+    all_scenes: list[SignScene], results: dict[str, dict[str, Any]], photos: list[dict[str, Any]]
+) -> str:
+    """What ``fix_confusions`` changed: lines mended right, mended wrong, and whether it
+    would alter any line of the ground truth (a correct reading it must leave alone)."""
+    truth = {s.name: s.lines for s in all_scenes}
+    entries = json.loads((DATA / "photos.json").read_text())["photos"]
+    truth.update({e["file"]: e["lines"] for e in entries})
+    every_truth = [line for lines in truth.values() for line in lines]
+    altered = [line for line in every_truth if fix_confusions(line) != line]
+    mended = [(name, m) for name, r in results.items() for m in r["mended"]]
+    mended += [(p["file"], m) for p in photos for m in p["mended"]]
+    good = [
+        (name, m)
+        for name, m in mended
+        if " ".join(m[1].split()) in {" ".join(t.split()) for t in truth[name]}
+    ]
+    return (
+        f"letter/digit mending: {len(mended)} lines changed, {len(good)} into the true line"
+        + (f" ({', '.join(f'{a!r} -> {b!r}' for _, (a, b) in mended)})" if mended else "")
+        + f"; ground-truth lines it would alter: {len(altered)}/{len(every_truth)}"
+        + (f" ({altered})" if altered else "")
+    )
 
 
 def score_scene(scene: SignScene, reading: TextReading) -> dict[str, Any]:
@@ -243,6 +346,7 @@ def score_scene(scene: SignScene, reading: TextReading) -> dict[str, Any]:
         "rotation": reading.rotation,
         "latency_ms": reading.latency_ms,
         "got": got,
+        "mended": mended(reading),
     }
 
 
@@ -268,9 +372,15 @@ def read_photos(reader: TextReader) -> list[dict[str, Any]]:
                 "invented": invented(entry["lines"], got),
                 "latency_ms": reading.latency_ms,
                 "got": got,
+                "mended": mended(reading),
             }
         )
     return out
+
+
+def mended(reading: TextReading) -> list[tuple[str, str]]:
+    """(as recognised, as spoken) for each line ``fix_confusions`` changed."""
+    return [(line.read_as, line.text) for line in reading.lines if line.read_as is not None]
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ functions so they can be tested without a model:
   reader's lines and returns the reader's words, never the model's;
 - :func:`is_read_request` recognises "read this" and "go on" (English and
   Mandarin), as typed or as speech-to-text heard them;
-- :func:`sentences` cuts the text into sentences the user can stop and continue.
+- :func:`sentences` cuts the text into sentences the user can stop and continue;
+- :func:`fix_confusions` mends a lone digit inside a lower-case word ("Ro0m")
+  and a lone letter inside a number ("2l4"), the recogniser's confident misreads.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class TextLine:
     box: Box
     horizontal: str = "centre"
     vertical: str = "middle"
+    read_as: str | None = None
+    """The recogniser's own text when :func:`fix_confusions` changed it, else ``None``."""
 
     def __repr__(self) -> str:
         return (
@@ -481,3 +485,55 @@ def sentences(reading: TextReading, *, max_chars: int = 220) -> list[str]:
         if block:
             out.extend(split_sentences(join_lines(block), max_chars=max_chars))
     return out
+
+
+# --------------------------------------------------------- letter/digit confusions
+
+_DIGIT_AS_LETTER = {"0": "o", "1": "l", "5": "s"}
+_LETTER_AS_DIGIT = {"O": "0", "o": "0", "l": "1", "I": "1"}
+_RUN_RE = re.compile(r"[A-Za-z0-9]+")
+
+
+def _fix_run(run: str) -> str:
+    digits = [i for i, c in enumerate(run) if c.isdigit()]
+    letters = len(run) - len(digits)
+    if len(digits) == 1 and letters >= 3:
+        i = digits[0]
+        rest = run[:i] + run[i + 1 :]
+        # A word's shape: all lower case, or capitalised; never a code such as "SW1A",
+        # "Xk0pqR" (a password on a router label) or "MP3".
+        word_shaped = rest[1:].islower()
+        if (
+            run[i] in _DIGIT_AS_LETTER
+            and 0 < i < len(run) - 1
+            and word_shaped
+            and run[i - 1].isalpha()
+            and run[i + 1].islower()
+        ):
+            return run[:i] + _DIGIT_AS_LETTER[run[i]] + run[i + 1 :]
+        return run
+    if letters == 1 and len(run) >= 3:
+        i = next(i for i, c in enumerate(run) if not c.isdigit())
+        if run[i] in _LETTER_AS_DIGIT and 0 < i < len(run) - 1:
+            return run[:i] + _LETTER_AS_DIGIT[run[i]] + run[i + 1 :]
+    return run
+
+
+def fix_confusions(text: str) -> str:
+    """Mend the recogniser's letter/digit confusions where the context leaves no doubt.
+
+    PP-OCR reads a sharp "Room 214" in a monospaced font as "Ro0m 214" at
+    confidence 0.96: no threshold catches it, and a blind user cannot check.
+    Two conservative rules, on runs of ASCII letters and digits:
+
+    - one digit 0, 1 or 5 between letters, followed by a lower-case letter,
+      in a word of at least three letters that is otherwise all lower case or
+      capitalised, becomes o, l or s ("Ro0m" -> "Room", "He1lo" -> "Hello");
+    - one letter O, o, l or I between digits, in a run of digits, becomes 0
+      or 1 ("2l4" -> "214", "1O5" -> "105").
+
+    Anything else is left as read: codes and capitals ("SW1A", "K0A", "R0OM",
+    "MP3", "4th", "B12", "COVID-19") cannot be told from misreads, and a wrong
+    "correction" of a code is worse than an honest misread. Chinese is untouched.
+    """
+    return _RUN_RE.sub(lambda m: _fix_run(m.group()), text)

@@ -11,7 +11,9 @@ One read:
 
 1. the frame is converted to RGB, downscaled to ``max_side`` and handed to
    rapidocr as a BGR array (a palette PNG passed by path reads as junk);
-2. text regions are detected; if most are tall, or most read upside down, the
+2. text regions are detected, on the frame at its own size (a 640x480 frame
+   as it is; a smaller image enlarged to ``detect_side``, at most
+   ``detect_max_upscale`` times); if most are tall, or most read upside down, the
    page is turned in the frame (90, 180 or 270 degrees): the frame is rotated
    back and detected again, so lines come in the page's own order;
 3. each region's sharpness is measured as the width of its edges, in pixels
@@ -21,6 +23,8 @@ One read:
    recognised, because a recogniser fed a blur still answers, with invented
    words;
 4. sharp regions are recognised; a line under ``min_confidence`` is dropped;
+   a lone digit inside a lower-case word, or letter inside a number, is mended
+   (``fix_confusions``: "Ro0m 214" is read "Room 214");
 5. when nothing at all was detected, a cheap probe (the detector on a small,
    contrast-stretched and sharpened copy) tells "no text" from "text too
    blurred for the detector", which a defocused page is.
@@ -53,6 +57,7 @@ from vision.reading import (
     TextLine,
     TextReading,
     edges_touched,
+    fix_confusions,
     is_read_request,
     match_sign,
     place,
@@ -68,6 +73,7 @@ __all__ = [
     "TextReaderError",
     "TextReaderUnavailable",
     "TextReading",
+    "fix_confusions",
     "is_read_request",
     "match_sign",
     "sentences",
@@ -100,13 +106,19 @@ class TextOptions:
             no blur check): correct lines of rendered signs and pages scored
             0.95 to 1.0, words read out of blurred signs 0.20 to 0.48; 0.75 sits
             in the gap. A misread letter in a sharp line ("Ro0m 214", 0.96) is
-            beyond any threshold.
+            beyond any threshold: ``fix_confusions`` is for those.
         max_side: Longer side, in pixels, a frame is downscaled to before
             reading (speed; phone frames of 640x480 are read as they are).
             ``None`` reads at full size.
-        detect_side: The detector works on the frame scaled so its shorter
-            side is this many pixels (rapidocr's default, 736). Smaller is
-            faster and misses small print.
+        detect_side: The detector works on the frame enlarged so its shorter
+            side is at least this many pixels (never shrunk). 480 leaves a
+            640x480 phone frame as it is: rapidocr's default of 736 enlarged it
+            to 992x736 and took about 1.9 times as long for the same lines read
+            (``benchmarks/text_bench.py``).
+        detect_max_upscale: ... but never enlarged more than this factor: a
+            small dense page (556x257) was enlarged 2.9 times, which made its
+            detected lines thinner and their recognition (each line scaled to
+            48 px high) several times slower. ``None``: no cap.
         max_edge_px: A text region whose edges are wider than this many
             pixels (about 2 when sharp, 2.7 after a slight blur) is too
             blurred to read...
@@ -124,11 +136,16 @@ class TextOptions:
             in their own orientation.
         threads: CPU threads for the OCR models; ``None`` lets onnxruntime
             choose (all cores).
+        fix_confusions: Mend a lone digit inside a lower-case word ("Ro0m"
+            read at 0.96 becomes "Room") and a lone letter inside a number, see
+            :func:`vision.reading.fix_confusions`; the line keeps what was read
+            in ``read_as``.
     """
 
     min_confidence: float = 0.75
     max_side: int | None = 1600
-    detect_side: int = 736
+    detect_side: int = 480
+    detect_max_upscale: float | None = 1.5
     max_edge_px: float = 4.0
     max_edge_ratio: float | None = 0.1
     probe_side: int | None = 320
@@ -136,6 +153,7 @@ class TextOptions:
     edge_margin: float = 0.012
     rotate_pages: bool = True
     threads: int | None = None
+    fix_confusions: bool = True
 
 
 @dataclass(eq=False)
@@ -186,6 +204,7 @@ class TextReader:
         o = self.options
         kwargs: dict[str, Any] = {
             "text_score": 0.0,  # we filter by our own threshold
+            # The detection size is chosen per frame in _detect (detect_side, detect_max_upscale).
             "det_limit_side_len": o.detect_side,
             "det_limit_type": "min",
         }
@@ -256,13 +275,36 @@ class TextReader:
             regions = self._measure(page, _rotate_quads(quads, rotation, frame.shape))
             sharp = [r for r in regions if not r.blurred]
         self._recognise(page, sharp)
-        return self._assemble(regions, rotation)
+        return self._assemble(frame, regions, rotation)
 
     def _detect(self, image: np.ndarray) -> np.ndarray:
-        quads, _elapsed = self._engine.text_det(image)
+        """Text regions (quads in ``image``'s pixels), detected at :meth:`_detect_side`.
+
+        Same steps as rapidocr 1.4.4's ``TextDetector.__call__``, with the size chosen here
+        rather than from the engine's fixed limit.
+        """
+        from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
+
+        det = self._engine.text_det
+        h, w = image.shape[:2]
+        tensor = DetPreProcess(self._detect_side(h, w), "min", det.mean, det.std)(image)
+        if tensor is None:
+            return np.zeros((0, 4, 2), dtype=np.float32)
+        preds = det.infer(tensor)[0]
+        quads, _scores = det.postprocess_op(preds, (h, w))
+        quads = det.filter_tag_det_res(quads, (h, w))
         if quads is None or len(quads) == 0:
             return np.zeros((0, 4, 2), dtype=np.float32)
         return np.asarray(quads, dtype=np.float32)
+
+    def _detect_side(self, h: int, w: int) -> int:
+        """The shorter side the detector sees: ``detect_side``, capped by ``detect_max_upscale``."""
+        o = self.options
+        shorter = min(h, w)
+        side = o.detect_side
+        if o.detect_max_upscale is not None:
+            side = min(side, round(shorter * o.detect_max_upscale))
+        return max(side, shorter)
 
     def _crops(self, image: np.ndarray, quads: np.ndarray) -> list[np.ndarray]:
         return list(self._engine.get_crop_img_list(image, [q.copy() for q in quads]))
@@ -371,19 +413,49 @@ class TextReader:
         prob = det.infer(tensor)[0][0, 0]
         return float(np.mean(prob > det.postprocess_op.thresh)) >= o.probe_min_area
 
-    def _assemble(self, regions: list[_Region], rotation: int) -> TextReading:
+    def _edges(self, gray: np.ndarray, box: Box) -> set[str]:
+        """Frame edges a region (``box`` in the frame) runs off: it lies within
+        ``edge_margin`` of the edge and ink reaches the edge's outermost pixels.
+
+        The detector's box reaches a few pixels past the letters, more so when it
+        works at a frame's own size: the last line of a page whose descenders stop
+        4 px above the bottom edge touched it by box alone, and was dropped as cut.
+        """
+        h, w = gray.shape
+        x0, y0 = int(box[0] * w), int(box[1] * h)
+        x1, y1 = max(x0 + 1, int(np.ceil(box[2] * w))), max(y0 + 1, int(np.ceil(box[3] * h)))
+        region = gray[y0:y1, x0:x1]
+        lo, hi = np.percentile(region, (5, 95))
+        strips = {
+            "top": gray[:2, x0:x1],
+            "bottom": gray[-2:, x0:x1],
+            "left": gray[y0:y1, :2],
+            "right": gray[y0:y1, -2:],
+        }
+        touched = set()
+        for edge in edges_touched(box, self.options.edge_margin):
+            s_lo, s_hi = np.percentile(strips[edge], (2, 98))
+            # A blank strip (under a third of the line's own contrast) cuts no letter.
+            if float(s_hi - s_lo) >= max(8.0, float(hi - lo) / 3):
+                touched.add(edge)
+        return touched
+
+    def _assemble(self, frame: np.ndarray, regions: list[_Region], rotation: int) -> TextReading:
+        import cv2
+
         o = self.options
+        gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        edges = [self._edges(gray, _unrotate(r.box, rotation)) for r in regions]
         # A line touching the top or bottom edge has its letters cut through ("Gate 12"
         # read "Gate iz"): it is not read, only reported as cut off. A line running off
         # the left or right keeps its whole letters and is read as far as it goes.
         kept = [
             r
-            for r in regions
+            for r, at in zip(regions, edges, strict=True)
             if not r.blurred
             and r.text
             and r.confidence >= o.min_confidence
-            and not {"top", "bottom"}
-            & set(edges_touched(_unrotate(r.box, rotation), o.edge_margin))
+            and not {"top", "bottom"} & at
         ]
         # A region that was too soft to trust, or read badly while soft, is blurred text;
         # a sharp one read badly is texture or a cut letter and is just dropped.
@@ -394,20 +466,23 @@ class TextReader:
             r = kept[i]
             frame_box = _unrotate(r.box, rotation)
             horizontal, vertical = place(frame_box)
+            text = fix_confusions(r.text) if o.fix_confusions else r.text
             lines.append(
                 TextLine(
-                    text=r.text,
+                    text=text,
                     confidence=r.confidence,
                     box=frame_box,
                     horizontal=horizontal,
                     vertical=vertical,
+                    read_as=r.text if text != r.text else None,
                 )
             )
         # Any text the detector saw at an edge counts, even letters too cut to read:
         # they are what tells the user which way the rest of the text is.
         cut: set[str] = set()
-        for r in (r for r in regions if r.blurred or r.text):
-            cut.update(edges_touched(_unrotate(r.box, rotation), o.edge_margin))
+        for r, at in zip(regions, edges, strict=True):
+            if r.blurred or r.text:
+                cut.update(at)
         status: Status = (
             ("partial" if blurred else "ok") if lines else "blurred" if blurred else "none"
         )

@@ -482,12 +482,12 @@ def is_stop_request(text: str) -> bool:
             if squeezed in stops:
                 return True
             continue
-        kept = " ".join(t for t in tokens if t not in row.fillers)
-        if kept in row.stop_words or (
-            # "stop stop", "stop, stop!"
-            len(set(kept.split())) == 1 and kept.split()[0] in row.stop_words
-        ):
-            return True
+        kept = [t for t in tokens if t not in row.fillers]
+        for words in (tokens, kept):  # "taisez-vous" as it is; "stop, s'il vous plaît" bare
+            if " ".join(words) in row.stop_words or (
+                len(set(words)) == 1 and words[0] in row.stop_words  # "stop, stop!"
+            ):
+                return True
     return False
 
 

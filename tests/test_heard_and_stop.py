@@ -4,6 +4,8 @@ to the vision model as a question."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 import protocol as p
@@ -82,6 +84,10 @@ async def test_an_unsure_question_is_answered_with_what_was_heard_and_the_answer
     await phone.close()
 
 
+def _interrupt_ack(ref: str) -> Callable[[p.Message], bool]:
+    return lambda m: isinstance(m, p.Interrupt) and m.id == ref
+
+
 async def test_stop_typed_or_spoken_is_stop_not_a_question(
     make_server: ServerFactory, accounts: Accounts
 ) -> None:
@@ -93,7 +99,7 @@ async def test_stop_typed_or_spoken_is_stop_not_a_question(
     asked = len(vision.requests)
     for n, text in enumerate(["Stop.", "停！", "Stop, please", "arrête"]):
         await phone.send(p.Question(text=text, id=f"s{n}"))
-        ack = await phone.wait_for(lambda m, n=n: isinstance(m, p.Interrupt) and m.id == f"s{n}")
+        ack = await phone.wait_for(_interrupt_ack(f"s{n}"))
         assert ack.reason == "user"  # type: ignore[attr-defined]
     # a question that mentions stopping is still a question
     await phone.send(p.Question(text="Is there a stop sign?", id="q"))

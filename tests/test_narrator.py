@@ -290,7 +290,7 @@ def test_a_warning_being_spoken_is_not_queued_again() -> None:
     n = Narrator(UserSettings())
     streamed = n.hazard(chair(2.0), frame_time=T0, now=T0)  # streamed out of the model
     playing = n.next(T0)
-    assert playing is streamed
+    assert playing is not None and playing is streamed
     # the finished observation repeats it, and the next frame sees it again while it plays
     assert n.observe(obs(chair(2.0)), frame_time=T0, now=T0 + 0.2) == []
     assert n.observe(obs(chair(1.9)), frame_time=T0 + 0.5, now=T0 + 0.5) == []

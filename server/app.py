@@ -30,7 +30,7 @@ from server.analysis import Analyzer, VisionAnalyzer
 from server.auth import UserStore
 from server.config import ServerConfig
 from server.context import ServerContext, Services
-from server.handshake import handshake, refuse
+from server.handshake import HandshakeGate, handshake, refuse
 from server.hub import Hub
 from server.link import LinkClosed
 from server.metrics import ServerMetrics
@@ -121,12 +121,14 @@ class SeeAloudServer:
         self._server: Server | None = None
         self._describe: Any = None
         self.describe_port: int | None = None
-        self._handshaking: dict[str, int] = {}
+        self._ssl: ssl.SSLContext | None = None
+        self._gate = HandshakeGate(MAX_HANDSHAKING_PER_ADDRESS)
 
     # --- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
         """Bind and start accepting connections; models load in the background."""
+        self._ssl = self._ssl_context()
         self._server = await serve(
             self._handler,
             self.config.host,
@@ -139,14 +141,14 @@ class SeeAloudServer:
             ping_timeout=20,
             server_header="SeeAloud",
             logger=_WS_LOG,
-            ssl=self._ssl_context(),
+            ssl=self._ssl,
         )
         log.info("listening on %s://%s:%d%s", self.scheme, self.config.host, self.port, WS_PATH)
         if self.config.describe_port is not None:
             from server.describe import start_describe
 
             self._describe = await start_describe(
-                self.ctx, self.config.host, self.config.describe_port
+                self.ctx, self.config.host, self.config.describe_port, ssl_context=self._ssl
             )
             self.describe_port = int(self._describe.addresses[0][1])
             log.info("one-shot describe on port %d: POST /v1/describe", self.describe_port)
@@ -158,7 +160,9 @@ class SeeAloudServer:
                 self.hub.watch(self.ctx.settings, self.ctx.off_loop), name="settings-watch"
             )
         )
-        self._background.append(asyncio.create_task(self._watch_accounts(), name="accounts"))
+        self._background.append(
+            asyncio.create_task(self.registry.watch_accounts(), name="accounts")
+        )
 
     @property
     def scheme(self) -> str:
@@ -216,23 +220,6 @@ class SeeAloudServer:
         ctx.load_cert_chain(self.config.tls_cert, self.config.tls_key)
         return ctx
 
-    async def _watch_accounts(self, every_s: float = 1.0) -> None:
-        """Close the live sessions of an account removed or given a new token (by the CLI,
-        in another process) within ``every_s``."""
-        accounts = self.ctx.accounts
-        seen = await self.ctx.off_loop(accounts.last_account_change_id)
-        while True:
-            await asyncio.sleep(every_s)  # polling interval, not synchronisation
-            try:
-                changes = await self.ctx.off_loop(accounts.account_changes_since, seen)
-            except Exception:  # a locked or busy database: next round
-                log.warning("account watcher could not read the database; retrying")
-                continue
-            for change in changes:
-                seen = max(seen, change.id)
-                if change.ends_sessions:
-                    await self.registry.end_account(change.name, change.event)
-
     # --- operator side -------------------------------------------------------------
 
     def user_session(self, name: str) -> UserSession:
@@ -254,20 +241,16 @@ class SeeAloudServer:
     async def _handler(self, ws: ServerConnection) -> None:
         session: BaseSession | None = None
         peer = _peer(ws)
-        waiting = self._handshaking.get(peer, 0)
-        if waiting >= MAX_HANDSHAKING_PER_ADDRESS:
+        if not self._gate.enter(peer):
             # Sockets that never say hello cost a file each: a few per address at a time.
             self.metrics.rate_limited += 1
             await refuse(ws, ErrorCode.RATE_LIMITED, "too many connections waiting to log in")
             return
-        self._handshaking[peer] = waiting + 1
         try:
             try:
                 result = await handshake(ws, self.ctx, peer)
             finally:
-                left = self._handshaking.pop(peer, 1) - 1
-                if left > 0:
-                    self._handshaking[peer] = left
+                self._gate.leave(peer)
             if result is None:
                 return
             account, hello = result

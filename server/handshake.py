@@ -83,6 +83,28 @@ class ResumeRegistry:
         self._items = {k: v for k, v in self._items.items() if v.expires_at > now}
 
 
+class HandshakeGate:
+    """How many connections from one address are between connect and ``hello``: a
+    bounded few, so idle sockets from one place cannot use up the server's files."""
+
+    def __init__(self, per_address: int) -> None:
+        self.per_address = per_address
+        self._waiting: dict[str, int] = {}
+
+    def enter(self, peer: str) -> bool:
+        """Whether ``peer`` may start one more handshake (then call ``leave``)."""
+        waiting = self._waiting.get(peer, 0)
+        if waiting >= self.per_address:
+            return False
+        self._waiting[peer] = waiting + 1
+        return True
+
+    def leave(self, peer: str) -> None:
+        left = self._waiting.pop(peer, 1) - 1
+        if left > 0:
+            self._waiting[peer] = left
+
+
 async def refuse(
     ws: ServerConnection, code: ErrorCode, text: str, close: int = CloseCode.POLICY_VIOLATION
 ) -> None:

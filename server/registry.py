@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import sqlite3
 from collections import Counter
 
 from websockets.asyncio.server import ServerConnection
 
 from protocol import CLOSE_AUTH_REFUSED, PROTOCOL_VERSION, ErrorCode, Hello, Limits, Ready
+from runtime import WorkerBusy
 from server.auth import Account
 from server.caregiver_session import CaregiverSession
 from server.context import ServerContext
@@ -67,6 +69,23 @@ class Registry:
         # In parallel and bounded: a client that stopped reading delays nobody.
         mine = [s for s in self.sessions.values() if s.account.name == name]
         await asyncio.gather(*(end(s) for s in mine), return_exceptions=True)
+
+    async def watch_accounts(self, every_s: float = 1.0) -> None:
+        """Close the live sessions of an account removed or given a new token (by the CLI,
+        in another process) within ``every_s``."""
+        accounts = self.ctx.accounts
+        seen = await self.ctx.off_loop(accounts.last_account_change_id)
+        while True:
+            await asyncio.sleep(every_s)  # polling interval, not synchronisation
+            try:
+                changes = await self.ctx.off_loop(accounts.account_changes_since, seen)
+            except (sqlite3.Error, WorkerBusy):  # a locked or busy database: next round
+                log.warning("account watcher could not read the database; retrying")
+                continue
+            for change in changes:
+                seen = max(seen, change.id)
+                if change.ends_sessions:
+                    await self.end_account(change.name, change.event)
 
     def user_session(self, name: str) -> UserSession:
         for session in self.sessions.values():

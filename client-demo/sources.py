@@ -78,16 +78,35 @@ class LiveSource:
 
     Frames the consumer did not take in time are dropped (counted in ``dropped``),
     never queued. ``close`` stops the thread and releases the device.
+
+    Both waits are bounded, through OpenCV's own timeouts (FFmpeg's default is
+    30 s each): a stream host that accepts the connection and then says nothing
+    fails the open after ``open_timeout_s``, and a source that goes quiet
+    mid-stream ends after ``read_timeout_s`` (``next_frame`` returns None).
     """
 
-    def __init__(self, spec: SourceSpec, *, open_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, spec: SourceSpec, *, open_timeout_s: float = 10.0, read_timeout_s: float = 5.0
+    ) -> None:
         cv2 = require_cv2()
         target: int | str = int(spec.target) if spec.kind == "camera" else spec.target
         self.spec = spec
-        self._cap: Any = cv2.VideoCapture(target)
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            round(open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            round(read_timeout_s * 1000),
+        ]
+        # Streams through FFmpeg (it honours both timeouts); a camera through whatever
+        # backend the platform has (V4L2, AVFoundation... take what they support).
+        backend = cv2.CAP_FFMPEG if spec.kind == "stream" else cv2.CAP_ANY
+        self._cap: Any = cv2.VideoCapture(target, backend, params)
         if not self._cap.isOpened():
             self._cap.release()
-            raise FrameSourceError(f"cannot open {spec.describe()}")
+            raise FrameSourceError(
+                f"cannot open {spec.describe()} (no answer within {open_timeout_s:g} s, "
+                "or not a video source)"
+            )
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0 < fps < 240 else None
         self.dropped = 0

@@ -5,6 +5,7 @@ and the `seealoud` command dispatching without the server importing the client."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import io
 import json
@@ -215,3 +216,85 @@ def test_the_server_cli_does_not_import_the_client() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "--jsonl" in result.stdout and "stream URL" in result.stdout
+
+
+class SilentHost:
+    """A stream host that accepts connections on 127.0.0.1:0 and never says a word
+    (a hung camera, a firewall that black-holes after the handshake)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = int(self.sock.getsockname()[1])
+        self.held: list[object] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.held.append(self.sock.accept()[0])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("scheme", ["http", "rtsp"])
+def test_an_unresponsive_stream_host_fails_in_bounded_time(scheme: str) -> None:
+    """FFmpeg's own default would wait 30 s (measured); the open timeout is passed."""
+    from seealoud_client.frames import FrameSourceError
+    from seealoud_client.sources import LiveSource
+
+    host = SilentHost()
+    try:
+        started = time.monotonic()
+        with pytest.raises(FrameSourceError, match="no answer within 1 s"):
+            LiveSource(SourceSpec.parse(f"{scheme}://127.0.0.1:{host.port}/live"), open_timeout_s=1)
+        assert time.monotonic() - started < 5
+    finally:
+        host.close()
+
+
+async def test_a_stream_that_goes_quiet_ends_after_the_read_timeout() -> None:
+    """Two frames, then the camera stops sending (connection open): the source ends
+    within the read timeout instead of blocking its reader for FFmpeg's 30 s."""
+    from seealoud_client.sources import LiveSource
+
+    quiet = threading.Event()
+    frames = [_jpeg(0), _jpeg(5)]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for data in frames:
+                head = f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(data)}"
+                self.wfile.write(head.encode() + b"\r\n\r\n" + data + b"\r\n")
+            self.wfile.flush()
+            quiet.wait(30)  # connection held open, nothing more sent
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
+    source = await asyncio.to_thread(
+        LiveSource, SourceSpec.parse(url), open_timeout_s=5, read_timeout_s=1
+    )
+    try:
+        source.start()
+        started = time.monotonic()
+        async with asyncio.timeout(10):
+            while await source.next_frame() is not None:
+                pass
+        assert time.monotonic() - started < 5 and source.frames >= 1
+    finally:
+        quiet.set()
+        await source.close()
+        server.shutdown()
+        server.server_close()

@@ -1,4 +1,5 @@
-"""Reading a JPEG's size from its header, without decoding it.
+"""Checking a camera frame before anything decodes it, and reading a JPEG's size
+from its header.
 
 A 544-byte JPEG can claim 13000x13000 pixels and cost half a gigabyte and
 half a second to decode. The frame's own start-of-frame marker says its real
@@ -9,7 +10,12 @@ microseconds, with every length checked against the buffer.
 
 from __future__ import annotations
 
+from protocol import CameraFrame, ErrorCode
+
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+MAX_DIMENSION = 8192
 
 
 class JpegHeaderError(ValueError):
@@ -47,3 +53,36 @@ def jpeg_size(data: bytes, *, max_scan: int = 1 << 20) -> tuple[int, int]:
             return width, height
         i += 2 + length
     raise JpegHeaderError("no JPEG frame header found")
+
+
+def frame_problem(
+    frame: CameraFrame, *, max_bytes: int, max_pixels: int
+) -> tuple[ErrorCode, str] | None:
+    """Why ``frame`` is refused, checked before anything decodes it (its size, format,
+    header, and the JPEG's own size against the header and the pixel cap); else None."""
+    limit = max_bytes
+    if len(frame.payload) > limit:
+        return ErrorCode.FRAME_TOO_LARGE, (
+            f"frame of {len(frame.payload)} bytes is over the {limit}-byte limit; "
+            "send a smaller or more compressed JPEG"
+        )
+    if frame.format != "jpeg":
+        return ErrorCode.UNSUPPORTED_FORMAT, f"frame format {frame.format[:20]!r}: use 'jpeg'"
+    if not (0 < frame.width <= MAX_DIMENSION and 0 < frame.height <= MAX_DIMENSION):
+        return ErrorCode.BAD_MESSAGE, f"frame size {frame.width}x{frame.height} is invalid"
+    if frame.seq < 0 or frame.ts < 0:
+        return ErrorCode.BAD_MESSAGE, "frame seq and ts must be non-negative"
+    try:
+        width, height = jpeg_size(frame.payload)
+    except JpegHeaderError as exc:
+        return ErrorCode.BAD_MESSAGE, f"frame payload: {exc}"
+    if (width, height) != (frame.width, frame.height):
+        return ErrorCode.BAD_MESSAGE, (
+            f"the JPEG is {width}x{height} but the header says {frame.width}x{frame.height}"
+        )
+    cap = max_pixels
+    if width * height > cap:
+        return ErrorCode.FRAME_TOO_LARGE, (
+            f"frame of {width}x{height} pixels is over the {cap}-pixel limit; send 640x480"
+        )
+    return None

@@ -21,14 +21,13 @@ from protocol import CameraFrame, ErrorCode, HazardInfo, Message, ObservationMsg
 from runtime import WorkerBusy
 from server.analysis import AnalysisRequest
 from server.context import ServerContext
-from server.jpeg import JpegHeaderError, jpeg_size
+from server.jpeg import frame_problem
 from server.narrator import Narrator, Utterance
-from server.slot import FrameSlot, PendingFrame
+from server.slot import FrameSlot, NewestTask, PendingFrame
 from vision.change import ChangeDetector, ChangeDetectorError, ChangeOptions
 
 log = logging.getLogger("seealoud.media")
 
-MAX_DIMENSION = 8192
 MAX_PENDING_QUESTIONS = 4
 SendError = Callable[..., Awaitable[None]]
 
@@ -76,9 +75,7 @@ class MediaPipeline:
         self.frames_rejected = 0
         self.analyses = 0
         self.detector_fires = 0
-        self._sign_task: asyncio.Task[None] | None = None
-        self._signs_next: tuple[list[str], PendingFrame] | None = None
-        self._closed = False
+        self._sign_reading = NewestTask(f"{session_id}:signs")
         self.judged: PendingFrame | None = None
         """The newest frame the detector judged not dark: what a question is asked
         about (a frame not yet judged may be black)."""
@@ -88,32 +85,8 @@ class MediaPipeline:
 
     def frame_problem(self, frame: CameraFrame) -> tuple[ErrorCode, str] | None:
         """Why ``frame`` is refused, checked before anything decodes it; else None."""
-        limit = self.ctx.config.max_frame_bytes
-        if len(frame.payload) > limit:
-            return ErrorCode.FRAME_TOO_LARGE, (
-                f"frame of {len(frame.payload)} bytes is over the {limit}-byte limit; "
-                "send a smaller or more compressed JPEG"
-            )
-        if frame.format != "jpeg":
-            return ErrorCode.UNSUPPORTED_FORMAT, f"frame format {frame.format[:20]!r}: use 'jpeg'"
-        if not (0 < frame.width <= MAX_DIMENSION and 0 < frame.height <= MAX_DIMENSION):
-            return ErrorCode.BAD_MESSAGE, f"frame size {frame.width}x{frame.height} is invalid"
-        if frame.seq < 0 or frame.ts < 0:
-            return ErrorCode.BAD_MESSAGE, "frame seq and ts must be non-negative"
-        try:
-            width, height = jpeg_size(frame.payload)
-        except JpegHeaderError as exc:
-            return ErrorCode.BAD_MESSAGE, f"frame payload: {exc}"
-        if (width, height) != (frame.width, frame.height):
-            return ErrorCode.BAD_MESSAGE, (
-                f"the JPEG is {width}x{height} but the header says {frame.width}x{frame.height}"
-            )
-        cap = self.ctx.config.max_frame_pixels
-        if width * height > cap:
-            return ErrorCode.FRAME_TOO_LARGE, (
-                f"frame of {width}x{height} pixels is over the {cap}-pixel limit; send 640x480"
-            )
-        return None
+        cfg = self.ctx.config
+        return frame_problem(frame, max_bytes=cfg.max_frame_bytes, max_pixels=cfg.max_frame_pixels)
 
     def put(self, frame: CameraFrame, received_at: float) -> None:
         before = self.slot.dropped
@@ -273,33 +246,14 @@ class MediaPipeline:
 
     def _read_signs(self, signs: list[str], frame: PendingFrame) -> None:
         """Reading signs takes the OCR up to a second: beside the analysis loop, so the
-        next look for obstacles never waits for it. One reading at a time; signs seen
-        meanwhile replace each other (the newest frame's are the ones that matter)."""
-        if self._sign_task is not None and not self._sign_task.done():
-            self._signs_next = (signs, frame)
-            return
-        self._signs_next = None
-        assert self.signs is not None
-        self._sign_task = asyncio.create_task(
-            self.signs(signs, frame), name=f"{self.session_id}:signs"
-        )
-
-        def finished(task: asyncio.Task[None]) -> None:
-            if not task.cancelled() and task.exception() is not None:
-                log.error(
-                    "session %s: sign reading crashed", self.session_id, exc_info=task.exception()
-                )
-            if self._signs_next is not None and not self._closed:
-                self._read_signs(*self._signs_next)
-
-        self._sign_task.add_done_callback(finished)
+        next look for obstacles never waits for it; the newest frame's signs win."""
+        read = self.signs
+        if read is not None:
+            self._sign_reading.run(lambda: read(signs, frame))
 
     def close(self) -> None:
         """The session ended: stop reading signs."""
-        self._closed = True
-        self._signs_next = None
-        if self._sign_task is not None:
-            self._sign_task.cancel()
+        self._sign_reading.close()
 
     def _hazard_now(self, hazard: HazardInfo, frame_time: float) -> None:
         """A hazard streamed out of the model before its answer finished."""

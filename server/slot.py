@@ -9,10 +9,15 @@ can never back up the socket.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from protocol import CameraFrame
+
+log = logging.getLogger("seealoud.slot")
 
 
 @dataclass(kw_only=True, repr=False)
@@ -55,3 +60,43 @@ class FrameSlot:
         """The waiting frame, or ``None``; empties the slot."""
         frame, self._pending = self._pending, None
         return frame
+
+
+class NewestTask:
+    """Slow work about frames (reading the signs in one), one at a time, newest wins:
+    work offered while one runs replaces any that waits, as frames do in the slot.
+    A crash is logged with its traceback and ends only that piece of work."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._task: asyncio.Task[None] | None = None
+        self._next: Callable[[], Awaitable[None]] | None = None
+        self._closed = False
+
+    def run(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Start ``work()`` now, or after the running one (replacing any waiting)."""
+        if self._closed:
+            return
+        if self._task is not None and not self._task.done():
+            self._next = work
+            return
+        self._next = None
+        self._task = asyncio.create_task(_await(work), name=self.name)
+        self._task.add_done_callback(self._finished)
+
+    def close(self) -> None:
+        self._closed = True
+        self._next = None
+        if self._task is not None:
+            self._task.cancel()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s crashed", self.name, exc_info=task.exception())
+        if self._next is not None:
+            work, self._next = self._next, None
+            self.run(work)
+
+
+async def _await(work: Callable[[], Awaitable[None]]) -> None:
+    await work()

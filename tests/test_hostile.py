@@ -9,11 +9,12 @@ import http.client
 import socket
 import sys
 import time
+from collections.abc import Callable
 
 from websockets.asyncio.client import connect
 
 import protocol as p
-from protocol import ErrorCode, HazardInfo, encode
+from protocol import ErrorCode, HazardInfo, ObservationMsg, encode
 from tests.conftest import Accounts, ServerFactory, jpeg_bytes, ws_url
 from tests.doubles import ScriptedAnalyzerDouble
 from tests.phone import Phone, observation
@@ -254,20 +255,20 @@ async def _frame_to_warning_ms(phone: Phone, seq0: int, n: int) -> list[float]:
     for k in range(n):
         sent = time.monotonic()
         seq = await phone.jpeg(jpeg_bytes(64, 48), 64, 48)
-        await phone.wait_for(
-            lambda m, seq=seq: isinstance(m, p.ObservationMsg) and m.frame_seq == seq
-        )
+        await phone.wait_for(_observation_of(seq))
         waits.append((time.monotonic() - sent) * 1000)
-        label = LABELS[(seq0 + k) % len(LABELS)]
-        await phone.wait_for(
-            lambda m, label=label: (
-                isinstance(m, p.SpeechStart)
-                and m.priority == "hazard"
-                and m.text.lower().startswith(label)
-            ),
-            timeout=5,
-        )
+        await phone.wait_for(_warning_about(LABELS[(seq0 + k) % len(LABELS)]), timeout=5)
     return waits
+
+
+def _observation_of(seq: int) -> Callable[[p.Message], bool]:
+    return lambda m: isinstance(m, p.ObservationMsg) and m.frame_seq == seq
+
+
+def _warning_about(label: str) -> Callable[[p.Message], bool]:
+    return lambda m: (
+        isinstance(m, p.SpeechStart) and m.priority == "hazard" and m.text.lower().startswith(label)
+    )
 
 
 async def test_a_good_phone_keeps_its_pace_and_every_warning_while_others_attack(
@@ -277,7 +278,7 @@ async def test_a_good_phone_keeps_its_pace_and_every_warning_while_others_attack
     that stopped reading, all at once: the good phone's frame -> observation stays
     within 2x of its unloaded value, and none of its warnings is lost."""
     # 200 ms of model time a frame, as the issue's measurement had (203 ms unloaded).
-    script = [
+    script: list[tuple[ObservationMsg | None, float]] = [
         (
             observation(
                 HazardInfo(label=LABELS[i % len(LABELS)], direction="ahead", distance_m=2.0)

@@ -328,11 +328,15 @@ class UserSession(BaseSession):
         )
 
     def stats_line(self) -> str:
-        st = self.narrator.stats
-        m = self.media
-        return (
-            f"frames received={m.slot.received} dropped={m.slot.dropped} "
-            f"rejected={m.frames_rejected}, detector fired {m.detector_fires}, "
-            f"analyses {m.analyses}; spoke {st.spoken}, deduplicated {st.deduplicated}, "
-            f"stale dropped {st.stale_dropped}"
-        )
+        """One log line about this session's work (sizes and counts only)."""
+        return stats_line(self.media, self.narrator)
+
+
+def stats_line(m: MediaPipeline, narrator: Narrator) -> str:
+    st = narrator.stats
+    return (
+        f"frames received={m.slot.received} dropped={m.slot.dropped} "
+        f"rejected={m.frames_rejected}, detector fired {m.detector_fires}, "
+        f"analyses {m.analyses}; spoke {st.spoken}, deduplicated {st.deduplicated}, "
+        f"stale dropped {st.stale_dropped}"
+    )

@@ -1,4 +1,8 @@
-"""Off-event-loop work for every layer: one worker thread per model and one loader.
+"""Off-event-loop work for every layer: one worker per model and one loader.
+
+``Worker`` is a supervised thread (models whose stuck call can be abandoned);
+``ProcessWorker`` a supervised child process (engines with process-global state
+that can hang in C, like espeak-ng: killed and replaced by a warm spare).
 
 Imports nothing of ours, so ``vision/``, ``speech/`` and ``server/`` all build on it
 without importing each other. Exceptions::
@@ -9,6 +13,7 @@ without importing each other. Exceptions::
     ├── JobCancelled          the job was cancelled before it started
     └── WorkerStalled         the job ran past the worker's stall limit; the worker
                               was abandoned and a fresh thread took its place
+                              (``ProcessWorker``: the child was killed and replaced)
 """
 
 from runtime.errors import (
@@ -19,13 +24,17 @@ from runtime.errors import (
     WorkerStalled,
 )
 from runtime.loader import Loader, run_in_daemon_thread
+from runtime.process import Channel, ProcessWorker, Ticket
 from runtime.worker import Worker
 
 __all__ = [
+    "Channel",
     "DeadlinePassed",
     "JobCancelled",
     "Loader",
+    "ProcessWorker",
     "RuntimeWorkError",
+    "Ticket",
     "Worker",
     "WorkerBusy",
     "WorkerStalled",

@@ -2,6 +2,8 @@
 
 SpeechError                 anything speech-in or speech-out reports
 ├── SpeechUnavailable       a model or engine cannot be loaded; the message names the fix
+├── SynthesisFailed         one utterance could not be spoken (queue full, synthesis hung
+│                           or crashed); the synthesiser goes on for the next one
 └── AudioFormatError        audio that cannot be used (odd byte count, bad rate)
 """
 
@@ -14,6 +16,10 @@ class SpeechError(Exception):
 
 class SpeechUnavailable(SpeechError):
     """The speech model or engine cannot be loaded (missing package, model or library)."""
+
+
+class SynthesisFailed(SpeechError):
+    """This utterance was not spoken (busy, hung or crashed); the next one will be."""
 
 
 class AudioFormatError(SpeechError):

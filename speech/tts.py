@@ -1,23 +1,27 @@
 """Text-to-speech: pyttsx3 driving espeak-ng, streamed as PCM16 chunks.
 
 espeak-ng keeps global state and pyttsx3 drives it through one process-wide
-callback, so it is not safe from several threads. All synthesis therefore
-happens on one dedicated thread (``SpeechSynthesizer``): sessions submit
-utterances, the thread synthesises them sentence by sentence, hazards first,
-and streams each sentence's audio back as it is produced, so the first chunk
-leaves long before the whole text is done. Cancelling an utterance stops its
-synthesis at the next audio buffer (the espeak callback aborts) and drops
-anything not yet delivered.
+callback, so it is not safe from several threads, and a job that hangs inside
+it cannot be rescued by another thread of the same process. All synthesis
+therefore happens in one supervised child process (``runtime.ProcessWorker``,
+spawned): sessions submit utterances to its bounded queue, hazards first; the
+child synthesises them sentence by sentence and streams each sentence's audio
+back as it is produced, so the first chunk leaves long before the whole text is
+done. A job that sends nothing for ``STALL_S`` (espeak-ng hung) fails with
+``SynthesisFailed``; the child is killed and a spare child, already started,
+speaks the next utterance at once. Cancelling an utterance stops its synthesis
+at the next audio buffer (the child reads a shared stop flag in espeak's
+callback) and drops anything not yet delivered.
 
 The caller's ``cancel`` event is the caller's: ``stream`` only reads it. A
 consumer that stops iterating (``break``, ``aclose``, task cancelled) stops the
-synthesis through a private event, so a normal end never looks like a cut.
+synthesis too, so a normal end never looks like a cut.
 
 Voices: only ids that espeak-ng itself lists reach espeak-ng (``speech.voices``);
 an unknown or foreign id, or one that fails to load at run time, is replaced by
 the language's default voice and reported through ``on_fallback``. Since no
 client value is ever a path for espeak-ng, a job cannot make it read a file
-(``/dev/zero`` hung the thread before).
+(``/dev/zero`` hung the synthesis thread before).
 """
 
 from __future__ import annotations
@@ -25,22 +29,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import itertools
 import logging
-import queue
 import re
 import threading
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from runtime import Channel, ProcessWorker, WorkerBusy
 from speech.audio import float_to_pcm16, pcm16_to_float, resample
-from speech.errors import SpeechUnavailable
+from speech.errors import SpeechUnavailable, SynthesisFailed
 from speech.voices import VoiceFallback, default_voice, resolve_voice
 
 log = logging.getLogger("seealoud.tts")
 
 ESPEAK_RATE = 22_050
+STALL_S = 3.0
+"""A job whose child sends nothing this long is hung: the child is killed and replaced.
+Synthesis runs about 100x faster than speech; one sentence takes milliseconds."""
+MAX_PENDING = 64
+"""Utterances waiting for the synthesiser (all sessions); more are refused at once."""
 _SENTENCE = re.compile(r"(?<=[.!?;。！？；])\s*")
 
 
@@ -85,42 +93,58 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
 
 
-@dataclass(order=True)
-class _Job:
-    priority: int
-    seq: int
-    text: str = field(compare=False)
-    voice: VoiceOptions = field(compare=False)
-    output: TtsOptions = field(compare=False)
-    cancel: threading.Event = field(compare=False)
-    abandoned: threading.Event = field(compare=False)
-    deliver: Callable[[bytes | None], None] = field(compare=False)
-    fallback: Callable[[VoiceFallback], None] = field(compare=False)
-    espeak_voice: str | None = field(compare=False, default=None)
+@dataclass(frozen=True)
+class _Spec:
+    """One job as the child sees it (pickled): only listed voice ids, no paths."""
 
-    def stopped(self) -> bool:
-        return self.cancel.is_set() or self.abandoned.is_set()
+    text: str
+    language: str
+    requested: str | None
+    espeak_voice: str | None
+    rate_wpm: int
+    volume: float
+    rate: int
+    chunk_ms: int
 
 
 class SpeechSynthesizer:
     """Streams speech for any number of sessions; see the module docstring.
 
-    Every instance in a process shares one espeak-ng thread (espeak-ng allows
-    one synthesis at a time per process); instances differ only in output format.
+    Every instance in a process shares one espeak-ng child (espeak-ng allows one
+    synthesis at a time per process); instances differ only in output format.
     """
+
+    _shared: ProcessWorker | None = None
+    _shared_lock = threading.Lock()
 
     def __init__(self, options: TtsOptions | None = None) -> None:
         self.options = options or TtsOptions()
-        self._worker = _EspeakWorker.get()
+        with SpeechSynthesizer._shared_lock:
+            if SpeechSynthesizer._shared is None:
+                SpeechSynthesizer._shared = ProcessWorker(
+                    "tts-espeak",
+                    "speech.tts:serve_espeak",
+                    max_pending=MAX_PENDING,
+                    stall_s=STALL_S,
+                )
+            self._worker = SpeechSynthesizer._shared
 
     def load(self) -> None:
         """Wait until espeak-ng is initialised (blocking); raise if it cannot be."""
-        self._worker.wait_ready()
+        error = self._worker.wait_ready()
+        if error is not None:
+            raise SpeechUnavailable(error)
 
     @property
     def samples_synthesised(self) -> int:
-        """Samples espeak-ng has produced in this process (cancelled ones too; metrics)."""
-        return self._worker.samples_synthesised
+        """Samples espeak-ng has produced in this process's children (cancelled ones
+        too; metrics)."""
+        return self._worker.counted
+
+    @property
+    def worker(self) -> ProcessWorker:
+        """The supervised espeak-ng process (pid, restarts; tests and operators)."""
+        return self._worker
 
     async def stream(
         self,
@@ -137,16 +161,18 @@ class SpeechSynthesizer:
         audio buffer; ``stream`` never sets it. Leaving the iteration early stops the
         synthesis too. ``on_fallback`` is called on the event loop when the requested
         voice did not speak (refused, or failed to load) and the default voice did.
+        Raises ``SynthesisFailed`` when the queue is full or the synthesis hung or
+        crashed (the synthesiser has restarted by then).
         """
         loop = asyncio.get_running_loop()
-        # Bounded by the text: one chunk per ``chunk_ms`` of its audio, plus the end marker.
-        out: asyncio.Queue[bytes | None] = asyncio.Queue()
+        # Bounded by the text: one chunk per ``chunk_ms`` of its audio, plus the end.
+        out: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
         cancel = cancel or threading.Event()
         abandoned = threading.Event()
 
-        def deliver(chunk: bytes | None) -> None:
+        def put(item: bytes | BaseException | None) -> None:
             try:
-                loop.call_soon_threadsafe(out.put_nowait, chunk)
+                loop.call_soon_threadsafe(out.put_nowait, item)
             except RuntimeError:  # the caller's event loop has closed; nobody listens
                 abandoned.set()
 
@@ -158,36 +184,61 @@ class SpeechSynthesizer:
                 with contextlib.suppress(RuntimeError):  # the caller's loop has closed
                     loop.call_soon_threadsafe(on_fallback, event)
 
+        def on_message(message: tuple[str, Any]) -> None:
+            kind, body = message
+            if kind == "audio":
+                for chunk in body:
+                    put(chunk)
+            else:
+                fallback(VoiceFallback(requested=body[0], used=body[1], reason=body[2]))
+
+        def on_done(error: BaseException | None) -> None:
+            put(error)
+
         options = voice or VoiceOptions()
         espeak_voice, refused = resolve_voice(options.voice, options.language)
         if refused is not None:
             fallback(refused)
-        self._worker.submit(
-            _Job(
-                priority,
-                0,
-                text,
-                options,
-                self.options,
-                cancel,
-                abandoned,
-                deliver,
-                fallback,
-                espeak_voice,
-            )
+        spec = _Spec(
+            text=text,
+            language=options.language,
+            requested=options.voice or espeak_voice,
+            espeak_voice=espeak_voice,
+            rate_wpm=int(options.rate_wpm),
+            volume=float(options.volume),
+            rate=self.options.rate,
+            chunk_ms=self.options.chunk_ms,
         )
+        try:
+            ticket = self._worker.submit(
+                spec,
+                priority=priority,
+                on_message=on_message,
+                on_done=on_done,
+                stopped=lambda: cancel.is_set() or abandoned.is_set(),
+            )
+        except WorkerBusy as exc:
+            raise SynthesisFailed(f"speech synthesis is busy: {exc}") from exc
         finished = False
         try:
             while True:
-                chunk = await out.get()
-                if chunk is None:
+                if cancel.is_set():
+                    self._worker.stop(ticket)  # at once: do not wait for the dispatcher
+                item = await out.get()
+                if item is None:
                     finished = True
                     return
+                if isinstance(item, BaseException):
+                    finished = True
+                    if cancel.is_set():
+                        return
+                    raise SynthesisFailed(f"speech synthesis failed: {item}") from item
                 if not cancel.is_set():
-                    yield chunk
+                    yield item
         finally:
             if not finished:
                 abandoned.set()  # the consumer left early: stop synthesising for nobody
+                self._worker.stop(ticket)
 
     async def synthesize(
         self,
@@ -200,115 +251,82 @@ class SpeechSynthesizer:
         return b"".join([c async for c in self.stream(text, voice=voice, on_fallback=on_fallback)])
 
 
-class _EspeakWorker:
-    """The process's one espeak-ng thread and its priority queue."""
+# --- the child process ------------------------------------------------------------
 
-    _instance: _EspeakWorker | None = None
-    _instance_lock = threading.Lock()
 
-    @classmethod
-    def get(cls) -> _EspeakWorker:
-        with cls._instance_lock:
-            if cls._instance is None:
-                cls._instance = cls()
-            return cls._instance
+def serve_espeak(channel: Channel) -> None:
+    """The espeak-ng child's main loop (``runtime.ProcessWorker`` runs it)."""
+    try:
+        espeak, engine = _init_espeak()
+    except SpeechUnavailable as exc:
+        channel.ready(str(exc))
+        return
+    channel.ready()
+    state: dict[str, Any] = {"job": 0, "buf": []}
 
-    def __init__(self) -> None:
-        self._jobs: queue.PriorityQueue[_Job] = queue.PriorityQueue()
-        self._seq = itertools.count()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self.samples_synthesised = 0  # every sample espeak-ng produced, cancelled ones too
-        self._thread = threading.Thread(target=self._run, name="tts-espeak", daemon=True)
-        self._thread.start()
+    def on_audio(wav: Any, numsamples: int, events: Any) -> int:
+        job = state["job"]
+        if numsamples > 0:
+            channel.count(numsamples)
+        if job == 0 or channel.stopped(job):
+            return 1  # abort synthesis
+        if numsamples > 0:
+            state["buf"].append(ctypes.string_at(wav, numsamples * 2))
+        return 0
 
-    def wait_ready(self) -> None:
-        self._ready.wait()
-        if self._error is not None:
-            raise SpeechUnavailable(str(self._error)) from self._error
-
-    def submit(self, job: _Job) -> None:
-        job.seq = next(self._seq)
-        self._jobs.put(job)
-
-    def _run(self) -> None:
+    espeak.SetSynthCallback(on_audio)
+    for job_id, spec in channel.jobs():
+        state["job"] = job_id
         try:
-            espeak, engine = _init_espeak()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            while True:  # answer every job at once: no audio
-                self._jobs.get().deliver(None)
-        self._ready.set()
-        state: dict[str, Any] = {"job": None, "buf": []}
-
-        def on_audio(wav: Any, numsamples: int, events: Any) -> int:
-            job: _Job | None = state["job"]
-            if numsamples > 0:
-                self.samples_synthesised += numsamples
-            if job is None or job.stopped():
-                return 1  # abort synthesis
-            if numsamples > 0:
-                state["buf"].append(ctypes.string_at(wav, numsamples * 2))
-            return 0
-
-        espeak.SetSynthCallback(on_audio)
-        while True:
-            job = self._jobs.get()
-            if job.stopped():
-                job.deliver(None)
-                continue
-            state["job"] = job
-            try:
-                self._speak(espeak, engine, job, state)
-            except Exception:
-                log.exception("speech synthesis failed")
-            finally:
-                state["job"] = None
-                job.deliver(None)
-
-    @staticmethod
-    def _speak(espeak: Any, engine: Any, job: _Job, state: dict[str, Any]) -> None:
-        # pyttsx3's Engine.setProperty only queues the change for its own run loop, which
-        # we do not use (it would play or write files); its espeak driver applies it now.
-        driver = engine.proxy._driver
-        _set_voice(driver, job)
-        driver.setProperty("rate", int(job.voice.rate_wpm))
-        driver.setProperty("volume", float(job.voice.volume))
-        rate = job.output.rate
-        step = rate * job.output.chunk_ms // 1000 * 2
-        for sentence in split_sentences(job.text):
-            if job.stopped():
-                return
-            state["buf"] = []
-            espeak.Synth(sentence.encode("utf-8"), flags=espeak.ENDPAUSE | espeak.CHARS_UTF8)
-            espeak.Synchronize()
-            if job.stopped():
-                return
-            raw = b"".join(state["buf"])
-            pcm = float_to_pcm16(resample(pcm16_to_float(raw), ESPEAK_RATE, rate))
-            for offset in range(0, len(pcm), step):
-                job.deliver(pcm[offset : offset + step])
+            _speak(espeak, engine, job_id, spec, channel, state)
+        except Exception as exc:
+            channel.done(job_id, f"{type(exc).__name__}: {exc}")
+            continue
+        finally:
+            state["job"] = 0
+        channel.done(job_id)
 
 
-def _set_voice(driver: Any, job: _Job) -> None:
+def _speak(
+    espeak: Any, engine: Any, job_id: int, spec: _Spec, channel: Channel, state: dict[str, Any]
+) -> None:
+    # pyttsx3's Engine.setProperty only queues the change for its own run loop, which
+    # we do not use (it would play or write files); its espeak driver applies it now.
+    driver = engine.proxy._driver
+    _set_voice(driver, job_id, spec, channel)
+    driver.setProperty("rate", spec.rate_wpm)
+    driver.setProperty("volume", spec.volume)
+    step = spec.rate * spec.chunk_ms // 1000 * 2
+    for sentence in split_sentences(spec.text):
+        if channel.stopped(job_id):
+            return
+        state["buf"] = []
+        espeak.Synth(sentence.encode("utf-8"), flags=espeak.ENDPAUSE | espeak.CHARS_UTF8)
+        espeak.Synchronize()
+        if channel.stopped(job_id):
+            return
+        raw = b"".join(state["buf"])
+        pcm = float_to_pcm16(resample(pcm16_to_float(raw), ESPEAK_RATE, spec.rate))
+        channel.send(job_id, ("audio", [pcm[o : o + step] for o in range(0, len(pcm), step)]))
+
+
+def _set_voice(driver: Any, job_id: int, spec: _Spec, channel: Channel) -> None:
     """Load the job's (listed) voice; if espeak-ng cannot, the language's default speaks."""
-    if job.espeak_voice is None:
+    if spec.espeak_voice is None:
         return
     try:
-        driver.setProperty("voice", job.espeak_voice)
+        driver.setProperty("voice", spec.espeak_voice)
         return
     except ValueError as exc:
         reason = f"espeak-ng could not load it: {exc}"
-    used = default_voice(job.voice.language)
-    if used == job.espeak_voice:
+    used = default_voice(spec.language)
+    if used == spec.espeak_voice:
         used = None
     try:
         driver.setProperty("voice", used or "gmw/en")
     except ValueError:
         used = None
-    requested = job.voice.voice or job.espeak_voice
-    job.fallback(VoiceFallback(requested=requested, used=used, reason=reason))
+    channel.send(job_id, ("fallback", (spec.requested, used, reason)))
 
 
 def _init_espeak() -> tuple[Any, Any]:

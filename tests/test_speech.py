@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 from dataclasses import replace
@@ -12,8 +14,8 @@ import pytest
 
 from speech.asr import AsrOptions, HandsFree, SpeechRecognizer, Utterance
 from speech.audio import chunks, pcm16_to_float, resample, rms
-from speech.errors import AudioFormatError, SpeechUnavailable
-from speech.tts import SpeechSynthesizer, TtsOptions, VoiceOptions, split_sentences
+from speech.errors import AudioFormatError, SpeechUnavailable, SynthesisFailed
+from speech.tts import STALL_S, SpeechSynthesizer, TtsOptions, VoiceOptions, split_sentences
 from speech.vad import SpeechEnded
 from speech.wer import wer, word_errors
 
@@ -196,6 +198,50 @@ async def test_tts_cancel_stops_at_once(tts: SpeechSynthesizer) -> None:
     assert after_cancel <= ESPEAK_BUFFER + 500, (after_cancel, whole_samples)
     assert whole_samples > 20 * ESPEAK_BUFFER  # so the bound above means something
     assert free_after_s < whole_s / 4, (free_after_s, whole_s)
+
+
+async def test_fault_hung_synthesis_fails_alone_and_the_next_utterance_speaks(
+    tts: SpeechSynthesizer,
+) -> None:
+    """espeak-ng hung mid-utterance (its process stopped with SIGSTOP: from outside, the
+    same as a hang inside C). That utterance fails; within the stall limit the process
+    is killed, a spare speaks the next session's utterance, and the event loop never
+    waits meanwhile."""
+    worker = tts.worker
+    normal = await tts.synthesize("Door ahead.")
+    hung_pid, restarts = worker.pid, worker.restarts
+    assert hung_pid is not None
+    long_text = " ".join(f"Sentence number {n} of a very long description." for n in range(100))
+    hung = tts.stream(long_text)
+    assert await anext(hung)
+    os.kill(hung_pid, signal.SIGSTOP)
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    started = time.perf_counter()
+    other = await asyncio.wait_for(tts.synthesize("Door ahead."), timeout=STALL_S + 10)
+    other_s = time.perf_counter() - started
+    with pytest.raises(SynthesisFailed):
+        async for _ in hung:
+            pass
+    done.set()
+    await tick
+    assert same_speech(other, normal)
+    assert worker.restarts == restarts + 1 and worker.pid != hung_pid
+    with pytest.raises(ProcessLookupError):  # killed and reaped
+        os.kill(hung_pid, 0)
+    assert other_s < STALL_S + 2, other_s
+    assert max(gaps) < 0.25, max(gaps)
+    assert same_speech(await tts.synthesize("Door ahead."), normal)  # and it goes on
 
 
 async def test_tts_normal_end_does_not_set_the_callers_cancel(tts: SpeechSynthesizer) -> None:

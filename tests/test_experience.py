@@ -289,8 +289,9 @@ async def test_a_covered_camera_is_said_once_and_never_sent_to_the_model(
     vision = ScriptedAnalyzerDouble([(observation(CHAIR), 0.0)])
     server = await make_server(vision)
     phone = await Phone.open(ws_url(server), accounts.user_token)
-    for _ in range(20):  # two seconds of a covered lens
+    for _ in range(20):  # two seconds of a covered lens, at a camera's 10 fps
         await phone.frame(colour=(2, 2, 2))
+        await asyncio.sleep(0.1)  # the camera's frame interval (a glitch is under 1 s)
     notice = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart))
     assert notice.text == "The camera sees nothing: it may be covered or it is too dark."  # type: ignore[attr-defined]
     await phone.send(p.Question(text="what is ahead?", id="q"))

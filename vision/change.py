@@ -91,6 +91,9 @@ class ChangeOptions:
             previous frame (after alignment), the view is new.
         max_shift_fraction: A keyframe that has drifted more than this fraction
             of the frame away is replaced silently (panning is not an event).
+        shift_tolerance: When the shift to the keyframe differs by more than this
+            many pixels from the sum of the frame-to-frame shifts since it, both are
+            tried and the better-aligned one is kept.
         cooldown_s: Minimum interval between model calls.
         heartbeat_s: Maximum interval between model calls; ``None`` = no
             heartbeat (quiet mode).
@@ -129,6 +132,7 @@ class ChangeOptions:
     key_refresh_s: float = 1.0
     scene_cut_correlation: float = 0.6
     max_shift_fraction: float = 0.35
+    shift_tolerance: int = 3
     cooldown_s: float = 0.5
     heartbeat_s: float | None = 10.0
     dark_level: float = 20.0
@@ -400,6 +404,7 @@ class ChangeDetector:
         self._prev: Signature | None = None
         self._prev2: Signature | None = None
         self._key: Signature | None = None
+        self._key_drift: tuple[int, int] | None = None
         self._last_score = 0.0
         self._noise: deque[float] = deque(maxlen=self.options.noise_window)
         self._key_noise: deque[float] = deque(maxlen=self.options.noise_window)
@@ -532,7 +537,8 @@ class ChangeDetector:
 
     def _restart(self, sig: Signature) -> None:
         """A new view (first frame, view back, phone turned): new references, a look."""
-        self._prev, self._prev2, self._key = sig, None, sig
+        self._prev, self._prev2 = sig, None
+        self._set_key(sig)
         self._last_seen = sig
         self._noise.clear()
         self._key_noise.clear()
@@ -548,7 +554,11 @@ class ChangeDetector:
         key = self._key
         if key is None or key.pixels.shape != sig.pixels.shape:
             key = sig
-        self._prev2, self._prev, self._key = back, sig, key
+        self._prev2, self._prev = back, sig
+        if key is not self._key:
+            self._set_key(key)
+        else:
+            self._key_drift = None  # the frames in the glitch are unknown
         self._last_seen = sig
         self._last_score = 0.0
         self._key_streak = self._entry_streak = 0
@@ -594,11 +604,31 @@ class ChangeDetector:
             gradient_floor=o.gradient_floor,
             shift=shift_from(self._key),
         )
+        # Phase correlation against an older frame now and then locks on a wrong peak
+        # (13 px off on a walk): the residual is then high everywhere it should not
+        # be and fires. The shifts from frame to frame since the keyframe say where
+        # it should be; when the two disagree, the one that explains the frame
+        # better (the lower score) is kept.
+        if self._key_drift is not None:
+            expected = (self._key_drift[0] + scores.shift[0], self._key_drift[1] + scores.shift[1])
+            ky, kx = scores.key_shift
+            if max(abs(ky - expected[0]), abs(kx - expected[1])) > o.shift_tolerance:
+                alt, _, _ = change_score(
+                    self._key,
+                    sig,
+                    radius=o.search_radius + 1,
+                    cell=o.cell,
+                    gradient_floor=o.gradient_floor,
+                    shift=expected,
+                )
+                if alt < scores.local_key:
+                    scores.local_key, scores.key_shift = alt, expected
+        self._key_drift = scores.key_shift
         h, w = sig.pixels.shape
         kdy, kdx = scores.key_shift
         drifted = abs(kdy) > h * o.max_shift_fraction or abs(kdx) > w * o.max_shift_fraction
         if drifted or sig.t - self._key.t >= o.key_refresh_s:
-            self._key = sig  # panned away or long quiet: a new reference, not an event
+            self._set_key(sig)  # panned away or long quiet: a new reference, not an event
         scores.noise = _p90(self._noise)
         scores.key_noise = _p90(self._key_noise)
         # Correlation says little about a low-contrast view (a textured wall shaking
@@ -651,9 +681,13 @@ class ChangeDetector:
             return Decision(fire=True, reason=TriggerReason.HEARTBEAT, scores=s)
         return Decision(fire=False, scores=s)
 
+    def _set_key(self, sig: Signature) -> None:
+        self._key = sig
+        self._key_drift = (0, 0)  # the shift from the keyframe to the previous frame
+
     def _fire(self, sig: Signature) -> None:
         self._mark_called(sig.t)
-        self._key = sig
+        self._set_key(sig)
         self._key_streak = 0
         self._entry_streak = 0
         self._armed = False

@@ -66,8 +66,8 @@ class Language:
         category_words: Words in hazard labels that put a hazard in a category.
         edges: How to name an edge text runs off, by ``EDGES``.
         side_words: Words in a hazard's direction that put it on a side, by
-            ``SIDES`` (whole words from their start, so "tout droit", straight
-            ahead, is not "droite", right). No word: ahead.
+            ``SIDES`` (whole words, so "tout droit", straight ahead, is not
+            "droite", right, and "linked" is not "linke"). No word: ahead.
         clock: A pattern for clock positions ("at 3 o'clock", "à 3 heures"); its
             first group is the hour, in digits or (Chinese) numerals.
         and_word: Joins the last two of a list ("left and bottom"); espeak-ng
@@ -325,7 +325,10 @@ LANGUAGES: dict[str, Language] = {
             "surface": ("nass", "pfütze", "eis", "loch", "uneben", "riss", "gitter"),
         },
         edges={"left": "links", "right": "rechts", "top": "oben", "bottom": "unten"},
-        side_words={"left": ("links", "linke"), "right": ("rechts", "rechte")},
+        side_words={
+            "left": ("links", "linke", "linken", "linker", "linkes"),
+            "right": ("rechts", "rechte", "rechten", "rechter", "rechtes"),
+        },
         clock=r"(\d{1,2})\s*(?:-\s*)?uhr",
         and_word=" und ",
         stop_words=(
@@ -456,7 +459,7 @@ def side_word(text: str) -> str | None:
     for row in LANGUAGES.values():
         for side in SIDES:
             for word in row.side_words.get(side, ()):
-                pattern = re.escape(word) if row.cjk else rf"(?<!\w){re.escape(word)}"
+                pattern = re.escape(word) if row.cjk else rf"(?<!\w){re.escape(word)}(?!\w)"
                 if re.search(pattern, low):
                     return side
     return None

@@ -331,6 +331,8 @@ def test_a_sign_being_spoken_is_not_queued_again() -> None:
         ("rechts vorne", "right"),
         ("auf 2 Uhr", "right"),
         ("geradeaus", "ahead"),
+        ("auf der linken Seite", "left"),
+        ("linked to the wall", "ahead"),
         ("a la izquierda", "left"),
         ("a la derecha", "right"),
         ("todo derecho", "ahead"),

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import threading
 
-from runtime import DeadlinePassed, WorkerBusy, run_in_daemon_thread
+from runtime import DeadlinePassed
 from runtime import Worker as ModelWorker
 
-__all__ = ["DeadlinePassed", "ModelWorker", "WorkerBusy", "image_worker", "run_in_daemon_thread"]
+__all__ = ["DeadlinePassed", "ModelWorker", "image_worker"]
 
 _images: ModelWorker | None = None
 _images_lock = threading.Lock()

@@ -101,7 +101,8 @@ def read_aloud(narrator: Narrator, reading: TextReading) -> list[Utterance]:
     """What "read this" queues for one reading, in the user's language: the text, or
     why there is none; that part of it was too blurred; which way text runs off."""
     out: list[Utterance | None] = []
-    if reading.status == "blurred" or (reading.status == "partial" and not reading.lines):
+    blurred = reading.status == "blurred" or (reading.status == "partial" and not reading.lines)
+    if blurred:
         out.append(narrator.notice("text_blurred"))
     elif not reading.lines:
         out.append(narrator.notice("no_text"))
@@ -109,7 +110,7 @@ def read_aloud(narrator: Narrator, reading: TextReading) -> list[Utterance]:
         if reading.status == "partial":
             out.append(narrator.notice("text_partly_blurred"))
         out.append(narrator.read(sentences(reading)))
-    if reading.cut_off and reading.status != "blurred":
+    if reading.cut_off and not blurred:
         code = narrator.settings.language
         edges = language(code).edges
         named = join_words(code, [edges[e] for e in reading.cut_off if e in edges])

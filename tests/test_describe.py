@@ -13,7 +13,7 @@ import pytest
 
 from protocol import HazardInfo
 from tests.conftest import Accounts, ServerFactory, jpeg_bytes
-from tests.doubles import GatedAnalyzerDouble, ScriptedAnalyzerDouble
+from tests.doubles import FailingAnalyzerDouble, GatedAnalyzerDouble, ScriptedAnalyzerDouble
 from tests.phone import observation
 
 pytest.importorskip("aiohttp", reason="the describe extra is not installed")
@@ -273,3 +273,14 @@ async def test_describe_speaks_https_with_the_servers_certificate(
             await asyncio.to_thread(post, port, jpeg_bytes(), token=accounts.user_token)
     finally:
         await runner.cleanup()
+
+
+async def test_a_failed_model_call_gives_the_slot_back(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    server = await make_server(FailingAnalyzerDouble(), describe_port=0)
+    port = server.describe_port
+    assert port
+    for _ in range(2):  # the second is not told "busy": the first one's slot was released
+        status, body = await asyncio.to_thread(post, port, jpeg_bytes(), token=accounts.user_token)
+        assert status == 502 and body["error"]["code"] == "model-failed", body

@@ -1,6 +1,7 @@
-"""At the user's ear, through real sockets: an unsure transcript is answered with what
-was heard *and* the whole answer; "stop" typed or spoken stops speech and is never sent
-to the vision model as a question."""
+"""The narrator at the user's ear, through real sockets: an unsure transcript is answered
+with what was heard *and* the whole answer; "stop" typed or spoken stops speech and is
+never sent to the vision model as a question; a warning is not heard twice in a row
+because the same hazard was seen again while it played."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from collections.abc import Callable
 import numpy as np
 
 import protocol as p
+from protocol import HazardInfo
 from speech.asr import Transcript
+from speech.tts import SpeechSynthesizer
 from tests.conftest import Accounts, ServerFactory, ws_url
 from tests.doubles import ScriptedAnalyzerDouble
 from tests.phone import Phone, observation
@@ -84,6 +87,10 @@ async def test_an_unsure_question_is_answered_with_what_was_heard_and_the_answer
     await phone.close()
 
 
+def _observed(seq: int) -> Callable[[p.Message], bool]:
+    return lambda m: isinstance(m, p.ObservationMsg) and m.frame_seq == seq
+
+
 def _interrupt_ack(ref: str) -> Callable[[p.Message], bool]:
     return lambda m: isinstance(m, p.Interrupt) and m.id == ref
 
@@ -106,4 +113,29 @@ async def test_stop_typed_or_spoken_is_stop_not_a_question(
     await phone.wait_for(lambda m: isinstance(m, p.SpeechStart) and m.text == "A door.")
     assert [r.question for r in vision.requests[asked:]] == ["Is there a stop sign?"]
     assert not [e for e in phone.of(p.Error) if (e.ref or "").startswith("s")]
+    await phone.close()
+
+
+async def test_a_warning_is_not_heard_twice_because_it_was_seen_again_while_it_played(
+    make_server: ServerFactory, accounts: Accounts, tts_model: SpeechSynthesizer
+) -> None:
+    chair = HazardInfo(label="chair", direction="ahead", distance_m=2.0)
+    vision = ScriptedAnalyzerDouble([(observation(chair, answer="A chair."), 0.0)])
+    # Every frame goes to the model; a budget long enough that a second warning queued
+    # behind the first could not go stale before it is played (it would be heard).
+    server = await make_server(
+        vision, tts=tts_model, change_detection=False, frame_age_budget_ms=5_000
+    )
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    await phone.frame()
+    warning = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart))
+    assert warning.priority == "hazard"  # type: ignore[attr-defined]
+    for _ in range(3):  # the same chair, seen on the next frames while the warning plays
+        seq = await phone.frame()
+        await phone.wait_for(_observed(seq))
+    assert not phone.of(p.SpeechStop)  # still playing: these frames came in during it
+    await phone.wait_for(lambda m: isinstance(m, p.SpeechStop))
+    await phone.send(p.Question(text="What is ahead?", id="q"))
+    await phone.wait_for(lambda m: isinstance(m, p.SpeechStart) and m.priority == "answer")
+    assert phone.spoken() == [("hazard", "Chair, 2 metres, ahead."), ("answer", "A chair.")]
     await phone.close()

@@ -106,10 +106,6 @@ class SeeAloudServer:
         for loader in (self.vision, self.tts, self.asr, self.text):
             if loader is not None:
                 loader.on_change(lambda _: self.hub.capabilities(services.capabilities()))
-        if engine is not None and self.vision is not None:
-            self.vision.on_change(
-                lambda v: engine.settle_loaded() if v.status in ("ready", "failed") else None
-            )
         self.pages = Pages(
             self.ctx,
             tls=config.tls_cert is not None,
@@ -151,7 +147,12 @@ class SeeAloudServer:
                 self.ctx, self.config.host, self.config.describe_port, ssl_context=self._ssl
             )
             self.describe_port = int(self._describe.addresses[0][1])
-            log.info("one-shot describe on port %d: POST /v1/describe", self.describe_port)
+            log.info(
+                "one-shot describe: POST %s://%s:%d/v1/describe",
+                "https" if self._ssl else "http",
+                self.config.host,
+                self.describe_port,
+            )
         for loader in (self.vision, self.tts, self.asr, self.text):
             if loader is not None:
                 self._background.append(asyncio.create_task(loader.load(), name=loader.name))

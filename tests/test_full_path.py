@@ -44,7 +44,8 @@ async def test_replayed_clip_and_spoken_question(
     )
     server = await make_server(engine=engine, tts=tts_model, asr=asr_model)
     assert engine is not None
-    await asyncio.wait_for(engine.wait_loaded(), 120)
+    assert server.vision is not None
+    await asyncio.wait_for(server.vision.loaded.wait(), 120)
     wav_path = tmp_path / "question.wav"
     pcm = await tts_model.synthesize(QUESTION)
     with wave.open(str(wav_path), "wb") as wav:

@@ -367,7 +367,8 @@ async def test_unloadable_model_is_named_and_the_rest_keeps_working(
     server = await make_server(engine=engine)
     status, body = await asyncio.to_thread(http_get, server.port, "/healthz")
     assert status == 200  # answered while the model is still loading
-    await asyncio.wait_for(engine.wait_loaded(), 120)
+    assert server.vision is not None
+    await asyncio.wait_for(server.vision.loaded.wait(), 120)
     _, body = await asyncio.to_thread(http_get, server.port, "/readyz")
     caps = json.loads(body)["capabilities"]
     assert caps["vision"] is False and "failed" in json.loads(body)["details"]["vision"]
@@ -398,7 +399,8 @@ async def test_tiny_model_end_to_end(
     )
     assert engine is not None
     server = await make_server(engine=engine)
-    await asyncio.wait_for(engine.wait_loaded(), 120)
+    assert server.vision is not None
+    await asyncio.wait_for(server.vision.loaded.wait(), 120)
     assert engine.ready
     ws, ready = await open_session(ws_url(server), accounts.user_token)
     assert ready.capabilities.vision is True

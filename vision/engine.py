@@ -8,7 +8,6 @@ object closes, so the first warning can be spoken before generation ends.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import math
@@ -50,7 +49,6 @@ class VisionEngine:
     def __init__(self, backend: VlmBackend, *, options: GenerationOptions | None = None) -> None:
         self.backend = backend
         self.options = options or GenerationOptions()
-        self._loaded = asyncio.Event()
 
     @property
     def ready(self) -> bool:
@@ -72,15 +70,6 @@ class VisionEngine:
             raise
         except Exception as exc:  # a loader bug: report it as the reason, keep serving
             raise ModelUnavailable(f"{type(exc).__name__}: {exc}") from exc
-
-    def settle_loaded(self) -> None:
-        """On the event loop, once the server's loader ended either way: wake
-        ``wait_loaded``. (Only tests wait; see the report on moving them to
-        ``server.vision.loaded``.)"""
-        self._loaded.set()
-
-    async def wait_loaded(self) -> None:
-        await self._loaded.wait()
 
     async def analyze(
         self,

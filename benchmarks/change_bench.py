@@ -227,7 +227,7 @@ def load_detector(path: Path) -> Callable[[], Any]:
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
-    return module.ChangeDetector  # type: ignore[no-any-return]
+    return module.ChangeDetector
 
 
 def load_sequences(data: Path, seconds: float, seed: int, cache: Path | None) -> list[Sequence]:
@@ -238,7 +238,7 @@ def load_sequences(data: Path, seconds: float, seed: int, cache: Path | None) ->
     path = cache / f"change-seqs-{key}.pkl" if cache else None
     if path is not None and path.exists():
         with path.open("rb") as fh:
-            return pickle.load(fh)  # type: ignore[no-any-return]
+            return pickle.load(fh)
     seqs = build_all(data, seconds=seconds, seed=seed)
     seqs += world_sequences(data, seconds=seconds, seed=seed)
     if path is not None:
@@ -340,8 +340,8 @@ def main() -> None:
         summary[name] = {"setting": how, **tot}
         cost = "-"
         if name in per_detector:
-            spent = per_detector[name][1]
-            cost = f"{percentile(spent, 0.5) * 1000:.2f} / {percentile(spent, 0.95) * 1000:.2f}"
+            times = per_detector[name][1]
+            cost = f"{percentile(times, 0.5) * 1000:.2f} / {percentile(times, 0.95) * 1000:.2f}"
         elif name in base_costs:
             cost = f"{base_costs[name][0] * 1000:.2f} (mean)"
         rows.append(

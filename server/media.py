@@ -38,8 +38,6 @@ class Asked:
 
     text: str
     ref: str | None
-    prefix: str = ""
-    """Said before the answer (e.g. "I heard: ..." when the recogniser was unsure)."""
 
 
 class MediaPipeline:
@@ -262,8 +260,6 @@ class MediaPipeline:
     def speak(self, obs: ObservationMsg, frame_time: float, asked: Asked | None) -> None:
         """Hand an observation to the narrator and offer what it queued to the speaker
         (signs go through the text reader first: ``signs``)."""
-        if asked is not None and asked.prefix:
-            obs.answer = f"{asked.prefix} {obs.answer or self.narrator.phrase('unsure')}"
         for u in self.narrator.observe(
             obs, frame_time=frame_time, now=time.monotonic(), question=asked is not None
         ):

@@ -75,8 +75,9 @@ class UserSettings:
         hazard_categories: Which hazards to announce: ``["all"]``, or some of
             obstacles, steps, vehicles, people, doors, surface (not both).
         max_words: Longest utterance, in words.
-        repeat_after_s: The same sign or description may be said again after
-            this long even if unchanged.
+        repeat_after_s: The same obstacle or description may be said again
+            after this long even if unchanged (signs: only when their text
+            changes, or after 10 minutes; see ``server/narrator.py``).
         urgent_repeat_s: An urgent hazard still in the path is repeated this often.
         memory: Give the model the last few observations, for questions like
             "what did I just pass?".

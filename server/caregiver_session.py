@@ -120,6 +120,6 @@ class CaregiverSession(BaseSession):
             connected=self.ctx.hub.connected(user),
             voices=self.ctx.services.voices(values.language),
             languages=[Choice(value=code, label=lang.name) for code, lang in LANGUAGES.items()],
-            warnings=self.ctx.services.warnings(user),
+            warnings=self.ctx.services.warnings(user, values.language),
             id=ref,
         )

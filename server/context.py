@@ -93,18 +93,22 @@ class Services:
             return []
 
     def language_problem(self, language: object) -> str | None:
-        """Why ``language`` cannot be chosen with the loaded speech model, or None."""
-        asr = self.asr_if_ready()
-        if not isinstance(language, str) or asr is None or asr.can_hear(language):
+        """Why spoken questions in ``language`` cannot be understood with this server's
+        speech model (known from its name before it has loaded), or None."""
+        asr = self.asr_model if self.asr is not None else None
+        if not isinstance(language, str) or asr is None:
             return None
-        return (
-            f"the loaded speech model cannot hear {language!r}: install a multilingual "
-            "Whisper model (e.g. small or base) and start the server with --asr-model"
-        )
+        return asr.cannot_hear_reason(language)
 
-    def warnings(self, user: str) -> list[str]:
-        problem = self.voice_problems.get(user)
-        return [problem] if problem else []
+    def warnings(self, user: str, language: str | None = None) -> list[str]:
+        """What the caregiver should know about ``user``'s settings on this server: a
+        voice that failed at run time, a language the speech model cannot hear."""
+        out = []
+        if problem := self.voice_problems.get(user):
+            out.append(problem)
+        if language is not None and (problem := self.language_problem(language)):
+            out.append(f"Spoken questions will not be understood: {problem}.")
+        return out
 
     def details(self) -> dict[str, str]:
         """Operator text for ``/readyz`` and the log: why each capability is off."""

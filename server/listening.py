@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from protocol import AudioChunk, AudioStart, AudioStop, ErrorCode, Message, TranscriptMsg
 from server.context import ServerContext
+from server.languages import phrase
 from speech.asr import HandsFree, SpeechRecognizer, Transcript, Utterance
 from speech.errors import AudioFormatError
 from speech.vad import AudioDropped, SpeechEnded, VadEvent
@@ -77,6 +78,10 @@ class Listening:
                 return self.ctx.services.capabilities().reasons.get(
                     "speech_in", "Spoken questions are unavailable; type instead."
                 )
+            language = self.language()
+            if self.ctx.services.language_problem(language) is not None:
+                self._refused = True  # Whisper would hear nonsense; say why instead
+                return phrase(language, "cannot_hear")
         elif self._refused:
             return None
         try:

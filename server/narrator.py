@@ -401,6 +401,14 @@ class Narrator:
         self._done(u)
         self._put_back(u)
 
+    def dropped(self, u: Utterance) -> None:
+        """The connection dropped while ``u`` was being spoken. A warning waits for the
+        phone to resume (and is still dropped if its frame is too old by then); anything
+        else is as if cut."""
+        self.cut(u)
+        if u.lane == Lane.HAZARD and all(q.key != u.key for q in self._queue):
+            self._queue.append(u)
+
     def is_stale(self, u: Utterance, now: float) -> bool:
         if u.lane in (Lane.ANSWER, Lane.READING) or u.frame_time is None:
             return False

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from protocol import Interrupt, Message, SpeechChunk, SpeechStart, SpeechStop
+from server.link import LinkClosed
 from server.metrics import ServerMetrics
 from server.narrator import Narrator, Utterance
 from speech.errors import SpeechError
@@ -118,7 +119,7 @@ class Speaker:
         cancel = threading.Event()
         self.current, self._cancel, self._cut_reason = u, cancel, None
         self._cut.clear()
-        heard = False
+        heard = dropped = False
         try:
             await self._send(
                 SpeechStart(utterance=u.id, priority=u.wire, text=u.text, rate=self.rate)
@@ -153,9 +154,14 @@ class Speaker:
                 await self._send(SpeechStop(utterance=u.id, reason="done"))
                 heard = True
             _remember(self.stopped_at, u.id, time.monotonic())
+        except (asyncio.CancelledError, LinkClosed):
+            dropped = True  # the session ended under it (a dropped network, bye)
+            raise
         finally:
             if heard:
                 self.narrator.spoken(u, time.monotonic())
+            elif dropped:
+                self.narrator.dropped(u)
             else:
                 self.narrator.cut(u)
             self.current, self._cancel = None, None

@@ -285,6 +285,25 @@ async def test_a_reconnect_while_the_old_connection_still_looks_alive_resumes_it
     await again.close()
 
 
+async def test_a_warning_cut_by_a_dropped_network_is_spoken_after_the_resume(
+    make_server: ServerFactory, accounts: Accounts, tts_model: SpeechSynthesizer
+) -> None:
+    server = await make_server(ScriptedAnalyzerDouble([(observation(CHAIR), 0.0)]), tts=tts_model)
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    await phone.frame()
+    warning = await _speak_one(phone, "hazard")
+    await phone.wait_for(lambda m: isinstance(m, p.SpeechChunk))
+    phone.ws.transport.abort()  # the network drops mid-warning
+    await phone.wait_closed(timeout=5)
+    again = await Phone.open(ws_url(server), accounts.user_token, resume=phone.ready.resume)
+    assert again.ready.resumed
+    replay = await _speak_one(again, "hazard")
+    assert replay.text == warning.text
+    stop = await again.wait_for(stopped(replay.utterance), timeout=10)
+    assert stop.reason == "done"  # type: ignore[attr-defined]
+    await again.close()
+
+
 async def test_a_covered_camera_is_said_once_and_never_sent_to_the_model(
     make_server: ServerFactory, accounts: Accounts
 ) -> None:

@@ -63,3 +63,13 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, default=str))
     return path
+
+
+def machine_load() -> str:
+    """The 1, 5 and 15 minute load averages ("0.52 / 0.61 / 0.70"), so a table says how
+    busy the machine was while it was measured (the benchmark itself included)."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"

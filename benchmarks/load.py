@@ -1,21 +1,34 @@
 """Many phones against one server: how many this machine holds, and whether one bad
 client (a `/metrics` poller, a client that stops reading) takes time from the others.
 
-N phones stream real footage (640x480 JPEG, 10 fps) and ask a spoken question every
-``--ask-every`` seconds (espeak-ng speech through the real recogniser); the server
-runs in its own process with the real speech models and a scripted vision double
-that holds one model thread ``--model-ms`` per call (a GPU does one call at a
-time). For each N: sessions held, frames received / analysed / dropped, frame ->
-first speech p50/p95, ingest p95, the longest gap between two looks at a session
-(starvation, in heartbeats), RSS and open files at start and end. The largest N
-that keeps ingest p95 under 5 ms and no session without a look for more than 3
-heartbeats is reported; then the same load at half that N with `/metrics` polled
-by 16 clients and with one stuck client, and a soak at half that N.
+N phones stream real footage (640x480 JPEG from ``vtest.avi``, 10 fps) and ask a
+spoken question every ``--ask-every`` seconds (espeak-ng speech through the real
+recogniser); the server runs in its own process with the real speech models and a
+scripted vision double that holds one model thread ``--model-ms`` per call (a GPU
+does one call at a time).
 
-Baseline in the same run: the same N=1 session alone (its frame -> speech and
-ingest figures are what "unloaded" means here).
+For each N: sessions held to the end, frames sent / received / analysed / dropped
+(superseded before the change detector, superseded while waiting for the model),
+frame -> first hazard speech p50/p95 (at the phone), frame -> finished look
+p50/p95 (in the server), ingest p95 (the worst of the server's 4096-sample
+windows, read once a second), the longest time a session went without a look
+(starvation, in heartbeats, counted from its first frame to its last), RSS and
+open files at start and end.
 
-    python benchmarks/load.py [--steps 2,4,8,12] [--seconds 20] [--soak 600]
+N steps up (``--steps``) until a criterion fails (ingest p95 >= 5 ms, a session
+more than 3 heartbeats without a look, or a session not held) or the search has
+used ``--search-budget`` seconds. At half the largest N held the same load runs
+plain, with 16 clients polling ``/metrics`` as fast as they can, and with one
+client that stops reading (the server must close it, not wait); then, with
+``--soak``, a long run at half that N sampling RSS and open files every second.
+``--openai-steps`` runs the vision path for real: the tiny random-weight Qwen3-VL
+checkpoint (``tests/tiny_vlm.py``) in process and behind ``transformers serve`` on
+loopback (``--vision openai --vlm-url``), side by side.
+
+Baseline in the same run: one phone alone (the first step); ratios are against it.
+
+    python benchmarks/load.py [--steps 1,12,16,24,32,48,64] [--seconds 40] [--soak 600]
+    python benchmarks/load.py --half 8 --extras none --soak 600   # soak only, N=8
 """
 
 from __future__ import annotations
@@ -25,10 +38,16 @@ import asyncio
 import contextlib
 import itertools
 import multiprocessing as mp
+import os
+import shutil
+import socket
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,12 +55,40 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 import protocol as p
-from benchmarks.common import SHARED_DATA, machine, markdown_table, percentile, write_json
-from server.analysis import AnalysisRequest
+from benchmarks.common import (
+    SHARED_DATA,
+    machine,
+    machine_load,
+    markdown_table,
+    percentile,
+    write_json,
+)
+from server.analysis import AnalysisRequest, Analyzer
+from server.settings import UserSettings
 
-HEARTBEAT_S = 10.0
+HEARTBEAT_S = UserSettings().heartbeat_s or 10.0
+INGEST_LIMIT_MS = 5.0
+STARVED_HEARTBEATS = 3.0
+
+
+@dataclass(frozen=True)
+class Vision:
+    """What the server process looks with: the model double, or a real backend."""
+
+    kind: str = "double"  # "double", "transformers" (in process) or "openai" (HTTP)
+    model_s: float = 0.2
+    model: str | None = None
+    url: str | None = None
+
+    def label(self) -> str:
+        if self.kind == "double":
+            return f"model double {self.model_s * 1000:.0f} ms"
+        if self.kind == "openai":
+            return "tiny Qwen3-VL via transformers serve (openai)"
+        return "tiny Qwen3-VL in process"
 
 
 class HazardModelDouble:
@@ -65,17 +112,56 @@ class HazardModelDouble:
         )
 
 
-def _serve(db: str, pipe: Any, model_s: float) -> None:
-    """The server process: real speech, the model double; answers snapshot requests."""
-    import os
-    import threading
+@dataclass
+class SessionLooks:
+    """When one session was looked at: O(1) memory however long the run."""
 
+    first: float
+    last: float
+    longest_gap: float = 0.0
+    count: int = 1
+
+
+class LookRecorder:
+    """Measurement wrapper around the server's analyzer (not a double: every call goes
+    to the real one). It notes when each session's look finished and how long after
+    its frame arrived, because a real model's empty answers send the phone nothing,
+    so only the server can tell whether a session was looked at."""
+
+    def __init__(self, inner: Analyzer) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.looks: dict[str, SessionLooks] = {}
+        self.frame_to_look_s: deque[float] = deque(maxlen=20_000)
+
+    @property
+    def ready(self) -> bool:
+        return bool(getattr(self.inner, "ready", True))
+
+    async def analyze(self, request: AnalysisRequest) -> p.ObservationMsg | None:
+        result = await self.inner.analyze(request)  # a failed look raises: not a look
+        now = time.monotonic()
+        self.frame_to_look_s.append(now - request.frame.received_at)
+        seen = self.looks.get(request.session)
+        if seen is None:
+            self.looks[request.session] = SessionLooks(first=now, last=now)
+        else:
+            seen.longest_gap = max(seen.longest_gap, now - seen.last)
+            seen.last = now
+            seen.count += 1
+        return result
+
+
+def _serve(db: str, pipe: Any, vision: Vision) -> None:
+    """The server process: real speech, the chosen vision; answers snapshot requests
+    on ``pipe`` (one at a time) until told ``stop``."""
     import psutil
 
+    from server.analysis import build_engine
     from server.app import SeeAloudServer
     from server.auth import UserStore
     from server.config import ServerConfig
-    from server.db import connect
+    from server.db import connect as db_connect
     from speech.asr import AsrOptions, SpeechRecognizer
     from speech.tts import SpeechSynthesizer
 
@@ -85,19 +171,32 @@ def _serve(db: str, pipe: Any, model_s: float) -> None:
             port=0,
             db_path=Path(db),
             max_sessions_per_account=4,
-            max_sessions_per_address=10_000,
+            max_sessions_per_address=10_000,  # every phone comes from 127.0.0.1
+            vision_backend="openai" if vision.kind == "openai" else "transformers",
+            model=vision.model,
+            vlm_url=vision.url,
+            device="cpu",
         )
+        engine = build_engine(cfg) if vision.kind != "double" else None
         server = SeeAloudServer(
             cfg,
-            store=UserStore(connect(db)),
-            analyzer=HazardModelDouble(model_s),
+            store=UserStore(db_connect(db)),
+            analyzer=HazardModelDouble(vision.model_s) if engine is None else None,
+            engine=engine,
             tts=SpeechSynthesizer(),
             asr=SpeechRecognizer(AsrOptions(model="tiny.en", device="cpu")),
         )
+        inner = server.ctx.services.analyzer
+        assert inner is not None
+        recorder = LookRecorder(inner)
+        server.ctx.services.analyzer = recorder
         await server.start()
-        for loader in (server.tts, server.asr):
-            assert loader is not None
-            await loader.loaded.wait()
+        for loader in (server.tts, server.asr, server.vision):
+            if loader is not None:
+                await asyncio.wait_for(loader.loaded.wait(), 300)
+        if server.vision is not None and not server.vision.ready:
+            pipe.send(f"vision failed: {server.vision.reason()}")
+            return
         loop = asyncio.get_running_loop()
         proc = psutil.Process(os.getpid())
 
@@ -110,10 +209,20 @@ def _serve(db: str, pipe: Any, model_s: float) -> None:
                 snap["rss_mb"] = proc.memory_info().rss / 2**20
                 snap["fds"] = proc.num_fds()
                 snap["sessions"] = len(server.sessions)
+                snap["now"] = time.monotonic()
+                if request == "full":
+                    lat = sorted(recorder.frame_to_look_s)
+                    snap["look_p50_ms"] = percentile(lat, 0.5) * 1000
+                    snap["look_p95_ms"] = percentile(lat, 0.95) * 1000
+                    snap["looks"] = {
+                        sid: (s.first, s.last, s.longest_gap, s.count)
+                        for sid, s in list(recorder.looks.items())
+                    }
                 pipe.send(snap)
 
         pipe.send(server.port)
         await loop.run_in_executor(None, answer)
+        await asyncio.wait_for(server.close(), 30)
 
     threading.current_thread().name = "bench-server"
     asyncio.run(main())
@@ -121,11 +230,14 @@ def _serve(db: str, pipe: Any, model_s: float) -> None:
 
 @dataclass
 class PhoneStats:
+    session: str = ""
     frames_sent: int = 0
     observations: int = 0
+    first_frame: float = 0.0
+    last_frame: float = 0.0
     speech_after_frame: list[float] = field(default_factory=list)
-    look_times: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    held: bool = False
     closed: str = ""
 
 
@@ -136,58 +248,78 @@ async def phone(
     question: bytes,
     args: argparse.Namespace,
     offset: int,
+    seconds: float,
 ) -> PhoneStats:
+    """One phone: camera at ``args.fps``, a spoken question every ``args.ask_every`` s,
+    reading everything the server sends; held if the server never closed it."""
     stats = PhoneStats()
     sent_at: dict[int, float] = {}
     last_obs_seq: list[int] = []
-    async with connect(url, max_size=None) as ws:
-        await ws.send(p.encode(p.Hello(protocol=1, token=token)))
-        ready = p.decode(await ws.recv())
-        assert isinstance(ready, p.Ready), ready
+    said_bye = False
+    try:
+        async with connect(url, max_size=None, open_timeout=30) as ws:
+            await ws.send(p.encode(p.Hello(protocol=1, token=token)))
+            ready = p.decode(await asyncio.wait_for(ws.recv(), 30))
+            if not isinstance(ready, p.Ready):
+                stats.closed = f"no ready: {ready!r}"[:80]
+                return stats
+            stats.session = ready.session
 
-        async def read() -> None:
-            async for raw in ws:
-                msg = p.decode(raw)
-                now = time.monotonic()
-                if isinstance(msg, p.ObservationMsg):
-                    stats.observations += 1
-                    stats.look_times.append(now)
-                    if msg.frame_seq is not None:
-                        last_obs_seq.append(msg.frame_seq)
-                elif isinstance(msg, p.SpeechStart) and msg.priority == "hazard" and last_obs_seq:
-                    sent = sent_at.get(last_obs_seq[-1])
-                    if sent is not None:
-                        stats.speech_after_frame.append((now - sent) * 1000)
-                elif isinstance(msg, p.Error):
-                    stats.errors[msg.code] = stats.errors.get(msg.code, 0) + 1
+            async def read() -> None:
+                async for raw in ws:
+                    msg = p.decode(raw)
+                    now = time.monotonic()
+                    if isinstance(msg, p.ObservationMsg):
+                        stats.observations += 1
+                        if msg.frame_seq is not None:
+                            last_obs_seq.append(msg.frame_seq)
+                    elif (
+                        isinstance(msg, p.SpeechStart) and msg.priority == "hazard" and last_obs_seq
+                    ):
+                        sent = sent_at.get(last_obs_seq[-1])
+                        if sent is not None:
+                            stats.speech_after_frame.append((now - sent) * 1000)
+                    elif isinstance(msg, p.Error):
+                        stats.errors[msg.code] = stats.errors.get(msg.code, 0) + 1
 
-        reader = asyncio.create_task(read())
-        asking: set[asyncio.Task[None]] = set()
-        start = time.monotonic()
-        next_question = start + args.ask_every * (0.3 + 0.7 * (offset % 7) / 7)
-        n = 0
-        while (due := start + n / args.fps) < start + args.seconds:
-            if (delay := due - time.monotonic()) > 0:
-                await asyncio.sleep(delay)  # pacing to the camera's rate
-            jpeg = frames[(offset + n) % len(frames)]
-            sent_at[n] = time.monotonic()
-            await ws.send(
-                p.encode(
-                    p.CameraFrame(
-                        seq=n, ts=int(time.time() * 1000), width=640, height=480, payload=jpeg
-                    )
+            reader = asyncio.create_task(read())
+            asking: set[asyncio.Task[None]] = set()
+            start = time.monotonic()
+            stats.first_frame = start
+            next_question = start + args.ask_every * (0.3 + 0.7 * (offset % 7) / 7)
+            n = 0
+            while (due := start + n / args.fps) < start + seconds and not reader.done():
+                if (delay := due - time.monotonic()) > 0:
+                    await asyncio.sleep(delay)  # pacing to the camera's rate
+                jpeg = frames[(offset + n) % len(frames)]
+                sent_at[n] = time.monotonic()
+                frame = p.CameraFrame(
+                    seq=n, ts=int(time.time() * 1000), width=640, height=480, payload=jpeg
                 )
-            )
-            stats.frames_sent += 1
-            if time.monotonic() >= next_question:
-                next_question += args.ask_every
-                task = asyncio.create_task(_ask(ws, question))
-                asking.add(task)
-                task.add_done_callback(asking.discard)
-            n += 1
-        await ws.send(p.encode(p.Bye()))
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(reader, 5)
+                await ws.send(p.encode(frame))
+                stats.frames_sent += 1
+                stats.last_frame = time.monotonic()
+                if time.monotonic() >= next_question:
+                    next_question += args.ask_every
+                    task = asyncio.create_task(_ask(ws, question))
+                    asking.add(task)
+                    task.add_done_callback(asking.discard)
+                n += 1
+            for task in list(asking):
+                task.cancel()
+            if reader.done():
+                stats.closed = f"closed by the server: {ws.close_code} {ws.close_reason}"
+                return stats
+            said_bye = True
+            await ws.send(p.encode(p.Bye()))
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(reader, 10)
+            stats.held = True
+    except (OSError, ConnectionClosed, TimeoutError) as exc:
+        if not said_bye:
+            stats.closed = f"{type(exc).__name__}: {exc}"[:120]
+        else:
+            stats.held = True  # the server closed after our bye, as it should
     return stats
 
 
@@ -201,40 +333,42 @@ async def _ask(ws: ClientConnection, pcm: bytes) -> None:
         await ws.send(p.encode(p.AudioStop()))
 
 
-async def metrics_poller(url: str, until: float) -> int:
-    polls = 0
+def metrics_poller(url: str, until: float, counts: list[int]) -> None:
+    """A thread fetching ``/metrics`` back to back until ``until`` (no login needed)."""
     while time.monotonic() < until:
-        with contextlib.suppress(Exception):
-            await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
-            polls += 1
-    return polls
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                resp.read()
+            counts.append(1)
+        except OSError:
+            time.sleep(0.05)  # a refused poll: back off briefly, bounded by ``until``
 
 
 async def stuck_client(url: str, token: str, frames: list[bytes], seconds: float) -> str:
-    """Sends frames and a question, never reads: the server must close it, not wait."""
-    ws = await connect(url, max_size=None, max_queue=1)
+    """Sends frames and questions, never reads a byte: the server must close it, not
+    wait. Its own keepalive is off, so any close is the server's doing."""
+    ws = await connect(url, max_size=None, max_queue=1, ping_interval=None)
     ws.transport.pause_reading()  # stop reading at the socket
-    await ws.send(p.encode(p.Hello(protocol=1, token=token)))
     start = time.monotonic()
+    n = 0
     try:
-        n = 0
+        await ws.send(p.encode(p.Hello(protocol=1, token=token)))
         while time.monotonic() - start < seconds:
-            await asyncio.wait_for(
-                ws.send(
-                    p.encode(
-                        p.CameraFrame(
-                            seq=n, ts=n, width=640, height=480, payload=frames[n % len(frames)]
-                        )
-                    )
-                ),
-                5,
+            frame = p.CameraFrame(
+                seq=n, ts=n, width=640, height=480, payload=frames[n % len(frames)]
             )
-            await ws.send(p.encode(p.Question(text="what is ahead?")))
+            await asyncio.wait_for(ws.send(p.encode(frame)), 5)
+            await asyncio.wait_for(ws.send(p.encode(p.Question(text="what is ahead?"))), 5)
             n += 1
             await asyncio.sleep(0.1)  # pacing to the camera's rate
-        return f"still open after {seconds:.0f} s"
-    except Exception as exc:
-        return f"closed by the server after {time.monotonic() - start:.1f} s ({type(exc).__name__})"
+        return f"stuck client sent {n} frames, still writable after {seconds:.0f} s"
+    except (ConnectionClosed, OSError, TimeoutError) as exc:
+        return (
+            f"stuck client sent {n} frames, its writes failed after "
+            f"{time.monotonic() - start:.1f} s ({type(exc).__name__})"
+        )
+    finally:
+        ws.transport.abort()
 
 
 def load_frames(count: int) -> list[bytes]:
@@ -255,90 +389,228 @@ def question_pcm() -> bytes:
     return asyncio.run(tts.synthesize("What is in front of me?")) + bytes(16000)
 
 
+class ServerProcess:
+    """The server in a spawned process and its snapshot pipe (one caller at a time)."""
+
+    def __init__(self, n_users: int, vision: Vision) -> None:
+        ctx = mp.get_context("spawn")
+        self.here, there = ctx.Pipe()
+        self.dir = tempfile.mkdtemp(prefix="seealoud-load-")
+        db = str(Path(self.dir) / "load.db")
+        from server.auth import UserStore
+        from server.db import connect as db_connect
+
+        store = UserStore(db_connect(db))
+        self.tokens = [store.add(f"user{i}") for i in range(n_users)]
+        store.connection.close()
+        # Not a daemon: the server may start worker processes of its own (speech out).
+        self.proc = ctx.Process(target=_serve, args=(db, there, vision), daemon=False)
+        self.proc.start()
+        deadline = time.monotonic() + 360
+        while not self.here.poll(1.0):  # waiting for the port, or the child's death
+            if not self.proc.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the server did not start (exit code {self.proc.exitcode})")
+        first = self.here.recv()
+        if isinstance(first, str):
+            self.stop()
+            raise RuntimeError(first)
+        self.port = int(first)
+        self._lock = threading.Lock()
+
+    def snapshot(self, kind: str = "snap") -> dict[str, Any]:
+        with self._lock:
+            self.here.send(kind)
+            if not self.here.poll(30):
+                raise RuntimeError("the server did not answer a snapshot in 30 s")
+            return dict(self.here.recv())
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self.here.send("stop")
+        self.proc.join(40)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def run_step(
-    n: int, args: argparse.Namespace, frames: list[bytes], question: bytes, *, extra: str = ""
+    n: int,
+    args: argparse.Namespace,
+    frames: list[bytes],
+    question: bytes,
+    *,
+    extra: str = "",
+    seconds: float | None = None,
+    vision: Vision | None = None,
 ) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    here, there = ctx.Pipe()
-    db = str(Path(tempfile.mkdtemp()) / "load.db")
-    from server.auth import UserStore
-    from server.db import connect
+    """N phones for ``seconds`` against a fresh server process; one table row."""
+    seconds = seconds or args.seconds
+    vision = vision or Vision(model_s=args.model_ms / 1000)
+    server = ServerProcess(n + 1, vision)
+    url = f"ws://127.0.0.1:{server.port}/ws"
+    load_before = machine_load()
+    before = server.snapshot()
+    samples: list[dict[str, Any]] = []
 
-    store = UserStore(connect(db))
-    tokens = [store.add(f"user{i}") for i in range(n + 1)]
-    proc = ctx.Process(target=_serve, args=(db, there, args.model_ms / 1000), daemon=True)
-    proc.start()
-    port = here.recv()
-    url = f"ws://127.0.0.1:{port}/ws"
-
-    def snapshot() -> dict[str, Any]:
-        here.send("snap")
-        return dict(here.recv())
-
-    before = snapshot()
+    async def sample(until: float) -> None:
+        """Once a second: the ingest window, sessions open, RSS and files."""
+        while time.monotonic() < until:
+            snap = await asyncio.to_thread(server.snapshot)
+            samples.append(
+                {
+                    "t": snap["now"],
+                    "ingest_p95_ms": snap["ingest"].get("p95_ms"),
+                    "sessions": snap["sessions"],
+                    "rss_mb": round(snap["rss_mb"], 1),
+                    "fds": snap["fds"],
+                }
+            )
+            await asyncio.sleep(1.0)  # sampling period, bounded by ``until``
 
     async def drive() -> tuple[list[PhoneStats], str]:
-        until = time.monotonic() + args.seconds
-        jobs: list[Any] = [
-            phone(url, t, frames, question, args, i * 13) for i, t in enumerate(tokens[:n])
+        until = time.monotonic() + seconds
+        jobs = [
+            phone(url, t, frames, question, args, i * 13, seconds)
+            for i, t in enumerate(server.tokens[:n])
         ]
-        side: list[Any] = []
-        if extra == "metrics":
-            side = [metrics_poller(f"http://127.0.0.1:{port}/metrics", until) for _ in range(16)]
-        elif extra == "stuck":
-            # Long enough to see it closed: ping interval + ping timeout is 40 s.
-            side = [stuck_client(url, tokens[n], frames, max(args.seconds, 60.0))]
-        results = await asyncio.gather(*jobs, *side)
+        sampler = asyncio.create_task(sample(until + 5))
         note = ""
         if extra == "metrics":
-            note = f"{sum(results[n:])} /metrics polls"
+            counts: list[int] = []
+            pollers = [
+                threading.Thread(
+                    target=metrics_poller,
+                    args=(f"http://127.0.0.1:{server.port}/metrics", until, counts),
+                    daemon=True,
+                )
+                for _ in range(16)
+            ]
+            for t in pollers:
+                t.start()
+            phones = await asyncio.gather(*jobs)
+            for t in pollers:
+                await asyncio.to_thread(t.join, 10)
+            note = f"16 clients polled /metrics {len(counts):,} times"
         elif extra == "stuck":
-            note = str(results[n])
-        return list(results[:n]), note
+            stuck = asyncio.create_task(stuck_client(url, server.tokens[n], frames, seconds))
+            phones = await asyncio.gather(*jobs)
+            note = await stuck
+        else:
+            phones = await asyncio.gather(*jobs)
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+        return list(phones), note
 
     phones, note = asyncio.run(drive())
-    after = snapshot()
-    here.send("stop")
-    proc.terminate()
-    proc.join(5)
+    phones_end = min((s.last_frame for s in phones if s.frames_sent), default=0.0)
+    settle_until = time.monotonic() + 15
+    after = server.snapshot("full")
+    while after["sessions"] and time.monotonic() < settle_until:
+        time.sleep(0.2)  # waiting for closes to finish, bounded by settle_until
+        after = server.snapshot("full")
+    server.stop()
+
+    if extra == "stuck":
+        # Only while the phones still run: then a drop from N+1 to N sessions is the
+        # stuck one being closed.
+        running = [s for s in samples if s["t"] < phones_end]
+        opened = [s["t"] for s in running if s["sessions"] > n]
+        closed = [s["t"] for s in running if opened and s["t"] > opened[0] and s["sessions"] <= n]
+        if opened and closed:
+            note += f"; server closed it {closed[0] - opened[0]:.0f} s after it opened"
+        elif opened:
+            note += "; the server had not closed it by the end"
     speech = [v for s in phones for v in s.speech_after_frame]
-    gaps = [
-        max(b - a for a, b in itertools.pairwise([0.0, *s.look_times]) if a)
-        if len(s.look_times) > 1
-        else args.seconds
-        for s in phones
-    ]
-    ingest = after["ingest"]
+    looks = after.get("looks", {})
+    gaps = []
+    for s in phones:
+        if not s.frames_sent:
+            continue
+        seen = looks.get(s.session)
+        if seen is None:
+            gaps.append(s.last_frame - s.first_frame)
+            continue
+        first, last, longest, _count = seen
+        gaps.append(max(first - s.first_frame, longest, s.last_frame - last))
+    ingest_windows = [x["ingest_p95_ms"] for x in samples if x["ingest_p95_ms"] is not None]
+    server_errors = {k: v for k, v in after.get("errors", {}).items() if v}
+    closed = [s.closed for s in phones if s.closed]
+    if closed:
+        note += f"; {len(closed)} not held: {closed[0]}"
     return {
         "n": n,
         "extra": extra or "-",
-        "held": sum(1 for s in phones if s.frames_sent),
+        "vision": vision.label(),
+        "seconds": seconds,
+        "held": sum(1 for s in phones if s.held),
         "frames_sent": sum(s.frames_sent for s in phones),
-        "received": after["frames_received"],
-        "analysed": after["analyses"],
-        "dropped": after["frames_dropped"] + after["model_frames_dropped"],
+        "received": after["frames_received"] - before["frames_received"],
+        "analysed": after["analyses"] - before["analyses"],
+        "dropped_before_detector": after["frames_dropped"] - before["frames_dropped"],
+        "dropped_waiting_model": after["model_frames_dropped"] - before["model_frames_dropped"],
+        "rejected": after["frames_rejected"] - before["frames_rejected"],
+        "observations_at_phones": sum(s.observations for s in phones),
         "speech_p50": percentile(speech, 0.5),
         "speech_p95": percentile(speech, 0.95),
-        "ingest_p95_ms": ingest.get("p95_ms"),
+        "look_p50": after.get("look_p50_ms", float("nan")),
+        "look_p95": after.get("look_p95_ms", float("nan")),
+        "ingest_p95_ms": max(ingest_windows) if ingest_windows else None,
+        "ingest_p95_end_ms": after["ingest"].get("p95_ms"),
         "max_gap_heartbeats": max(gaps) / HEARTBEAT_S if gaps else float("nan"),
         "rss_mb": (before["rss_mb"], after["rss_mb"]),
         "fds": (before["fds"], after["fds"]),
-        "errors": {k: v for s in phones for k, v in s.errors.items()},
-        "note": note,
+        "errors_at_phones": _sum_counts(s.errors for s in phones),
+        "server_errors": server_errors,
+        "rate_limited": after.get("rate_limited_by", {}),
+        "load": (load_before, machine_load()),
+        "samples": samples if extra == "soak" else [],
+        "note": note.lstrip("; "),
     }
 
 
-def row(r: dict[str, Any]) -> list[Any]:
+def _sum_counts(dicts: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def passes(r: dict[str, Any]) -> list[str]:
+    """The criteria a step failed (empty: it held)."""
+    failed = []
+    if r["ingest_p95_ms"] is None or r["ingest_p95_ms"] >= INGEST_LIMIT_MS:
+        failed.append(f"ingest p95 {r['ingest_p95_ms']} ms >= {INGEST_LIMIT_MS:g} ms")
+    if r["max_gap_heartbeats"] > STARVED_HEARTBEATS:
+        failed.append(
+            f"a session went {r['max_gap_heartbeats']:.1f} heartbeats without a look "
+            f"(> {STARVED_HEARTBEATS:g})"
+        )
+    if r["held"] != r["n"]:
+        failed.append(f"{r['n'] - r['held']} sessions not held")
+    return failed
+
+
+def ratio(value: float, base: float) -> str:
+    if value != value or base != base or not base:
+        return "-"
+    return f"{value / base:.1f}x"
+
+
+def row(r: dict[str, Any], base: dict[str, Any] | None) -> list[Any]:
+    b50 = base["speech_p50"] if base else float("nan")
+    l50 = base["look_p50"] if base else float("nan")
     return [
         r["n"],
         r["extra"],
-        r["held"],
-        r["frames_sent"],
-        r["received"],
-        r["analysed"],
-        r["dropped"],
-        r["speech_p50"],
-        r["speech_p95"],
+        f"{r['held']}/{r['n']}",
+        f"{r['frames_sent']} / {r['received']} / {r['analysed']} / "
+        f"{r['dropped_before_detector']} + {r['dropped_waiting_model']}",
+        f"{r['speech_p50']:.0f} / {r['speech_p95']:.0f} ({ratio(r['speech_p50'], b50)})",
+        f"{r['look_p50']:.0f} / {r['look_p95']:.0f} ({ratio(r['look_p50'], l50)})",
         r["ingest_p95_ms"],
         round(r["max_gap_heartbeats"], 2),
         f"{r['rss_mb'][0]:.0f} -> {r['rss_mb'][1]:.0f}",
@@ -351,55 +623,159 @@ HEADERS = [
     "phones",
     "also",
     "held",
-    "frames sent",
-    "received",
-    "analysed",
-    "dropped",
-    "frame->speech p50 ms",
-    "p95 ms",
-    "ingest p95 ms",
-    "longest gap (heartbeats)",
+    "frames sent / received / analysed / dropped (before detector + waiting for model)",
+    "frame->hazard speech p50 / p95 ms (vs alone)",
+    "frame->look p50 / p95 ms (vs alone)",
+    "ingest p95 ms (worst window)",
+    "longest without a look (heartbeats)",
     "RSS MiB",
-    "fds",
+    "open files",
     "note",
 ]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def transformers_serve(model: Path) -> Any:
+    """`transformers serve` on loopback with ``model`` preloaded; yields its /v1 URL."""
+    exe = shutil.which("transformers", path=str(Path(sys.executable).parent))
+    if exe is None:
+        raise RuntimeError("`transformers serve` is not installed (transformers[serving])")
+    port = _free_port()
+    log = open(Path(tempfile.mkdtemp(prefix="tserve-")) / "serve.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [exe, "serve", str(model), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"transformers serve exited; see {log.name}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("transformers serve did not start in 180 s") from None
+                time.sleep(0.25)  # polling a starting process, bounded by the deadline
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+
+def report(args: argparse.Namespace, results: list[dict[str, Any]], best: int, why: str) -> None:
+    base = next((r for r in results if r["n"] == 1 and r["extra"] == "-"), None)
+    print(f"\nmachine: {machine()}; load average at start {results[0]['load'][0]}")
+    print(f"model double {args.model_ms:.0f} ms/call; real speech models (espeak-ng, tiny.en)")
+    for label in dict.fromkeys(r["vision"] for r in results):
+        rows = [r for r in results if r["vision"] == label]
+        vbase = next((r for r in rows if r["n"] == 1 and r["extra"] == "-"), base)
+        print(f"\n{label}:")
+        print(markdown_table(HEADERS, [row(r, vbase) for r in rows]))
+    if best:
+        print(f"\nlargest N held (ingest p95 < 5 ms, none > 3 heartbeats without a look): {best}")
+    if why:
+        print(f"first failure: {why}")
+    for r in results:
+        if r["extra"] == "soak" and r["samples"]:
+            s = r["samples"]
+            warm = next((x for x in s if x["t"] - s[0]["t"] >= 60), s[0])
+            print(
+                f"\nsoak N={r['n']} {r['seconds']:.0f} s: RSS {s[0]['rss_mb']} MiB at start, "
+                f"{warm['rss_mb']} after 60 s, {s[-1]['rss_mb']} at the end "
+                f"(max {max(x['rss_mb'] for x in s)}); open files {s[0]['fds']}, "
+                f"{warm['fds']}, {s[-1]['fds']} (max {max(x['fds'] for x in s)}); "
+                f"after the phones left: {r['rss_mb'][1]:.0f} MiB, {r['fds'][1]} files"
+            )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--steps", default="1,2,4,8,12")
-    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--steps", default="1,12,16,24,32,48,64")
+    ap.add_argument("--seconds", type=float, default=40.0, help="per step (> 3 heartbeats)")
+    ap.add_argument("--search-budget", type=float, default=600.0, help="seconds for the search")
+    ap.add_argument("--half", type=int, default=0, help="skip the search: run extras at this N")
+    ap.add_argument("--extras", default="plain,metrics,stuck", help="or 'none'")
+    ap.add_argument("--stuck-seconds", type=float, default=60.0)
     ap.add_argument("--fps", type=float, default=10.0)
     ap.add_argument("--ask-every", type=float, default=10.0)
     ap.add_argument("--model-ms", type=float, default=200.0)
     ap.add_argument("--soak", type=float, default=0.0, help="seconds of soak at half the best N")
+    ap.add_argument("--openai-steps", default="", help="e.g. 1,4: tiny Qwen3-VL rows")
+    ap.add_argument("--out", default="load", help="results/<out>.json")
     args = ap.parse_args()
     frames = load_frames(120)
     question = question_pcm()
-    print(f"machine: {machine()}")
-    results = []
-    best = 0
-    for n in (int(x) for x in args.steps.split(",")):
-        r = run_step(n, args, frames, question)
+    print(f"machine: {machine()}; load average {machine_load()}", flush=True)
+    results: list[dict[str, Any]] = []
+    best, why = 0, ""
+
+    def record(r: dict[str, Any]) -> None:
         results.append(r)
-        print(markdown_table(HEADERS, [row(r)]), flush=True)
-        ok = (r["ingest_p95_ms"] or 0) < 5 and r["max_gap_heartbeats"] <= 3 and r["held"] == n
-        if not ok:
-            break
-        best = n
-    half = max(1, best // 2)
-    for extra in ("metrics", "stuck"):
-        r = run_step(half, args, frames, question, extra=extra)
-        results.append(r)
+        base = next((x for x in results if x["n"] == 1 and x["vision"] == r["vision"]), None)
+        print(markdown_table(HEADERS, [row(r, base)]), flush=True)
+        print(f"  load {r['load']}; errors {r['errors_at_phones']} {r['server_errors']}")
+        write_json(args.out, {"machine": machine(), "args": vars(args), "results": results})
+
+    if args.half:
+        half = args.half
+    else:
+        started = time.monotonic()
+        for n in (int(x) for x in args.steps.split(",") if x):
+            if time.monotonic() - started > args.search_budget:
+                why = f"search budget of {args.search_budget:.0f} s used up before N={n}"
+                break
+            record(r := run_step(n, args, frames, question))
+            if failed := passes(r):
+                why = f"N={n}: " + "; ".join(failed)
+                break
+            best = n
+        half = max(1, best // 2)
+    for extra in args.extras.split(","):
+        if extra == "plain" and any(r["n"] == half and r["extra"] == "-" for r in results):
+            continue
+        if extra in ("plain", "metrics"):
+            record(run_step(half, args, frames, question, extra="" if extra == "plain" else extra))
+        elif extra == "stuck":
+            record(
+                run_step(half, args, frames, question, extra="stuck", seconds=args.stuck_seconds)
+            )
+    if args.openai_steps:
+        from tests.tiny_vlm import build_tiny_qwen3_vl
+
+        model = build_tiny_qwen3_vl(Path(tempfile.mkdtemp(prefix="tiny-qwen3-vl-")))
+        steps = [int(x) for x in args.openai_steps.split(",") if x]
+        for n in steps:
+            record(
+                run_step(n, args, frames, question, vision=Vision("transformers", model=str(model)))
+            )
+        with transformers_serve(model) as url:
+            for n in steps:
+                vision = Vision("openai", model=str(model), url=url)
+                record(run_step(n, args, frames, question, vision=vision))
     if args.soak:
-        soak_args = argparse.Namespace(**{**vars(args), "seconds": args.soak})
-        results.append(run_step(half, soak_args, frames, question, extra="soak"))
-    print(f"\nmachine: {machine()}; model double {args.model_ms:.0f} ms/call; real speech models")
-    print(markdown_table(HEADERS, [row(r) for r in results]))
-    print(f"\nlargest N held (ingest p95 < 5 ms, none unlooked-at > 3 heartbeats): {best}")
-    write_json("load", {"machine": machine(), "args": vars(args), "results": results, "best": best})
+        record(run_step(half, args, frames, question, extra="soak", seconds=args.soak))
+    report(args, results, best, why)
+    write_json(
+        args.out,
+        {"machine": machine(), "args": vars(args), "results": results, "best": best, "why": why},
+    )
 
 
 if __name__ == "__main__":

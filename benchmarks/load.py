@@ -537,6 +537,16 @@ def run_step(
         gaps.append(max(first - s.first_frame, longest, s.last_frame - last))
     ingest_windows = [x["ingest_p95_ms"] for x in samples if x["ingest_p95_ms"] is not None]
     server_errors = {k: v for k, v in after.get("errors", {}).items() if v}
+    fps = sum(s.frames_sent for s in phones) / max(1, n) / seconds
+    if fps < 0.95 * args.fps:
+        note += f"; phones managed {fps:.1f} fps of {args.fps:g} (the load generator is busy)"
+    if extra == "soak" and samples:
+        warm = next((x for x in samples if x["t"] - samples[0]["t"] >= 60), samples[0])
+        note += (
+            f"; RSS {samples[0]['rss_mb']:.0f} / {warm['rss_mb']:.0f} / {samples[-1]['rss_mb']:.0f}"
+            f" MiB and open files {samples[0]['fds']} / {warm['fds']} / {samples[-1]['fds']}"
+            " at start / 60 s / end of the stream"
+        )
     closed = [s.closed for s in phones if s.closed]
     if closed:
         note += f"; {len(closed)} not held: {closed[0]}"

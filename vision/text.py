@@ -4,7 +4,7 @@ Vision-language models paraphrase and sometimes invent text, and a blind user
 cannot check, so every word read aloud comes from here. The backend is
 ``rapidocr-onnxruntime`` 1.4.4, whose PP-OCRv4 detection and recognition models
 (English and Chinese) ship inside the wheel: it works offline. It runs on the
-CPU in a few hundred milliseconds per 640x480 frame; calls block, so the server
+CPU in about 400 ms per 640x480 frame (2 shared cores); calls block, so the server
 runs them on a worker thread, never on the event loop.
 
 One read:
@@ -104,21 +104,27 @@ class TextOptions:
         min_confidence: Lines the recogniser is less sure of than this (0..1)
             are dropped. Measured by ``benchmarks/text_bench.py`` (no threshold,
             no blur check): correct lines of rendered signs and pages scored
-            0.95 to 1.0, words read out of blurred signs 0.20 to 0.48; 0.75 sits
-            in the gap. A misread letter in a sharp line ("Ro0m 214", 0.96) is
-            beyond any threshold: ``fix_confusions`` is for those.
+            0.88 ("Room 214" in a monospaced font) to 1.0, words read out of
+            blurred signs 0.30 to 0.77 ("Enegency es"). The threshold alone does
+            not separate them; the blur check, which refuses every blurred sign
+            before recognition, does, and 0.75 still drops most guesses should
+            it miss one. A misread in a sharp line ("Informationdesk", 0.99;
+            "Ro0m 214", 0.96, at rapidocr's detection size) is beyond any
+            threshold: ``fix_confusions`` is for the letter/digit ones.
         max_side: Longer side, in pixels, a frame is downscaled to before
             reading (speed; phone frames of 640x480 are read as they are).
             ``None`` reads at full size.
         detect_side: The detector works on the frame enlarged so its shorter
             side is at least this many pixels (never shrunk). 480 leaves a
             640x480 phone frame as it is: rapidocr's default of 736 enlarged it
-            to 992x736 and took about 1.9 times as long for the same lines read
-            (``benchmarks/text_bench.py``).
+            to 992x736 and took 1.7 times as long (median 716 ms against 415 ms
+            in one run of ``benchmarks/text_bench.py``) for as many signs read
+            exactly (18 of 19).
         detect_max_upscale: ... but never enlarged more than this factor: a
-            small dense page (556x257) was enlarged 2.9 times, which made its
-            detected lines thinner and their recognition (each line scaled to
-            48 px high) several times slower. ``None``: no cap.
+            small dense page (556x257) was enlarged 2.9 times: 4.6 s against
+            2.7 s capped, for the same text. Most of a dense page's time is
+            recognition (each line scaled to 48 px high), not detection.
+            ``None``: no cap.
         max_edge_px: A text region whose edges are wider than this many
             pixels (about 2 when sharp, 2.7 after a slight blur) is too
             blurred to read...

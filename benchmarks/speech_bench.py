@@ -2,15 +2,19 @@
 
     python benchmarks/speech_bench.py [--repeat 5]
 
-TTS: pyttsx3/espeak-ng streamed sentence by sentence (ours) vs the naive path,
-the espeak-ng command synthesising the whole text before anything is sent
-(baseline, same run). ASR: a spoken question (espeak-ng) streamed in 20 ms
-chunks; the delay is from the end of the audio (audio-stop) to the
-transcript; with VAD (ours: gate, crop to speech) and without (baseline:
-Whisper on the raw utterance), for each model that is available offline.
+TTS: pyttsx3/espeak-ng streamed sentence by sentence from the supervised
+espeak-ng process (ours) vs the naive path, the espeak-ng command synthesising
+the whole text before anything is sent (baseline, same run), and vs the
+previous design, espeak-ng in this process (first sentence synthesised here).
+ASR: a spoken question (espeak-ng) streamed in 20 ms chunks; the delay is from
+the end of the audio (audio-stop) to the transcript; with VAD (ours: gate, crop
+to speech) and without (baseline: Whisper on the raw utterance), for each model
+that is available offline.
 Listening (``speech_listening.py``, tiny.en): confidence false accept / reject on
-held-out questions in noise; hands-free end of speech -> transcript (streaming
-VAD with a speculative decode vs the previous whole-utterance VAD, same run);
+held-out questions in noise, for the 30 s encoder (before) and the 10 s window
+(``AsrOptions.context_s``, ours); hands-free end of speech -> transcript with
+WER (streaming VAD with a speculative decode, both encoders, vs the previous
+whole-utterance VAD, same run);
 CPU per minute of hands-free audio; the event loop's cost per 20 ms chunk.
 """
 
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import os
 import statistics
 import subprocess
 import sys
@@ -29,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import speech_listening as listening
 from benchmarks.common import machine, markdown_table, percentile, write_json
 from speech.asr import RATE, AsrOptions, SpeechRecognizer, Utterance
-from speech.audio import chunks
-from speech.tts import SpeechSynthesizer
+from speech.audio import chunks, float_to_pcm16, pcm16_to_float, resample
+from speech.tts import ESPEAK_RATE, SpeechSynthesizer, _init_espeak, split_sentences
 from speech.wer import word_errors
 
 SHORT = "Chair, one metre, slightly left."
@@ -43,13 +49,42 @@ QUESTION = "Could you tell me whether the door in front of me is open or closed?
 MODELS = ["tiny.en", "base.en", "small"]
 
 
+class InProcessEspeak:
+    """The previous design's first step, for comparison: espeak-ng in this process,
+    the first sentence synthesised, resampled and cut into the first 100 ms chunk."""
+
+    def __init__(self) -> None:
+        self.espeak, _ = _init_espeak()
+        self.buf: list[bytes] = []
+
+        def on_audio(wav: object, numsamples: int, events: object) -> int:
+            if numsamples > 0:
+                self.buf.append(ctypes.string_at(wav, numsamples * 2))  # type: ignore[arg-type]
+            return 0
+
+        self._callback = on_audio  # kept alive: espeak-ng holds only a C pointer
+        self.espeak.SetSynthCallback(on_audio)
+
+    def first_chunk_s(self, text: str, rate: int) -> float:
+        t0 = time.perf_counter()
+        self.buf = []
+        first = split_sentences(text)[0]
+        self.espeak.Synth(first.encode(), flags=self.espeak.ENDPAUSE | self.espeak.CHARS_UTF8)
+        self.espeak.Synchronize()
+        pcm = float_to_pcm16(resample(pcm16_to_float(b"".join(self.buf)), ESPEAK_RATE, rate))
+        assert pcm[: rate // 10 * 2]
+        return time.perf_counter() - t0
+
+
 async def tts_rows(repeat: int) -> list[list[object]]:
     synth = SpeechSynthesizer()
     synth.load()
     await synth.synthesize("warm up")
+    local = InProcessEspeak()
+    local.first_chunk_s("warm up.", synth.options.rate)
     rows: list[list[object]] = []
     for name, text in (("short warning", SHORT), ("long description", LONG)):
-        firsts, totals, audio_s, cli = [], [], 0.0, []
+        firsts, totals, audio_s, cli, inproc = [], [], 0.0, [], []
         for _ in range(repeat):
             t0 = time.perf_counter()
             first = None
@@ -60,6 +95,7 @@ async def tts_rows(repeat: int) -> list[list[object]]:
             totals.append(time.perf_counter() - t0)
             firsts.append(first or 0.0)
             audio_s = size / 2 / synth.options.rate
+            inproc.append(local.first_chunk_s(text, synth.options.rate))
             t1 = time.perf_counter()
             subprocess.run(["espeak-ng", "--stdout", text], capture_output=True, check=True)
             cli.append(time.perf_counter() - t1)
@@ -69,6 +105,7 @@ async def tts_rows(repeat: int) -> list[list[object]]:
                 name,
                 f"{audio_s:.2f}",
                 f"{med(firsts) * 1000:.1f}",
+                f"{med(inproc) * 1000:.1f}",
                 f"{med(totals) / audio_s:.3f}",
                 f"{med(cli) * 1000:.1f}",
                 f"{med(cli) / med(firsts):.1f}x",
@@ -137,7 +174,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.2f}")
     tts = asyncio.run(tts_rows(args.repeat))
     print("\n### Text-to-speech (pyttsx3 + espeak-ng, 16 kHz PCM16 chunks of 100 ms)\n")
     print(
@@ -146,6 +183,7 @@ def main() -> None:
                 "text",
                 "audio s",
                 "first chunk ms (target < 150 short)",
+                "in-process espeak-ng first chunk ms (previous design)",
                 "real-time factor",
                 "espeak-ng CLI whole text ms (baseline)",
                 "baseline / ours to first audio",
@@ -178,9 +216,19 @@ def main() -> None:
 async def listening_tables() -> dict[str, object]:
     synth = SpeechSynthesizer()
     synth.load()
+    before = SpeechRecognizer(
+        AsrOptions(model="tiny.en", device="cpu", context_s=None, speculate_pause_ms=200)
+    )
     asr = SpeechRecognizer(AsrOptions(model="tiny.en", device="cpu"))
-    asr.load()
-    chosen, conf = await listening.confidence_rows(synth, asr)
+    later = SpeechRecognizer(AsrOptions(model="tiny.en", device="cpu", speculate_pause_ms=200))
+    for recognizer in (before, asr, later):
+        recognizer.load()
+    conf: list[list[object]] = []
+    chosen: dict[str, float] = {}
+    for label, recognizer in (("30 s encoder (before)", before), ("10 s window (ours)", asr)):
+        picked, rows = await listening.confidence_rows(synth, recognizer)
+        chosen[label] = picked
+        conf.extend([[label, *row] for row in rows])
     print(
         f"\n### Misheard questions: unsure below {asr.options.unsure_below} "
         f"(threshold chosen on tuning questions this run: {chosen})\n"
@@ -188,6 +236,7 @@ async def listening_tables() -> dict[str, object]:
     print(
         markdown_table(
             [
+                "encoder",
                 "held-out questions",
                 "n",
                 "WER",
@@ -199,10 +248,32 @@ async def listening_tables() -> dict[str, object]:
             conf,
         )
     )
-    latency, raw = await listening.latency_rows(synth, asr)
-    print("\n### Hands-free: end of speech -> transcript (held-out questions, real-time tail)\n")
+    load = os.getloadavg()[0]
+    latency, raw = await listening.latency_rows(
+        synth,
+        [
+            ("streaming VAD, 30 s encoder, decode at 200 ms pause (before)", before),
+            ("streaming VAD, 10 s window, decode at 200 ms pause", later),
+            ("streaming VAD, 10 s window, decode at 120 ms pause (ours)", asr),
+        ],
+    )
     print(
-        markdown_table(["end of speech", "n", "p50 ms", "p95 ms (target < 700)", "max ms"], latency)
+        "\n### Hands-free: end of speech -> transcript (held-out questions, real-time tail; "
+        f"load average {load:.2f} -> {os.getloadavg()[0]:.2f})\n"
+    )
+    print(
+        markdown_table(
+            [
+                "end of speech",
+                "n",
+                "p50 ms",
+                "p95 ms (target < 700)",
+                "max ms",
+                "WER",
+                "early decodes used/wasted",
+            ],
+            latency,
+        )
     )
     cpu = await listening.cpu_rows(synth, asr)
     print("\n### Hands-free CPU seconds per minute of audio (fed as fast as it goes)\n")
@@ -218,7 +289,8 @@ async def listening_tables() -> dict[str, object]:
         f"{percentile(costs, 0.5):.3f} ms, p99 {percentile(costs, 0.99):.3f} ms, "
         f"max {max(costs):.3f} ms ({len(costs)} chunks)"
     )
-    asr.close()
+    for recognizer in (before, asr, later):
+        recognizer.close()
     return {"threshold_chosen": chosen, "confidence": conf, "latency": raw, "cpu": cpu}
 
 

@@ -176,28 +176,57 @@ def end_of_speech(audio: np.ndarray) -> int:
 
 
 async def latency_rows(
-    synth: SpeechSynthesizer, asr: SpeechRecognizer
+    synth: SpeechSynthesizer, configs: list[tuple[str, SpeechRecognizer]]
 ) -> tuple[list[list[object]], dict[str, list[float]]]:
     """End of speech -> transcript on held-out questions, audio paced in real time from
-    0.3 s before the end of speech (earlier audio is fed at once)."""
+    0.3 s before the end of speech (earlier audio is fed at once), for each hands-free
+    configuration and for the previous whole-utterance endpoint (baseline, with the
+    first configuration's recogniser); each question in turn through every one, so
+    load on the machine falls on all alike. WER of the transcripts, speculative
+    decodes used and wasted."""
     items = await spoken(synth, HELD_OUT, HELD_OUT_VOICES)
     tail = bytes(2 * RATE * 3 // 2)  # 1.5 s of silence after the question
-    ours: list[float] = []
-    base: list[float] = []
-    asr.transcribe(items[0][1])  # warm-up
-    for _, audio in items:
+    names = [name for name, _ in configs] + [
+        "whole-utterance VAD every 200 ms, endpoint 700 ms (previous baseline)"
+    ]
+    delays: dict[str, list[float]] = {n: [] for n in names}
+    errors: dict[str, list[int]] = {n: [0, 0] for n in names}
+    spec: dict[str, list[int]] = {n: [0, 0] for n in names}
+    for _, asr in configs:
+        asr.transcribe(items[0][1])  # warm-up
+    for question, audio in items:
         pcm = float_to_pcm16(audio) + tail
         stop = end_of_speech(audio)
-        ours.append(await _paced_ours(asr, pcm, stop))
-        base.append(await _paced_old(asr, pcm, stop))
-    rows = [
-        [label, len(v), f"{percentile(v, 0.5):.0f}", f"{percentile(v, 0.95):.0f}", f"{max(v):.0f}"]
-        for label, v in (
-            ("streaming VAD, endpoint 500 ms, decode at 200 ms pause (ours)", ours),
-            ("whole-utterance VAD every 200 ms, endpoint 700 ms (baseline)", base),
+        for name, asr in configs:
+            ms, text, used, wasted = await _paced_ours(asr, pcm, stop)
+            delays[name].append(ms)
+            e, n = word_errors(question, text)
+            errors[name][0] += e
+            errors[name][1] += n
+            spec[name][0] += used
+            spec[name][1] += wasted
+        ms, text = await _paced_old(configs[0][1], pcm, stop)
+        delays[names[-1]].append(ms)
+        e, n = word_errors(question, text)
+        errors[names[-1]][0] += e
+        errors[names[-1]][1] += n
+    rows = []
+    for name in names:
+        v = delays[name]
+        e, n = errors[name]
+        used, wasted = spec[name]
+        rows.append(
+            [
+                name,
+                len(v),
+                f"{percentile(v, 0.5):.0f}",
+                f"{percentile(v, 0.95):.0f}",
+                f"{max(v):.0f}",
+                f"{e / n:.2f}",
+                f"{used}/{wasted}" if name != names[-1] else "-",
+            ]
         )
-    ]
-    return rows, {"ours": ours, "baseline": base}
+    return rows, delays
 
 
 async def _paced(pcm: bytes, stop: int, step: Callable[[bytes], object]) -> float | None:
@@ -223,7 +252,9 @@ async def _paced(pcm: bytes, stop: int, step: Callable[[bytes], object]) -> floa
     return None
 
 
-async def _paced_ours(asr: SpeechRecognizer, pcm: bytes, stop: int) -> float:
+async def _paced_ours(
+    asr: SpeechRecognizer, pcm: bytes, stop: int
+) -> tuple[float, str, int, int]:
     hands = HandsFree(asr, rate=RATE, max_ms=30_000)
     done: list[Transcript | None] = []
 
@@ -236,13 +267,16 @@ async def _paced_ours(asr: SpeechRecognizer, pcm: bytes, stop: int) -> float:
 
     t_stop = await _paced(pcm, stop, step)
     assert t_stop is not None and done
-    return (time.perf_counter() - t_stop) * 1000
+    ms = (time.perf_counter() - t_stop) * 1000
+    text = done[0].text if done[0] is not None else ""
+    return ms, text, hands.speculations_used, hands.speculations_wasted
 
 
-async def _paced_old(asr: SpeechRecognizer, pcm: bytes, stop: int) -> float:
+async def _paced_old(asr: SpeechRecognizer, pcm: bytes, stop: int) -> tuple[float, str]:
     ended = old_endpoint_factory(asr, 700)
     parts: list[np.ndarray] = []
     size = checked = 0
+    heard: list[Transcript | None] = []
 
     async def step(chunk: bytes) -> bool:
         nonlocal size, checked
@@ -253,13 +287,14 @@ async def _paced_old(asr: SpeechRecognizer, pcm: bytes, stop: int) -> float:
         checked = size
         audio = np.concatenate(parts)
         if await asyncio.to_thread(ended, audio):
-            await asr.transcribe_async(audio)
+            heard.append(await asr.transcribe_async(audio))
             return True
         return False
 
     t_stop = await _paced(pcm, stop, step)
     assert t_stop is not None
-    return (time.perf_counter() - t_stop) * 1000
+    text = heard[0].text if heard and heard[0] is not None else ""
+    return (time.perf_counter() - t_stop) * 1000, text
 
 
 async def cpu_rows(synth: SpeechSynthesizer, asr: SpeechRecognizer) -> list[list[object]]:

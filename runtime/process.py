@@ -4,8 +4,9 @@
 next job does not need what the stuck one holds. espeak-ng keeps process-global
 state and can hang inside C, so a fresh thread in the same process would wait on
 the same wedged library. ``ProcessWorker`` runs such an engine in a child process
-(``multiprocessing`` spawn, no inherited locks) that serves one job at a time,
-and kills it when it stops answering:
+(a fresh interpreter, no inherited locks, and unlike ``multiprocessing`` spawn it
+never re-imports the parent's ``__main__``) that serves one job at a time, and
+kills it when it stops answering:
 
 - ``submit`` never blocks: a full queue raises ``WorkerBusy`` (nothing queued).
 - Lower ``priority`` runs first; equal priorities in order of submission.
@@ -20,18 +21,29 @@ and kills it when it stops answering:
   ahead and already initialised, takes the next job at once; a new spare starts.
 
 The child runs ``serve(channel, *args)``, named ``"module:function"``, so this
-package imports nothing of ours. ``Channel`` is the child's side: ``ready``,
-``jobs``, ``send``, ``done``, ``stopped`` and a shared ``count`` for metrics.
+package imports nothing of ours. Parent and child talk over a socket pair
+(``multiprocessing.connection.Connection``: pickled messages) and share two
+64-bit integers in a small memory map: the job to stop and the counter.
+``Channel`` is the child's side: ``ready``, ``jobs``, ``send``, ``done``,
+``stopped`` and a shared ``count`` for metrics.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import heapq
 import importlib
 import itertools
+import json
 import logging
-import multiprocessing
+import mmap
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -84,14 +96,31 @@ class Channel:
         self._counter.value += n
 
 
-def _child_main(serve: str, conn: Connection, stop: Any, counter: Any, args: tuple) -> None:
+def _child_main() -> None:
+    """Entry of the child interpreter: ``argv`` = socket fd, memory-map fd, sys.path."""
+    # Ctrl-C reaches the whole process group: the parent decides when the child ends
+    # (it kills it, or the child's socket closes and ``jobs`` returns).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn_fd, mem_fd, path = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
+    sys.path[:] = path
+    conn = Connection(conn_fd)
+    memory = mmap.mmap(mem_fd, _SHARED_BYTES)
+    stop, counter = _shared_ints(memory)
+    serve, args = conn.recv()
     module, _, name = serve.partition(":")
     getattr(importlib.import_module(module), name)(Channel(conn, stop, counter), *args)
 
 
+_SHARED_BYTES = 16
+
+
+def _shared_ints(memory: mmap.mmap) -> tuple[ctypes.c_int64, ctypes.c_int64]:
+    return ctypes.c_int64.from_buffer(memory, 0), ctypes.c_int64.from_buffer(memory, 8)
+
+
 @dataclass
 class _Child:
-    process: Any
+    process: subprocess.Popen[bytes]
     conn: Connection
     ready: bool = False
 
@@ -131,9 +160,12 @@ class ProcessWorker:
         self.error: str | None = None
         self._serve = serve
         self._args = args
-        self._ctx = multiprocessing.get_context("spawn")
-        self._stop = self._ctx.RawValue("q", 0)
-        self._counter = self._ctx.RawValue("q", 0)
+        # Two shared integers in a memory-mapped file that only the open descriptor names.
+        with tempfile.TemporaryFile() as backing:
+            backing.truncate(_SHARED_BYTES)
+            self._memory_fd = os.dup(backing.fileno())
+        self._memory = mmap.mmap(self._memory_fd, _SHARED_BYTES)
+        self._stop, self._counter = _shared_ints(self._memory)
         self._heap: list[Ticket] = []
         self._ids = itertools.count(1)
         self._lock = threading.Condition()
@@ -203,16 +235,23 @@ class ProcessWorker:
     # --- the dispatcher thread -------------------------------------------------
 
     def _spawn(self) -> _Child:
-        parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(
-            target=_child_main,
-            args=(self._serve, child, self._stop, self._counter, self._args),
-            name=f"{self.name}-child",
-            daemon=True,
-        )
-        process.start()
-        child.close()
-        return _Child(process, parent)
+        ours, theirs = socket.socketpair()
+        with theirs:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "from runtime.process import _child_main; _child_main()",
+                    str(theirs.fileno()),
+                    str(self._memory_fd),
+                    json.dumps(sys.path),
+                ],
+                pass_fds=(theirs.fileno(), self._memory_fd),
+                stdin=subprocess.DEVNULL,
+            )
+        conn = Connection(ours.detach())
+        conn.send((self._serve, self._args))
+        return _Child(process, conn)
 
     def _run(self) -> None:
         self._first_ready()
@@ -296,8 +335,8 @@ class ProcessWorker:
 
 
 def _kill(child: _Child) -> None:
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
         child.process.kill()
-        child.process.join(2)
+        child.process.wait(2)
     with contextlib.suppress(OSError):
         child.conn.close()

@@ -183,7 +183,7 @@ class VadOptions:
     neg_threshold: float = 0.35
     start_ms: int = 96
     endpoint_silence_ms: int = 500
-    speculate_pause_ms: int | None = 200
+    speculate_pause_ms: int | None = 120
     pad_ms: int = 200
     min_speech_ms: int = 250
     max_speech_s_per_min: float | None = 30.0

@@ -8,7 +8,17 @@ import time
 
 import pytest
 
-from runtime import DeadlinePassed, JobCancelled, Loader, Worker, WorkerBusy, WorkerStalled
+from runtime import (
+    Channel,
+    DeadlinePassed,
+    JobCancelled,
+    Loader,
+    ProcessWorker,
+    Ticket,
+    Worker,
+    WorkerBusy,
+    WorkerStalled,
+)
 
 
 async def occupy(worker: Worker) -> tuple[threading.Event, asyncio.Future[bool]]:
@@ -104,3 +114,91 @@ async def test_loader_reports_ready_and_failed_to_listeners() -> None:
     await asyncio.gather(ok.load(), bad.load())
     assert ok.ready and bad.status == "failed" and "no weights" in bad.reason()
     assert sorted(seen) == ["bad:failed", "bad:loading", "ok:loading", "ok:ready"]
+
+
+# --- ProcessWorker: a real child process per worker -----------------------------------
+
+
+def serve_test_jobs(channel: Channel) -> None:
+    """The child these tests run (imported by name in the spawned process):
+    ``("echo", x)`` sends ``x`` back; ``("hang", _)`` never answers (a wedged engine);
+    ``("count", n)`` sends 0..n-1, counting each, until told to stop."""
+    channel.ready()
+    for job_id, (kind, arg) in channel.jobs():
+        if kind == "echo":
+            channel.send(job_id, arg)
+        elif kind == "hang":
+            time.sleep(3600)
+        else:
+            for i in range(arg):
+                if channel.stopped(job_id):
+                    break
+                channel.send(job_id, i)
+                channel.count(1)
+        channel.done(job_id)
+
+
+async def run_job(
+    worker: ProcessWorker, payload: object, *, priority: int = 0, first: asyncio.Event | None = None
+) -> tuple[Ticket, asyncio.Future[tuple[list[object], BaseException | None]]]:
+    """Submit ``payload``; the future resolves to (messages, error) on the event loop."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[tuple[list[object], BaseException | None]] = loop.create_future()
+    got: list[object] = []
+
+    def on_message(message: object) -> None:
+        got.append(message)
+        if first is not None:
+            loop.call_soon_threadsafe(first.set)
+
+    def on_done(error: BaseException | None) -> None:
+        loop.call_soon_threadsafe(done.set_result, (got, error))
+
+    ticket = worker.submit(payload, priority=priority, on_message=on_message, on_done=on_done)
+    return ticket, done
+
+
+async def test_process_worker_fault_a_hung_job_is_killed_and_a_spare_serves_in_order() -> None:
+    worker = ProcessWorker("t", "tests.test_runtime:serve_test_jobs", max_pending=2, stall_s=0.5)
+    assert await asyncio.to_thread(worker.wait_ready, 60) is None
+    hung_pid = worker.pid
+    _, hung = await run_job(worker, ("hang", None))
+    await asyncio.sleep(0)  # let the dispatcher take it (not synchronisation: order below)
+    while worker.pending:
+        await asyncio.sleep(0.01)
+    order: list[object] = []
+    _, late = await run_job(worker, ("echo", "b"), priority=5)
+    _, soon = await run_job(worker, ("echo", "a"), priority=1)
+    with pytest.raises(WorkerBusy):
+        await run_job(worker, ("echo", "c"))
+    started = time.monotonic()
+    _, error = await asyncio.wait_for(hung, 10)
+    stalled_after = time.monotonic() - started
+    assert isinstance(error, WorkerStalled)
+    for job in asyncio.as_completed([late, soon]):
+        messages, error = await asyncio.wait_for(job, 10)
+        assert error is None
+        order.extend(messages)
+    assert order == ["a", "b"]
+    assert worker.restarts == 1 and worker.pid != hung_pid
+    assert stalled_after < 3, stalled_after
+    worker.close()
+
+
+async def test_process_worker_stop_reaches_the_running_job_at_once() -> None:
+    worker = ProcessWorker("t", "tests.test_runtime:serve_test_jobs", stall_s=5)
+    assert await asyncio.to_thread(worker.wait_ready, 60) is None
+    first = asyncio.Event()
+    ticket, done = await run_job(worker, ("count", 10_000_000), first=first)
+    await first.wait()
+    worker.stop(ticket)
+    messages, error = await asyncio.wait_for(done, 10)
+    assert error is None and 0 < len(messages) < 10_000_000
+    assert worker.counted >= len(messages)
+    stopped = worker.submit(
+        ("echo", "x"), on_message=lambda m: None, on_done=lambda e: None, stopped=lambda: True
+    )
+    assert stopped.is_stopped()
+    _, after = await run_job(worker, ("echo", "next"))
+    assert (await asyncio.wait_for(after, 10)) == (["next"], None)
+    worker.close()

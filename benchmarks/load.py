@@ -749,6 +749,7 @@ def main() -> None:
     ap.add_argument("--model-ms", type=float, default=200.0)
     ap.add_argument("--soak", type=float, default=0.0, help="seconds of soak at half the best N")
     ap.add_argument("--openai-steps", default="", help="e.g. 1,4: tiny Qwen3-VL rows")
+    ap.add_argument("--openai-seconds", type=float, default=0.0, help="their length")
     ap.add_argument("--out", default="load", help="results/<out>.json")
     args = ap.parse_args()
     frames = load_frames(120)
@@ -792,14 +793,14 @@ def main() -> None:
 
         model = build_tiny_qwen3_vl(Path(tempfile.mkdtemp(prefix="tiny-qwen3-vl-")))
         steps = [int(x) for x in args.openai_steps.split(",") if x]
+        seconds = args.openai_seconds or None
         for n in steps:
-            record(
-                run_step(n, args, frames, question, vision=Vision("transformers", model=str(model)))
-            )
+            vision = Vision("transformers", model=str(model))
+            record(run_step(n, args, frames, question, vision=vision, seconds=seconds))
         with transformers_serve(model) as url:
             for n in steps:
                 vision = Vision("openai", model=str(model), url=url)
-                record(run_step(n, args, frames, question, vision=vision))
+                record(run_step(n, args, frames, question, vision=vision, seconds=seconds))
     if args.soak:
         record(run_step(half, args, frames, question, extra="soak", seconds=args.soak))
     report(args, results, best, why)

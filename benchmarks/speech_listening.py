@@ -252,9 +252,7 @@ async def _paced(pcm: bytes, stop: int, step: Callable[[bytes], object]) -> floa
     return None
 
 
-async def _paced_ours(
-    asr: SpeechRecognizer, pcm: bytes, stop: int
-) -> tuple[float, str, int, int]:
+async def _paced_ours(asr: SpeechRecognizer, pcm: bytes, stop: int) -> tuple[float, str, int, int]:
     hands = HandsFree(asr, rate=RATE, max_ms=30_000)
     done: list[Transcript | None] = []
 

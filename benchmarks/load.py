@@ -357,6 +357,21 @@ def metrics_poller(url: str, until: float, counts: list[int]) -> None:
             time.sleep(0.05)  # a refused poll: back off briefly, bounded by ``until``
 
 
+def metrics_pollers(url: str, clients: int, seconds: float, pipe: Any) -> None:
+    """A process of ``clients`` polling threads for ``seconds``; sends the poll count."""
+    until = time.monotonic() + seconds
+    counts: list[int] = []
+    threads = [
+        threading.Thread(target=metrics_poller, args=(url, until, counts), daemon=True)
+        for _ in range(clients)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 10)
+    pipe.send(len(counts))
+
+
 async def stuck_client(url: str, token: str, frames: list[bytes], seconds: float) -> str:
     """Sends frames and questions, never reads a byte: the server must close it, not
     wait. Its own keepalive is off, so any close is the server's doing."""
@@ -491,21 +506,16 @@ def run_step(
         sampler = asyncio.create_task(sample(until + 5))
         note = ""
         if extra == "metrics":
-            counts: list[int] = []
-            pollers = [
-                threading.Thread(
-                    target=metrics_poller,
-                    args=(f"http://127.0.0.1:{server.port}/metrics", until, counts),
-                    daemon=True,
-                )
-                for _ in range(16)
-            ]
-            for t in pollers:
-                t.start()
+            # In a process of their own, so their threads do not slow the phones' loop.
+            ctx = mp.get_context("spawn")
+            here, there = ctx.Pipe()
+            page = f"http://127.0.0.1:{server.port}/metrics"
+            pollers = ctx.Process(target=metrics_pollers, args=(page, 16, seconds, there))
+            pollers.start()
             phones = await asyncio.gather(*jobs)
-            for t in pollers:
-                await asyncio.to_thread(t.join, 10)
-            note = f"16 clients polled /metrics {len(counts):,} times"
+            polls = await asyncio.to_thread(lambda: here.recv() if here.poll(60) else -1)
+            await asyncio.to_thread(pollers.join, 10)
+            note = f"16 clients polled /metrics {polls:,} times"
         elif extra == "stuck":
             stuck = asyncio.create_task(stuck_client(url, server.tokens[n], frames, seconds))
             phones = await asyncio.gather(*jobs)

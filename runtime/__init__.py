@@ -1,6 +1,8 @@
 """Off-event-loop work for every layer: one worker per model and one loader.
 
 ``Worker`` is a supervised thread (models whose stuck call can be abandoned);
+``WorkerPool`` a few of them for short jobs that may run side by side (the
+change detector);
 ``ProcessWorker`` a supervised child process (engines with process-global state
 that can hang in C, like espeak-ng: killed and replaced by a warm spare).
 
@@ -25,7 +27,7 @@ from runtime.errors import (
 )
 from runtime.loader import Loader, run_in_daemon_thread
 from runtime.process import Channel, ProcessWorker, Ticket
-from runtime.worker import Worker
+from runtime.worker import Worker, WorkerPool
 
 __all__ = [
     "Channel",
@@ -37,6 +39,7 @@ __all__ = [
     "Ticket",
     "Worker",
     "WorkerBusy",
+    "WorkerPool",
     "WorkerStalled",
     "run_in_daemon_thread",
 ]

@@ -192,3 +192,34 @@ def _settle(
 
     with contextlib.suppress(RuntimeError):  # the loop closed before the result arrived
         future.get_loop().call_soon_threadsafe(apply)
+
+
+class WorkerPool:
+    """A few ``Worker`` threads for short CPU-bound jobs that may run side by side
+    (the change detector of many sessions): each job goes to the least loaded
+    worker, with the same bound, priority, deadline and stall limit as one ``Worker``."""
+
+    def __init__(
+        self, name: str, *, size: int, max_pending: int = 64, stall_s: float | None = None
+    ) -> None:
+        self.name = name
+        self.workers = [
+            Worker(f"{name}-{i}", max_pending=max_pending, stall_s=stall_s)
+            for i in range(max(1, size))
+        ]
+
+    async def submit(
+        self,
+        fn: Callable[[], T],
+        *,
+        priority: int = 0,
+        deadline: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> T:
+        """Run ``fn`` on the least loaded worker (``WorkerBusy`` when all are full)."""
+        worker = min(self.workers, key=lambda w: w.pending + w.busy)
+        return await worker.submit(fn, priority=priority, deadline=deadline, cancel=cancel)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()

@@ -16,7 +16,6 @@ import logging
 import os
 import ssl
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -25,7 +24,7 @@ from websockets.frames import CloseCode
 
 from protocol import Bye, ErrorCode
 from protocol import Error as ErrorMsg
-from runtime import Loader, Worker
+from runtime import Loader, Worker, WorkerPool
 from server.analysis import Analyzer, VisionAnalyzer
 from server.auth import UserStore
 from server.config import ServerConfig
@@ -74,7 +73,7 @@ class SeeAloudServer:
     ) -> None:
         self.config = config
         self.engine = engine
-        self.tts = Loader("speech output", tts.load) if tts else None
+        self.tts = Loader("speech output", lambda: _load_voice(tts)) if tts else None
         self.asr = Loader("speech input", asr.load) if asr else None
         self.vision = Loader("vision", engine.load_blocking) if engine else None
         self.text = Loader("text reading", text.load) if text else None
@@ -98,8 +97,8 @@ class SeeAloudServer:
             hub=self.hub,
             services=services,
             db=Worker("database", max_pending=1024),
-            detector_pool=ThreadPoolExecutor(
-                max_workers=os.cpu_count() or 2, thread_name_prefix="detector"
+            detector_pool=WorkerPool(
+                "detector", size=os.cpu_count() or 2, max_pending=256, stall_s=10.0
             ),
             login_limiter=LoginLimiter(),
         )
@@ -211,7 +210,7 @@ class SeeAloudServer:
             await self.engine.backend.close()
         self.pages.close()
         self.ctx.services.ocr.close()
-        self.ctx.detector_pool.shutdown(wait=False, cancel_futures=True)
+        self.ctx.detector_pool.close()
         self.ctx.db.close()
 
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -277,6 +276,15 @@ class SeeAloudServer:
         finally:
             if session is not None:
                 self.registry.closed(session)
+
+
+def _load_voice(tts: SpeechSynthesizer) -> None:
+    """Start the synthesiser and read espeak-ng's voice list once, on the loader's
+    thread (the list is a subprocess; nobody may wait for it on the event loop)."""
+    tts.load()
+    from speech.voices import list_voices
+
+    list_voices()
 
 
 def _voice_check() -> Callable[[str, str], bool] | None:

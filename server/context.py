@@ -4,31 +4,38 @@ A session gets a ``ServerContext``, never the server: no session can reach
 the listening socket, other sessions' state or the lifecycle, and nothing
 imports ``server/app.py``. Where work runs (the table issue 11 asks to be true):
 
-| work                                   | where                                   |
-| -------------------------------------- | --------------------------------------- |
-| decode, validate, route a message      | event loop (receive task), < 1 ms       |
-| control: interrupt, ping, bye, settings| event loop (control task), never waits  |
-|                                        | on media, speech-in or the model        |
-| SQLite (accounts, settings, audit)     | ``db`` worker thread (runtime.Worker)   |
-| change detector (JPEG decode + score)  | ``detector_pool`` threads (2 / CPUs)    |
-| vision model                           | the backend's runtime.Worker thread     |
-| speech recognition + VAD               | the recogniser's worker thread          |
-| speech synthesis (espeak-ng)           | the synthesiser's one thread            |
-| text reading (OCR)                     | ``ocr`` runtime.Worker thread           |
-| model loading                          | daemon threads (runtime.Loader)         |
-| /metrics rendering                     | ``db`` worker thread                    |
+| work                                    | where                                    |
+| --------------------------------------- | ---------------------------------------- |
+| decode, validate, route a message       | event loop (receive task), < 1 ms        |
+| control: interrupt, ping, bye, settings | event loop (control task); never awaits  |
+|                                         | media, speech-in, OCR or the model       |
+| "read this" (OCR)                       | a task beside control, on ``ocr``        |
+| hands-free VAD (Silero, 32 ms windows)  | event loop (listening task), < 1 ms a    |
+|                                         | 20 ms chunk; the decode is off the loop  |
+| SQLite (accounts, settings, audit)      | ``db`` runtime.Worker thread             |
+| change detector (JPEG decode + score)   | ``detector_pool``: runtime.WorkerPool,   |
+|                                         | one thread per CPU                       |
+| vision model                            | the backend's runtime.Worker thread      |
+| JPEG decode/resize for the model        | ``vision.worker`` image runtime.Worker   |
+| speech recognition (Whisper decode)     | the recogniser's runtime.Worker thread   |
+| speech synthesis (espeak-ng)            | a child process (runtime.ProcessWorker   |
+|                                         | ``tts-espeak``), one dispatcher thread   |
+| text reading (OCR), signs               | ``ocr`` runtime.Worker thread            |
+| /metrics rendering                      | ``metrics`` runtime.Worker thread        |
+| model loading                           | daemon threads (runtime.Loader)          |
+| hub reachability probe (start-up)       | one daemon thread, bounded by a timeout  |
+| ``espeak-ng --voices`` (voice list)     | once, by the synthesiser's loader        |
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from protocol import Capabilities, Choice
-from runtime import Loader, Worker
+from runtime import Loader, Worker, WorkerPool
 from server.analysis import Analyzer
 from server.auth import UserStore
 from server.config import ServerConfig
@@ -177,7 +184,7 @@ class ServerContext:
     hub: Hub
     services: Services
     db: Worker
-    detector_pool: ThreadPoolExecutor
+    detector_pool: WorkerPool
     login_limiter: LoginLimiter
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 

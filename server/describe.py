@@ -23,7 +23,6 @@ sure" in the request's language, never silence.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 import time
@@ -167,9 +166,8 @@ class Describer:
             )
             return detector.view_of(sig)
 
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self.ctx.detector_pool, check)
+            return await self.ctx.detector_pool.submit(check)
         except ChangeDetectorError as exc:
             raise DescribeError(400, ErrorCode.BAD_MESSAGE, f"the body: {exc}") from None
 

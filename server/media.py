@@ -11,6 +11,7 @@ observation to the narrator. A dead or busy model costs one non-fatal
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -18,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from protocol import CameraFrame, ErrorCode, HazardInfo, Message, ObservationMsg
-from runtime import WorkerBusy
+from runtime import WorkerBusy, WorkerStalled
 from server.analysis import AnalysisRequest
 from server.context import ServerContext
 from server.jpeg import frame_problem
@@ -103,7 +104,6 @@ class MediaPipeline:
 
     async def run_detector(self) -> None:
         """Forever: run the change detector on the newest frame; pass firing frames on."""
-        loop = asyncio.get_running_loop()
         while True:
             await self._detect.wait()
             self._detect.clear()
@@ -114,12 +114,15 @@ class MediaPipeline:
                 self._to_model(pending, "every-frame")
                 continue
             try:
-                decision = await loop.run_in_executor(
-                    self.ctx.detector_pool,
-                    self.detector.observe_jpeg,
-                    pending.frame.payload,
-                    pending.received_at,
+                decision = await self.ctx.detector_pool.submit(
+                    functools.partial(
+                        self.detector.observe_jpeg, pending.frame.payload, pending.received_at
+                    )
                 )
+            except (WorkerBusy, WorkerStalled) as exc:  # the server is overloaded: skip it
+                self.ctx.metrics.frames_dropped += 1
+                log.warning("session %s: change detector %s", self.session_id, type(exc).__name__)
+                continue
             except ChangeDetectorError as exc:
                 self._last_judged = pending
                 if self.questions:

@@ -217,9 +217,7 @@ async def test_a_long_question_is_answered_from_its_first_part(
     await phone.send(p.Question(text="is the door open " * 40, id="long"))  # 680 characters
     notice = await _speak_one(phone, "answer")
     assert notice.text == "That was long; I answered the first part."
-    await phone.wait_for(
-        lambda m: isinstance(m, p.SpeechStart) and m.text == "The door is open."  # type: ignore[attr-defined]
-    )
+    await phone.wait_for(lambda m: isinstance(m, p.SpeechStart) and m.text == "The door is open.")
     assert len(vision.requests[-1].question or "") <= 500
     assert not [e for e in phone.of(p.Error) if e.ref == "long"]
     await phone.close()

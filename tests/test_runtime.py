@@ -17,6 +17,7 @@ from runtime import (
     Ticket,
     Worker,
     WorkerBusy,
+    WorkerPool,
     WorkerStalled,
 )
 
@@ -202,3 +203,24 @@ async def test_process_worker_stop_reaches_the_running_job_at_once() -> None:
     _, after = await run_job(worker, ("echo", "next"))
     assert (await asyncio.wait_for(after, 10)) == (["next"], None)
     worker.close()
+
+
+async def test_a_pool_sends_work_to_the_free_worker_and_is_bounded() -> None:
+    pool = WorkerPool("pool", size=2, max_pending=1)
+    gate, held = await occupy(pool.workers[0])
+    # The first worker is busy: the next job goes to the other one and runs at once.
+    name = await asyncio.wait_for(pool.submit(lambda: threading.current_thread().name), 5)
+    assert name.endswith("pool-1")
+    gate2, held2 = await occupy(pool.workers[1])
+    waiting = [asyncio.ensure_future(pool.submit(lambda: 1)) for _ in range(2)]
+    for _ in range(100):  # until both have queued (one per worker): bounded polling
+        if [w.pending for w in pool.workers] == [1, 1]:
+            break
+        await asyncio.sleep(0.01)
+    assert [w.pending for w in pool.workers] == [1, 1]
+    with pytest.raises(WorkerBusy):  # every worker busy with one waiting: full
+        await pool.submit(lambda: 2)
+    gate.set()
+    gate2.set()
+    assert await asyncio.gather(held, held2, *waiting) == [True, True, 1, 1]
+    pool.close()

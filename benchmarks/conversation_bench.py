@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
 from PIL import Image
 from websockets.asyncio.client import connect
 
@@ -79,9 +80,14 @@ class TimedVisionDouble:
 
 
 def jpeg(shade: int) -> bytes:
+    """A new view for every ``shade``: a flat frame would be "nothing to see" (the
+    detector never sends a featureless frame on), so each carries its own texture."""
+    rng = np.random.default_rng(shade)
+    tint = np.array([shade, 255 - shade, (shade * 7) % 255], dtype=np.float32)
+    blocks = rng.integers(0, 255, size=(12, 16, 1)).astype(np.float32)
+    pixels = np.kron(blocks, np.ones((40, 40, 1), dtype=np.float32)) * 0.5 + tint * 0.5
     buf = io.BytesIO()
-    img = Image.new("RGB", (640, 480), (shade, 255 - shade, (shade * 7) % 255))
-    img.save(buf, format="JPEG", quality=80)
+    Image.fromarray(pixels.astype(np.uint8), "RGB").save(buf, format="JPEG", quality=80)
     return buf.getvalue()
 
 

@@ -20,7 +20,8 @@ from tests.conftest import jpeg_bytes
 
 
 def with_size(jpeg: bytes, width: int, height: int) -> bytes:
-    """The same JPEG with its start-of-frame claiming another size."""
+    """The same JPEG with its start-of-frame claiming another size (a decompression bomb
+    when the size is huge: a few hundred bytes that decode to gigabytes)."""
     data = bytearray(jpeg)
     i = 2
     while data[i + 1] not in (0xC0, 0xC2):

@@ -15,24 +15,13 @@ from websockets.asyncio.client import connect
 
 import protocol as p
 from protocol import ErrorCode, HazardInfo, ObservationMsg, encode
+from tests.attacker import with_size
 from tests.conftest import Accounts, ServerFactory, jpeg_bytes, ws_url
 from tests.doubles import ScriptedAnalyzerDouble
 from tests.phone import Phone, observation
 from tests.test_server import closed_code, open_session, recv
 
 CHAIR = HazardInfo(label="chair", direction="ahead", distance_m=2.0)
-
-
-def with_size(jpeg: bytes, width: int, height: int) -> bytes:
-    """The same JPEG with its start-of-frame claiming another size (a decompression bomb
-    when the size is huge: a few hundred bytes that decode to gigabytes)."""
-    data = bytearray(jpeg)
-    i = 2
-    while data[i + 1] not in (0xC0, 0xC2):
-        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
-    data[i + 5 : i + 7] = height.to_bytes(2, "big")
-    data[i + 7 : i + 9] = width.to_bytes(2, "big")
-    return bytes(data)
 
 
 async def test_decompression_bombs_and_lying_headers_are_refused_before_decoding(

@@ -25,6 +25,7 @@ PHRASE_KEYS = (
     "heard",
     "too_long",
     "cannot_hear",
+    "camera_off",
     "sign",
     "sign_unreadable",
     "metre",
@@ -104,6 +105,7 @@ LANGUAGES: dict[str, Language] = {
             "say_again": "Sorry, I'm not sure I heard that right. Please say it again.",
             "heard": "I heard: {text}.",
             "too_long": "That was long; I answered the first part.",
+            "camera_off": "The camera is off or sends nothing. Turn it on, then ask again.",
             "cannot_hear": "Spoken questions in this language need another speech model; type your question instead.",
             "sign": "Sign: {text}",
             "sign_unreadable": "A sign I can't read.",
@@ -122,7 +124,7 @@ LANGUAGES: dict[str, Language] = {
             "settings_changed": "Your settings changed.",
             "rate": "Speech rate {value}.",
             "volume": "Volume {value} percent.",
-            "quiet_on": "Quiet mode on.",
+            "quiet_on": "Quiet mode on: warnings and answers only.",
             "quiet_off": "Quiet mode off.",
             "voice": "New voice.",
             "language": "Language: {value}.",
@@ -183,6 +185,7 @@ LANGUAGES: dict[str, Language] = {
             "say_again": "抱歉，我可能没听对，请再说一遍。",
             "heard": "我听到的是：{text}。",
             "too_long": "问题太长，我回答了前一部分。",
+            "camera_off": "摄像头关着或没有画面。请打开摄像头再问。",
             "cannot_hear": "这个语言的语音提问需要另一个语音模型；请输入文字提问。",
             "sign": "标志：{text}",
             "sign_unreadable": "有一个我看不清的标志。",
@@ -201,7 +204,7 @@ LANGUAGES: dict[str, Language] = {
             "settings_changed": "你的设置已更改。",
             "rate": "语速{value}。",
             "volume": "音量百分之{value}。",
-            "quiet_on": "安静模式已打开。",
+            "quiet_on": "安静模式已打开：只说警告和回答。",
             "quiet_off": "安静模式已关闭。",
             "voice": "新的声音。",
             "language": "语言：{value}。",
@@ -234,6 +237,7 @@ LANGUAGES: dict[str, Language] = {
             "say_again": "Désolé, je ne suis pas sûr d'avoir bien entendu. Répétez, s'il vous plaît.",
             "heard": "J'ai entendu : {text}.",
             "too_long": "C'était long ; j'ai répondu à la première partie.",
+            "camera_off": "La caméra est éteinte ou n'envoie rien. Allumez-la, puis redemandez.",
             "cannot_hear": "Les questions parlées dans cette langue demandent un autre modèle vocal ; tapez votre question.",
             "sign": "Panneau : {text}",
             "sign_unreadable": "Un panneau que je ne peux pas lire.",
@@ -252,7 +256,7 @@ LANGUAGES: dict[str, Language] = {
             "settings_changed": "Vos réglages ont changé.",
             "rate": "Débit de parole {value}.",
             "volume": "Volume {value} pour cent.",
-            "quiet_on": "Mode silencieux activé.",
+            "quiet_on": "Mode silencieux activé : alertes et réponses seulement.",
             "quiet_off": "Mode silencieux désactivé.",
             "voice": "Nouvelle voix.",
             "language": "Langue : {value}.",
@@ -296,6 +300,7 @@ LANGUAGES: dict[str, Language] = {
             "say_again": "Entschuldigung, ich habe das vielleicht falsch verstanden. Bitte noch einmal.",
             "heard": "Ich habe verstanden: {text}.",
             "too_long": "Das war lang; ich habe den ersten Teil beantwortet.",
+            "camera_off": "Die Kamera ist aus oder sendet nichts. Schalten Sie sie ein und fragen Sie noch einmal.",
             "cannot_hear": "Gesprochene Fragen in dieser Sprache brauchen ein anderes Sprachmodell; bitte tippen Sie Ihre Frage.",
             "sign": "Schild: {text}",
             "sign_unreadable": "Ein Schild, das ich nicht lesen kann.",
@@ -314,7 +319,7 @@ LANGUAGES: dict[str, Language] = {
             "settings_changed": "Deine Einstellungen wurden geändert.",
             "rate": "Sprechtempo {value}.",
             "volume": "Lautstärke {value} Prozent.",
-            "quiet_on": "Ruhemodus an.",
+            "quiet_on": "Ruhemodus an: nur Warnungen und Antworten.",
             "quiet_off": "Ruhemodus aus.",
             "voice": "Neue Stimme.",
             "language": "Sprache: {value}.",
@@ -361,6 +366,7 @@ LANGUAGES: dict[str, Language] = {
             "say_again": "Perdón, no estoy seguro de haberlo oído bien. Repítelo, por favor.",
             "heard": "Entendí: {text}.",
             "too_long": "Era largo; respondí a la primera parte.",
+            "camera_off": "La cámara está apagada o no envía nada. Enciéndala y vuelva a preguntar.",
             "cannot_hear": "Las preguntas habladas en este idioma necesitan otro modelo de voz; escriba su pregunta.",
             "sign": "Letrero: {text}",
             "sign_unreadable": "Un letrero que no puedo leer.",
@@ -379,7 +385,7 @@ LANGUAGES: dict[str, Language] = {
             "settings_changed": "Tus ajustes cambiaron.",
             "rate": "Velocidad de voz {value}.",
             "volume": "Volumen {value} por ciento.",
-            "quiet_on": "Modo silencioso activado.",
+            "quiet_on": "Modo silencioso activado: solo avisos y respuestas.",
             "quiet_off": "Modo silencioso desactivado.",
             "voice": "Voz nueva.",
             "language": "Idioma: {value}.",
@@ -512,6 +518,8 @@ def settings_summary(values: dict[str, object], changed: list[str], code: str) -
             parts.append(phrase(code, "volume", value=round(float(value) * 100)))
         elif key == "quiet":
             parts.append(phrase(code, "quiet_on" if value else "quiet_off"))
+        elif key == "verbosity" and values.get("quiet") is True and "quiet" in changed:
+            continue  # quiet mode, just turned on, says what is said now
         elif key == "verbosity" and f"verbosity:{value}" in language(code).phrases:
             parts.append(phrase(code, f"verbosity:{value}"))
         elif key == "voice":

@@ -47,6 +47,7 @@ class Listening:
         on_question: Callable[..., Awaitable[None]],
         on_nothing_heard: Callable[[], None],
         resume_mode: str | None = None,
+        on_talk_end: Callable[[], None] | None = None,
     ) -> None:
         self.ctx = ctx
         self.session_id = session_id
@@ -55,6 +56,8 @@ class Listening:
         self.language = language
         self.on_question = on_question
         self.on_nothing_heard = on_nothing_heard
+        self.on_talk_end = on_talk_end
+        self._start_pending = False
         self.inbox: asyncio.Queue[AudioStart | AudioChunk | AudioStop] = asyncio.Queue(AUDIO_INBOX)
         self.mode: str | None = resume_mode
         self.rate = ctx.config.audio_rate
@@ -82,6 +85,7 @@ class Listening:
             if self.ctx.services.language_problem(language) is not None:
                 self._refused = True  # Whisper would hear nonsense; say why instead
                 return phrase(language, "cannot_hear")
+            self._start_pending = message.mode != "hands-free"
         elif self._refused:
             return None
         try:
@@ -93,6 +97,17 @@ class Listening:
                 self._overflow_reported = True
                 log.warning("session %s: audio arrives faster than it is heard", self.session_id)
         return None
+
+    @property
+    def user_talking(self) -> bool:
+        """The user is speaking a push-to-talk question (from its ``audio-start`` to its
+        end): only warnings may be spoken over them."""
+        return self._start_pending or self.push is not None
+
+    def _talk_ended(self) -> None:
+        self._start_pending = False
+        if self.on_talk_end is not None:
+            self.on_talk_end()
 
     def mode_to_resume(self) -> str | None:
         """The listening mode a reconnect continues (hands-free keeps listening)."""
@@ -126,6 +141,14 @@ class Listening:
 
     async def _on_start(self, start: AudioStart) -> None:
         self._error_sent = False
+        try:
+            await self._start(start)
+        finally:
+            self._start_pending = False
+            if self.push is None:
+                self._talk_ended()
+
+    async def _start(self, start: AudioStart) -> None:
         if start.format != "pcm16" or start.channels != 1:
             await self.send_error(
                 ErrorCode.UNSUPPORTED_FORMAT, "audio must be pcm16, 1 channel", ref=start.id
@@ -240,6 +263,7 @@ class Listening:
         """Transcribe the push-to-talk utterance; ``cut``: it ran over the length limit
         (the user hears that only its first part was answered)."""
         utterance, self.push, self.mode = self.push, None, None
+        self._talk_ended()
         asr = self._asr()
         if utterance is None or asr is None:
             return

@@ -327,6 +327,13 @@ class Narrator:
             Lane.ANSWER, f"heard:{next(self._ids)}", sep.join(parts), None, verbatim=True
         )
 
+    def told(self, text: str) -> Utterance:
+        """Queue a sentence the server composed (what a caregiver's change did) in the
+        answer lane, as a notice."""
+        u = self._make(Lane.ANSWER, f"notice:told:{next(self._ids)}", text, None, verbatim=True)
+        u.kind = "notice"
+        return u
+
     def notice(self, which: str, **values: object) -> Utterance:
         """Queue a fixed notice (``no_vision``, ``not_heard``, ...) in the answer lane."""
         u = self._make(Lane.ANSWER, f"notice:{which}", self.phrase(which, **values), None)
@@ -370,10 +377,13 @@ class Narrator:
 
     # --- output ------------------------------------------------------------
 
-    def next(self, now: float) -> Utterance | None:
-        """The next utterance to speak, dropping (and counting) stale ones."""
+    def next(self, now: float, *, hazards_only: bool = False) -> Utterance | None:
+        """The next utterance to speak, dropping (and counting) stale ones;
+        ``hazards_only`` while the user is talking (the rest waits)."""
         while self._queue:
             self._queue.sort(key=lambda u: u.lane)
+            if hazards_only and self._queue[0].lane != Lane.HAZARD:
+                return None
             u = self._queue.pop(0)
             if self.is_stale(u, now):
                 self.stats.stale_dropped += 1

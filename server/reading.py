@@ -13,6 +13,7 @@ runs on its own worker thread, never on the event loop.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from protocol import ErrorCode
@@ -23,6 +24,9 @@ from server.slot import PendingFrame
 from vision.reading import TextReading, match_sign, sentences
 
 log = logging.getLogger("seealoud.reading")
+
+FRAME_FOR_READING_S = 5.0
+"""Text is read from a frame at most this old: never from where the camera was before."""
 
 
 class Reading:
@@ -50,11 +54,11 @@ class Reading:
             self.offer(u if u is not None else self.narrator.notice("nothing_to_continue"))
             return
         frame = self.latest()
-        if frame is None:
+        if frame is None or time.monotonic() - frame.received_at > FRAME_FOR_READING_S:
             await self.send_error(
-                ErrorCode.NO_FRAME, "no camera frame has arrived yet; start the camera", ref=ref
+                ErrorCode.NO_FRAME, "no recent camera frame; start the camera", ref=ref
             )
-            self.offer(self.narrator.notice("no_text"))
+            self.offer(self.narrator.notice("camera_off"))
             return
         reading = await self._read(frame, ref)
         if reading is None:

@@ -56,6 +56,7 @@ class Speaker:
         on_voice_fallback: Callable[[VoiceFallback], None] | None = None,
         metrics: ServerMetrics | None = None,
         stall_s: float = STALL_S,
+        hold: Callable[[], bool] | None = None,
     ) -> None:
         self.narrator = narrator
         self._send = send
@@ -66,6 +67,9 @@ class Speaker:
         self.on_voice_fallback = on_voice_fallback
         self.metrics = metrics
         self.stall_s = stall_s
+        self.hold = hold
+        """While true (the user is talking), only warnings are spoken; call ``wake``
+        when it turns false."""
         self.current: Utterance | None = None
         self._cancel: threading.Event | None = None
         self._cut_reason: str | None = None
@@ -107,7 +111,8 @@ class Speaker:
             self._wake.clear()
             while True:
                 stale = self.narrator.stats.stale_dropped
-                utterance = self.narrator.next(time.monotonic())
+                held = self.hold is not None and self.hold()
+                utterance = self.narrator.next(time.monotonic(), hazards_only=held)
                 if self.metrics is not None:
                     for _ in range(self.narrator.stats.stale_dropped - stale):
                         self.metrics.stale_drop("warning")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,8 @@ from vision.reading import is_read_request
 log = logging.getLogger("seealoud.user")
 
 MAX_QUESTION_CHARS = 500
+FRAME_FOR_QUESTION_S = 5.0
+"""A question needs a frame at most this old (seconds since the server received it)."""
 
 
 def detector_options(settings: UserSettings) -> ChangeOptions:
@@ -105,6 +108,7 @@ class UserSession(BaseSession):
             on_voice_fallback=self._voice_failed,
             metrics=ctx.metrics,
             stall_s=ctx.config.speech_stall_s,
+            hold=lambda: self.listening.user_talking,
         )
         self.media = MediaPipeline(
             ctx=ctx,
@@ -125,6 +129,7 @@ class UserSession(BaseSession):
             on_question=self.ask,
             on_nothing_heard=lambda: self.speaker.offer(self.narrator.notice("not_heard")),
             resume_mode=state.listening,
+            on_talk_end=self.speaker.wake,
         )
         self.reading = Reading(
             ctx=ctx,
@@ -276,13 +281,16 @@ class UserSession(BaseSession):
         if self.media.detector.dark:  # a black frame is never sent to the model
             self.speaker.offer(self.narrator.notice("sees_nothing_dark"))
             return
-        if self.media.slot.latest is None:
+        latest = self.media.slot.latest
+        if latest is None or time.monotonic() - latest.received_at > FRAME_FOR_QUESTION_S:
+            # No frame, or none for a while (the camera is off): an answer about an old
+            # view would be wrong about where the user is now.
             await self.send_error(
                 ErrorCode.NO_FRAME,
-                "no camera frame has arrived yet; start the camera, then ask",
+                "no recent camera frame; start the camera, then ask",
                 ref=ref,
             )
-            self.speaker.offer(self.narrator.notice("unsure"))
+            self.speaker.offer(self.narrator.notice("camera_off"))
             return
         self.speaker.offer(self.narrator.heard(text if heard else None, too_long=too_long))
         self.media.ask(Asked(text=text, ref=ref))
@@ -300,6 +308,8 @@ class UserSession(BaseSession):
             user=self.account.name, values=settings.to_dict(), changed=changed, summary=summary
         )
         self.later(lambda: self.send(message))
+        if summary:  # said in the user's own voice, like everything else SeeAloud says
+            self.speaker.offer(self.narrator.told(summary))
 
     def _capabilities_changed(self, caps: Capabilities) -> None:
         if caps == self._caps:

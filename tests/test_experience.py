@@ -18,6 +18,8 @@ import pytest
 
 import protocol as p
 from protocol import HazardInfo
+from server.narrator import Narrator
+from server.settings import UserSettings
 from speech.asr import SpeechRecognizer, Transcript
 from speech.tts import SpeechSynthesizer
 from tests.conftest import Accounts, ServerFactory, ws_url
@@ -300,6 +302,55 @@ async def test_a_warning_cut_by_a_dropped_network_is_spoken_after_the_resume(
     stop = await again.wait_for(stopped(replay.utterance), timeout=10)
     assert stop.reason == "done"  # type: ignore[attr-defined]
     await again.close()
+
+
+async def test_nothing_but_a_warning_talks_over_the_user(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    """While the user holds a push-to-talk question, a caregiver's change is not said
+    over them; it is said when they have finished."""
+    server = await make_server(ScriptedAnalyzerDouble([(None, 0.0)]), asr=SlowRecognizerDouble())
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    await phone.send(p.AudioStart(id="a"))
+    await phone.send(p.Ping(t=1, id="talking"))
+    await phone.wait_for(lambda m: isinstance(m, p.Pong) and m.id == "talking")
+    await server.settings_store_update("alice", {"speech_rate": 150})
+    await phone.wait_for(lambda m: isinstance(m, p.Settings) and bool(m.summary))
+    await phone.send(p.Ping(t=2, id="still"))
+    await phone.wait_for(lambda m: isinstance(m, p.Pong) and m.id == "still")
+    assert not phone.of(p.SpeechStart)  # held while the user talks
+    await phone.send(p.AudioChunk(seq=0, ts=0, payload=bytes(3200)))
+    await phone.send(p.AudioStop(id="a"))
+    told = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart), timeout=5)
+    assert told.text == "Speech rate 150."  # type: ignore[attr-defined]
+    await phone.close()
+
+
+def test_a_warning_still_goes_first_while_the_user_talks() -> None:
+    narrator = Narrator(UserSettings())
+    narrator.notice("busy")
+    assert narrator.next(0.0, hazards_only=True) is None  # the notice waits
+    warning = narrator.hazard(CHAIR, frame_time=0.0, now=0.0)
+    assert narrator.next(0.1, hazards_only=True) is warning
+    assert narrator.next(0.2) is not None  # and the notice after
+
+
+async def test_a_question_without_a_recent_frame_says_the_camera_is_off(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    vision = ScriptedAnalyzerDouble([(observation(answer="A door."), 0.0)])
+    server = await make_server(vision)
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    await phone.frame()
+    await phone.wait_for(lambda m: isinstance(m, p.ObservationMsg))
+    session = server.user_session("alice")
+    assert session.media.slot.latest is not None
+    session.media.slot.latest.received_at -= 60  # the camera was turned off a minute ago
+    await phone.send(p.Question(text="what is ahead?", id="q"))
+    said = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart))
+    assert said.text.startswith("The camera is off or sends nothing.")  # type: ignore[attr-defined]
+    assert len(vision.requests) == 1  # the old view was not asked about
+    await phone.close()
 
 
 async def test_a_covered_camera_is_said_once_and_never_sent_to_the_model(

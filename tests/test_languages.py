@@ -143,6 +143,10 @@ def test_settings_summary_says_what_changed_in_the_users_language() -> None:
         == "Speech rate 150. Warnings only."
     )
     assert settings_summary(values, ["volume", "quiet"], "fr") == (
-        "Volume 80 pour cent. Mode silencieux activé."
+        "Volume 80 pour cent. Mode silencieux activé : alertes et réponses seulement."
     )
+    # Quiet mode turned on with another verbosity: no contradiction in one sentence.
+    assert settings_summary(
+        {"quiet": True, "verbosity": "detailed"}, ["quiet", "verbosity"], "en"
+    ) == ("Quiet mode on: warnings and answers only.")
     assert settings_summary(values, ["memory"], "en") == "Your settings changed."

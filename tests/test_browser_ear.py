@@ -287,10 +287,12 @@ def test_capability_change_is_announced_once(page: dict[str, Any]) -> None:
     assert not any("Text reading" in a for a in announced), announced
     reader.finish()  # the model finished loading on the server while the phone is connected
     wait(driver, "window.seealoud.announced.includes('Text reading is ready.')", timeout=20)
-    # The page's own notices (no voice says them) go to the polite live region.
-    notices = driver.find_element(By.ID, "notices")
-    assert notices.get_attribute("aria-live") == "polite"
-    assert notices.get_attribute("textContent") == "Text reading is ready."
+    # The page's own notices are said by the page's own voice, once (and not also by a
+    # live region, which would make a screen reader say them a second time).
+    voiced = driver.execute_script("return window.seealoud.voiced")
+    assert voiced.count("Text reading is ready.") == 1, voiced
+    status = driver.find_element(By.ID, "status")
+    assert status.get_attribute("aria-live") == "off" and not status.get_attribute("role")
     announced = driver.execute_script("return window.seealoud.announced")
     assert announced.count("Text reading is ready.") == 1, announced
 
@@ -323,6 +325,53 @@ def test_each_caregiver_change_is_announced_once(page: dict[str, Any]) -> None:
     assert all(announced.count(s) == 1 for s in summaries), announced
     assert "Your settings were updated." not in announced
     assert announced.count("Text reading is ready.") == 1, announced  # still once
+    # Each change is said to the user by the server's voice, once, in the list, and not
+    # also by the page's voice.
+    for summary in summaries:
+        wait(driver, f"window.seealoud.utterances.some(u => u.text === {summary!r})")
+    spoken = [u["text"] for u in driver.execute_script("return window.seealoud.utterances")]
+    assert all(spoken.count(s) == 1 for s in summaries), spoken
+    voiced = driver.execute_script("return window.seealoud.voiced")
+    assert not any(s in voiced for s in summaries), voiced
+
+
+def test_a_typed_question_is_answered_and_the_camera_off_is_said(page: dict[str, Any]) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver, vision = page["driver"], page["vision"]
+    vision.answers.put(ObservationMsg(answer="The door is open."))
+    field = driver.find_element(By.ID, "question")
+    field.send_keys("Is the door open?")
+    driver.find_element(By.CSS_SELECTOR, "#ask button[type=submit]").click()
+    wait(driver, "window.seealoud.utterances.some(u => u.text === 'The door is open.')")
+    driver.find_element(By.ID, "camera").click()  # off
+    assert driver.find_element(By.ID, "status").text == "Connected. Camera off."
+    sent_before = driver.execute_script("return window.seealoud.framesSent")
+    driver.find_element(By.ID, "describe").click()
+    wait(
+        driver, "window.seealoud.voiced.includes('The camera is off. Turn it on, then ask again.')"
+    )
+    voiced = driver.execute_script("return window.seealoud.voiced")
+    assert "Camera off: I cannot see anything now." in voiced, voiced
+    assert driver.execute_script("return window.seealoud.framesSent") == sent_before
+    driver.find_element(By.ID, "camera").click()  # on again
+    wait(driver, f"window.seealoud.framesSent > {sent_before}")
+    shot(driver, "phone-typed-question")
+
+
+def test_large_text_wraps_and_never_clips_a_button(page: dict[str, Any]) -> None:
+    driver = page["driver"]
+    driver.execute_script("document.documentElement.style.fontSize = '200%'")
+    try:
+        clipped = driver.execute_script(
+            "return [...document.querySelectorAll('button')].filter(b => b.offsetParent &&"
+            " (b.scrollWidth > b.clientWidth + 1)).map(b => b.id || b.textContent)"
+        )
+        wide = driver.execute_script("return document.documentElement.scrollWidth")
+        shot(driver, "phone-large-text")
+    finally:
+        driver.execute_script("document.documentElement.style.fontSize = ''")
+    assert clipped == [] and wide <= 390, (clipped, wide)
 
 
 def test_a_refused_token_is_forgotten(page: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ const stats = (window.seealoud = {
   framesSent: 0, chunksReceived: 0, buffersScheduled: 0, flushes: 0,
   transcripts: [], utterances: [], state: "idle", playing: 0, audioChunksSent: 0,
   settings: null, announced: [], stops: {}, interrupts: [],
-  summaries: [],
+  summaries: [], voiced: [],
   // ?test=1 only: what reached the speaker, per utterance (samples sent vs heard).
   ear: {},
 });
@@ -60,17 +60,29 @@ function token() {
   return localStorage.getItem("seealoud-token");
 }
 
+// The page's own voice, for what the server cannot say (the connection is down) or does
+// not know (the camera is off, a capability changed). Without one, the polite live region.
+function voice(text, { interrupt = false } = {}) {
+  stats.voiced.push(text);
+  if ("speechSynthesis" in window) {
+    if (interrupt) speechSynthesis.cancel();
+    speechSynthesis.speak(new SpeechSynthesisUtterance(text));
+  } else {
+    $("notices").textContent = text;
+  }
+}
+
+let statusTimer = null;
 function setStatus(text, state) {
   const changed = stats.state !== state;
   if (statusEl.textContent !== text) statusEl.textContent = text;
   statusEl.dataset.state = state;
   stats.state = state;
-  // The server cannot speak while the connection is down: the phone's own voice says it,
-  // once per change (not at every retry), unless a screen reader already reads the status.
-  if (changed && (state === "down" || state === "live") && "speechSynthesis" in window &&
-      !(state === "down" && wasDown)) {
-    speechSynthesis.cancel();
-    speechSynthesis.speak(new SpeechSynthesisUtterance(text));
+  // Said once per change of state (not at every retry), and only once it has held for a
+  // moment: "restarting" followed at once by "connection lost" is one change, not two.
+  if (changed && (state === "down" || state === "live") && !(state === "down" && wasDown)) {
+    clearTimeout(statusTimer);
+    statusTimer = setTimeout(() => voice(statusEl.textContent, { interrupt: true }), 300);
   }
   if (state === "down") wasDown = true;
   if (state === "live") wasDown = false;
@@ -96,6 +108,7 @@ function connect() {
   if (!t) {
     $("login").hidden = false;
     setStatus("Enter your token to connect", "down");
+    $("token").focus();
     return;
   }
   const scheme = location.protocol === "https:" ? "wss" : "ws";
@@ -121,6 +134,7 @@ function connect() {
       setStatus("The token was refused. Ask your caregiver for a new one.", "down");
       localStorage.removeItem("seealoud-token");
       $("login").hidden = false;
+      $("token").focus();
       return;
     }
     setStatus("Connection lost. Reconnecting…", "down");
@@ -186,7 +200,7 @@ function onMessage(msg) {
       stats.stops[msg.data.utterance] = msg.data.reason;
       openUtterances.delete(msg.data.utterance);
       flushedUtterances.delete(msg.data.utterance);
-      if (currentSpeech.id === msg.data.utterance && msg.data.reason !== "done") showNow("", null);
+      if (currentSpeech.id === msg.data.utterance && msg.data.reason !== "done") speaking(false);
       break;
     case "interrupt":
       flush();
@@ -205,9 +219,10 @@ function onMessage(msg) {
       stats.settings = msg.data.values;
       // A caregiver's change says what changed, once; the reply to our own settings-get
       // has an empty summary and is not announced.
+      // The server also says it, in the user's own voice (so it is in the list already).
       if (msg.data.summary) {
         stats.summaries.push(msg.data.summary);
-        announce(msg.data.summary);
+        stats.announced.push(msg.data.summary);
       }
       break;
     case "bye":
@@ -453,19 +468,16 @@ $("handsfree").addEventListener("click", async () => {
   else { talking = false; send(textMessage("audio-stop", {})); }
 });
 
-$("read").addEventListener("click", () => {
-  ensureAudio();
-  send(textMessage("question", { text: "read this", intent: "read" }));
-});
+$("read").addEventListener("click", () => ask("read this", { intent: "read" }));
 
 // --- what the user is told -------------------------------------------------------
 
-// Added to the list and to the polite live region (the server's voice does not say these),
-// and kept for tests.
+// The page's own notices (the server's voice does not say these): said by the page's
+// voice, added to the list, and kept for tests.
 function announce(text) {
   stats.announced.push(text);
   say(text, "notice");
-  $("notices").textContent = text; // the page's own notices: no voice says them
+  voice(text);
 }
 const announcedOnce = new Set();
 function announceOnce(text) {
@@ -493,7 +505,8 @@ function announceCapabilityChanges(before, after) {
 }
 function showCapabilityStatus(c) {
   const why = (c.reasons || {}).vision || CAPABILITY_OFF.vision;
-  setStatus(c.vision ? "Connected. Watching." : `Connected. ${why}`, "live");
+  if (!cameraOn) setStatus("Connected. Camera off.", "live");
+  else setStatus(c.vision ? "Connected. Watching." : `Connected. ${why}`, "live");
 }
 // The line at the top: what is being said right now (the list below has the history).
 function showNow(text, priority) {
@@ -515,11 +528,26 @@ $("camera").addEventListener("click", (e) => {
   e.currentTarget.setAttribute("aria-pressed", String(cameraOn));
   e.currentTarget.querySelector(".state").textContent = cameraOn ? "on" : "off";
   if (cameraOn) startFrames(); else stopFrames();
+  if (caps) showCapabilityStatus(caps);
+  announce(cameraOn ? "Camera on." : "Camera off: I cannot see anything now.");
 });
 
-$("describe").addEventListener("click", () => {
+// Asking about the view with the camera off is answered here: there is nothing to ask about.
+function ask(text, extra = {}) {
   ensureAudio();
-  send(textMessage("question", { text: "What is around me?" }));
+  if (!cameraOn) { announce("The camera is off. Turn it on, then ask again."); return; }
+  send(textMessage("question", { text, ...extra }));
+}
+
+$("describe").addEventListener("click", () => ask("What is around me?"));
+
+$("ask").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const text = $("question").value.trim();
+  if (!text) return;
+  $("question").value = "";
+  say(`You asked: ${text}`, "transcript");
+  ask(text);
 });
 
 $("login").addEventListener("submit", (e) => {

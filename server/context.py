@@ -40,6 +40,7 @@ from server.analysis import Analyzer
 from server.auth import UserStore
 from server.config import ServerConfig
 from server.hub import Hub
+from server.languages import LANGUAGES
 from server.metrics import ServerMetrics
 from server.settings import SettingsStore
 from speech.asr import SpeechRecognizer
@@ -103,8 +104,8 @@ class Services:
         """Why spoken questions in ``language`` cannot be understood with this server's
         speech model (known from its name before it has loaded), or None."""
         asr = self.asr_model if self.asr is not None else None
-        if not isinstance(language, str) or asr is None:
-            return None
+        if not isinstance(language, str) or asr is None or language not in LANGUAGES:
+            return None  # an unknown code is the settings check's to refuse
         return asr.cannot_hear_reason(language)
 
     def warnings(self, user: str, language: str | None = None) -> list[str]:

@@ -34,7 +34,7 @@ from protocol import CameraFrame, ErrorCode
 from server.analysis import AnalysisRequest
 from server.auth import Account
 from server.context import ServerContext
-from server.jpeg import JpegHeaderError, jpeg_size
+from server.jpeg import MAX_SCANS, JpegHeaderError, jpeg_scans, jpeg_size
 from server.languages import LANGUAGES
 from server.slot import PendingFrame
 
@@ -197,6 +197,8 @@ class Describer:
             raise DescribeError(
                 413, ErrorCode.FRAME_TOO_LARGE, f"{width}x{height} is over the pixel limit"
             )
+        if jpeg_scans(jpeg) > MAX_SCANS:
+            raise DescribeError(400, ErrorCode.BAD_MESSAGE, f"more than {MAX_SCANS} JPEG scans")
         return CameraFrame(
             seq=0, ts=int(time.time() * 1000), width=width, height=height, payload=jpeg
         )
@@ -277,8 +279,13 @@ async def start_describe(
             return refuse(too_large)
         return web.json_response(result)
 
+    async def plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Server"] = "SeeAloud"  # not the framework and its version
+
     app = web.Application(client_max_size=cap)
     app.router.add_post("/v1/describe", handle)
+    app.on_response_prepare.append(plain_server_header)
+    _quiet_bad_requests()
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
@@ -286,17 +293,37 @@ async def start_describe(
     return runner
 
 
-async def _body(request: Any, cap: int) -> tuple[bytes, str | None, str | None]:
-    """The JPEG, and question/language if sent as multipart parts."""
-    kind = request.content_type
-    if kind == "image/jpeg":
-        return await request.read(), None, None  # bounded by client_max_size
-    if kind != "multipart/form-data":
-        raise DescribeError(415, ErrorCode.UNSUPPORTED_FORMAT, "send image/jpeg or multipart")
+class _BadRequestFilter(logging.Filter):
+    """aiohttp logs a malformed request (a 30 KB URL, a broken request line) with its
+    traceback and the first bytes of the request, which a client chose and which may hold
+    a token: one line without them instead. The client got its 400 already."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            log.warning("describe: a malformed HTTP request was refused (%s)", type(exc).__name__)
+            return False
+        return True
+
+
+def _quiet_bad_requests() -> None:
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _BadRequestFilter) for f in logger.filters):
+        logger.addFilter(_BadRequestFilter())
+
+
+async def _parts(request: Any, cap: int) -> dict[str, bytes]:
+    """The named parts of a multipart body, bounded by ``cap`` bytes in all."""
+    from aiohttp import BodyPartReader
+
     reader = await request.multipart()
     fields: dict[str, bytes] = {}
     total = 0
     while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise DescribeError(400, ErrorCode.BAD_MESSAGE, "nested multipart is not accepted")
         if part.headers.get("Content-Transfer-Encoding"):
             raise DescribeError(400, ErrorCode.BAD_MESSAGE, "encoded parts are not accepted")
         data = bytearray()
@@ -307,6 +334,22 @@ async def _body(request: Any, cap: int) -> tuple[bytes, str | None, str | None]:
             data += chunk
         if part.name in ("image", "question", "language"):
             fields[part.name] = bytes(data)
+    return fields
+
+
+async def _body(request: Any, cap: int) -> tuple[bytes, str | None, str | None]:
+    """The JPEG, and question/language if sent as multipart parts."""
+    kind = request.content_type
+    if kind == "image/jpeg":
+        return await request.read(), None, None  # bounded by client_max_size
+    if kind != "multipart/form-data":
+        raise DescribeError(415, ErrorCode.UNSUPPORTED_FORMAT, "send image/jpeg or multipart")
+    try:
+        fields = await _parts(request, cap)
+    except (ValueError, AssertionError) as exc:  # aiohttp's parser on a malformed body
+        raise DescribeError(
+            400, ErrorCode.BAD_MESSAGE, f"malformed multipart body: {str(exc)[:80]}"
+        ) from None
     if "image" not in fields:
         raise DescribeError(400, ErrorCode.BAD_MESSAGE, "no 'image' part")
     text = {

@@ -68,12 +68,15 @@ class ResumeRegistry:
         )
 
     def take(self, token: str | None, user: str) -> Resumable | None:
-        """The resumable state for ``token`` if it is live and ``user``'s (used up either way)."""
+        """The resumable state for ``token`` if it is live and ``user``'s (then used up;
+        someone else's attempt with it neither gets it nor spends it)."""
         self._purge()
         if token is None:
             return None
-        item = self._items.pop(token, None)
-        return item if item is not None and item.user == user else None
+        item = self._items.get(token)
+        if item is None or item.user != user:
+            return None
+        return self._items.pop(token)
 
     def forget_user(self, user: str) -> None:
         self._items = {k: v for k, v in self._items.items() if v.user != user}

@@ -15,6 +15,7 @@ Every send goes through the session's ``Link`` (a time limit per send). Only
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -26,12 +27,16 @@ from protocol import Bye, ErrorCode, Message, Ping, Pong, ProtocolError, decode
 from protocol import Error as ErrorMsg
 from server.auth import Account
 from server.context import ServerContext
-from server.link import Link
-from server.ratelimit import SessionLimiters, SessionLimits
+from server.link import Link, LinkClosed
+from server.ratelimit import RateLimiter, SessionLimiters, SessionLimits
 
 log = logging.getLogger("seealoud.session")
 
 CONTROL_INBOX = 64
+MESSAGES_PER_S = 300
+"""Every message a client sends, all kinds together: a phone sends about 80 a second
+(frames, 20 ms audio chunks, control); a flood is read at this pace."""
+MESSAGES_BURST = 600
 Deferred = Callable[[], Awaitable[None]]
 
 
@@ -58,6 +63,8 @@ class BaseSession:
         self._limit_reported: dict[str, float] = {}
         self.resume_token = ""
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self._pace = RateLimiter(MESSAGES_PER_S, MESSAGES_BURST)
+        self._paced = False
 
     # --- sending ---------------------------------------------------------------
 
@@ -132,6 +139,20 @@ class BaseSession:
     async def _receive(self, ws: ServerConnection) -> None:
         text_limit = self.ctx.config.max_text_bytes
         async for raw in ws:
+            # A client sending faster than any phone does is read more slowly: the rest
+            # waits in its own socket (TCP pushes back on it), not in anyone's CPU time.
+            wait = self._pace.retry_after(time.monotonic())
+            if wait > 0:
+                if not self._paced:
+                    self._paced = True
+                    self.ctx.metrics.rate_limited_by("messages")
+                    log.warning(
+                        "session %s: more than %d messages a second; reading slower",
+                        self.id,
+                        MESSAGES_PER_S,
+                    )
+                await asyncio.sleep(wait)  # pacing the reader, not synchronisation
+            self._pace.allow(time.monotonic())
             started = time.perf_counter()
             try:
                 message = decode(raw, max_bytes=text_limit if isinstance(raw, str) else None)
@@ -156,11 +177,24 @@ class BaseSession:
         try:
             self.control.put_nowait(item)
         except asyncio.QueueFull:
-            self.ctx.metrics.rate_limited += 1
+            self.ctx.metrics.rate_limited_by("control")
             now = time.monotonic()
             if now - self._flood_reported > 1.0:  # one log line a second, not one a message
                 self._flood_reported = now
                 log.warning("session %s: control inbox full; dropping messages", self.id)
+                self._tell_dropped()
+
+    def _tell_dropped(self) -> None:
+        """The client is told its messages were dropped (once a second), beside the
+        control task: the inbox it would queue in is the one that is full."""
+
+        async def tell() -> None:
+            with contextlib.suppress(LinkClosed):
+                await self.send_error(
+                    ErrorCode.RATE_LIMITED, "too many messages at once; some were dropped"
+                )
+
+        self.spawn(tell(), "tell-dropped")
 
     async def _control(self) -> None:
         while True:

@@ -82,3 +82,11 @@ async def main(port: int, token: str, caregiver: str, seconds: float) -> None:
 
 if __name__ == "__main__":
     asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4])))
+
+
+def many_scans(jpeg: bytes, copies: int) -> bytes:
+    """A progressive JPEG with its last scan repeated ``copies`` times: a small file whose
+    decode costs seconds (every scan is another pass over every coefficient)."""
+    last = jpeg.rindex(b"\xff\xda")
+    end = jpeg.rindex(b"\xff\xd9")
+    return jpeg[:last] + jpeg[last:end] * copies + jpeg[end:]

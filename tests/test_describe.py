@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import io
 import json
 import urllib.error
 import urllib.request
@@ -284,3 +285,40 @@ async def test_a_failed_model_call_gives_the_slot_back(
     for _ in range(2):  # the second is not told "busy": the first one's slot was released
         status, body = await asyncio.to_thread(post, port, jpeg_bytes(), token=accounts.user_token)
         assert status == 502 and body["error"]["code"] == "model-failed", body
+
+
+async def test_malformed_bodies_get_json_errors_and_no_traceback(
+    make_server: ServerFactory, accounts: Accounts, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What an attacker with a valid token sent: a multipart without a boundary, one cut
+    short, a nested multipart, a JPEG of thousands of scans, a 30 KB URL."""
+    from PIL import Image
+
+    from tests.attacker import many_scans
+
+    server = await make_server(ScriptedAnalyzerDouble([(observation(), 0.0)]), describe_port=0)
+    port = server.describe_port
+    assert port
+    token = accounts.user_token
+    nested = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"\r\n'
+        f"Content-Type: multipart/mixed; boundary=inner\r\n\r\n--inner\r\n\r\nx\r\n--inner--\r\n"
+        f"--{BOUNDARY}--\r\n"
+    ).encode()
+    cut = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"\r\n\r\nabc'.encode()
+    buf = io.BytesIO()
+    Image.new("RGB", (320, 240), (90, 120, 200)).save(buf, "JPEG", progressive=True)
+    for body, kind in (
+        (b"x", "multipart/form-data"),
+        (cut, f"multipart/form-data; boundary={BOUNDARY}"),
+        (nested, f"multipart/form-data; boundary={BOUNDARY}"),
+        (many_scans(buf.getvalue(), 2000), "image/jpeg"),
+    ):
+        status, answer = await asyncio.to_thread(post, port, body, token=token, kind=kind)
+        assert status == 400 and answer["error"]["code"] == "bad-message", (kind, answer)
+    status, _ = await asyncio.to_thread(
+        post, port, jpeg_bytes(64, 48), token=token, query="?question=" + "x" * 30_000
+    )
+    assert status == 400
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback in the log
+    assert "xxxxxxxxxx" not in caplog.text  # nor the client's bytes

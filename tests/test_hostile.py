@@ -6,22 +6,30 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import io
 import socket
 import sys
 import time
 from collections.abc import Callable
 
+from PIL import Image
 from websockets.asyncio.client import connect
 
 import protocol as p
 from protocol import ErrorCode, HazardInfo, ObservationMsg, encode
-from tests.attacker import with_size
+from tests.attacker import many_scans, with_size
 from tests.conftest import Accounts, ServerFactory, jpeg_bytes, ws_url
 from tests.doubles import ScriptedAnalyzerDouble
 from tests.phone import Phone, observation
 from tests.test_server import closed_code, open_session, recv
 
 CHAIR = HazardInfo(label="chair", direction="ahead", distance_m=2.0)
+
+
+def _many_scans() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (320, 240), (90, 120, 200)).save(buf, "JPEG", progressive=True)
+    return many_scans(buf.getvalue(), 2000)
 
 
 async def test_decompression_bombs_and_lying_headers_are_refused_before_decoding(
@@ -37,6 +45,7 @@ async def test_decompression_bombs_and_lying_headers_are_refused_before_decoding
             (with_size(jpeg_bytes(64, 48), 13000, 13000), 13000, 13000, ErrorCode.BAD_MESSAGE),
             (bomb, 64, 48, ErrorCode.BAD_MESSAGE),  # header says small, the JPEG says huge
             (jpeg_bytes(64, 48), 640, 480, ErrorCode.BAD_MESSAGE),
+            (_many_scans(), 320, 240, ErrorCode.BAD_MESSAGE),  # 2,000 scans: seconds of CPU
         ]
     ):
         await ws.send(

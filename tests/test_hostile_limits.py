@@ -4,6 +4,8 @@ audio, questions or settings loses only its own excess, is told once with
 
 from __future__ import annotations
 
+import time
+
 import protocol as p
 from protocol import ErrorCode, encode
 from tests.conftest import Accounts, ServerFactory, jpeg_bytes, ws_url
@@ -82,3 +84,20 @@ async def test_a_settings_flood_from_a_caregiver_is_refused_beyond_the_burst(
     assert 10 <= len(answered) <= 12  # the burst, plus what refilled meanwhile
     assert len(_limited(carer)) == 1
     await carer.close()
+
+
+async def test_a_message_flood_is_read_at_a_phones_pace(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    """1,200 pings at once: the first 600 (the burst) at once, the rest at 300 a second,
+    so a flooder takes its own time, not everyone's."""
+    server = await make_server(ScriptedAnalyzerDouble([(None, 0.0)]))
+    flooder = await Phone.open(ws_url(server), accounts.caregiver_token)
+    started = time.monotonic()
+    for n in range(1200):
+        await flooder.ws.send(encode(p.Ping(t=n, id=str(n))))
+    await flooder.wait_for(lambda m: isinstance(m, p.Pong) and m.id == "1199", timeout=20)
+    took = time.monotonic() - started
+    assert took >= 1.5, took  # (1200 - 600) / 300 s = 2 s, less a little refill
+    assert server.metrics.count("rate").get("messages") == 1  # counted once per session
+    await flooder.close()

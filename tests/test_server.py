@@ -309,10 +309,22 @@ async def test_resume_keeps_the_session_id(make_server: ServerFactory, accounts:
     resumed = await recv(again)
     assert isinstance(resumed, p.Ready) and resumed.resumed and resumed.session == ready.session
     assert resumed.resume != ready.resume  # rotated: a resume token works once
-    # Another user cannot take over the session with a stolen resume token.
+    # Another user cannot take over the session with a stolen resume token, live or
+    # closed, nor spend it: its owner still resumes with it.
     other = await connect(ws_url(server))
     await other.send(encode(p.Hello(protocol=1, token=accounts.other_token, resume=resumed.resume)))
     assert (await recv(other)).resumed is False  # type: ignore[attr-defined]
+    await again.close()
+    await asyncio.wait_for(_until(lambda: len(server.sessions) == 1), 5)  # bob's remains
+    thief = await connect(ws_url(server))
+    await thief.send(encode(p.Hello(protocol=1, token=accounts.other_token, resume=resumed.resume)))
+    assert (await recv(thief)).resumed is False  # type: ignore[attr-defined]
+    owner = await connect(ws_url(server))
+    await owner.send(encode(p.Hello(protocol=1, token=accounts.user_token, resume=resumed.resume)))
+    back = await recv(owner)
+    assert isinstance(back, p.Ready) and back.resumed and back.session == ready.session
+    for socket in (other, thief, owner):
+        await socket.close()
 
 
 async def test_shutdown_says_bye_and_closes_1001(

@@ -34,7 +34,7 @@ from server.hub import Hub
 from server.link import LinkClosed
 from server.metrics import ServerMetrics
 from server.pages import Pages
-from server.ratelimit import LoginLimiter
+from server.ratelimit import LoginLimiter, client_address
 from server.registry import Registry
 from server.session import BaseSession, SessionClosed
 from server.settings import SettingsStore, UserSettings
@@ -240,7 +240,7 @@ class SeeAloudServer:
 
     async def _handler(self, ws: ServerConnection) -> None:
         session: BaseSession | None = None
-        peer = _peer(ws)
+        peer = _peer(ws, self.config.trusted_proxies)
         if not self._gate.enter(peer):
             # Sockets that never say hello cost a file each: a few per address at a time.
             self.metrics.rate_limited += 1
@@ -302,6 +302,8 @@ def _encode(message: ErrorMsg) -> str | bytes:
     return encode(message)
 
 
-def _peer(ws: ServerConnection) -> str:
+def _peer(ws: ServerConnection, trusted_proxies: list[str]) -> str:
     addr = ws.remote_address
-    return str(addr[0]) if isinstance(addr, tuple) and addr else "?"
+    peer = str(addr[0]) if isinstance(addr, tuple) and addr else "?"
+    forwarded = ws.request.headers.get("X-Forwarded-For") if ws.request else None
+    return client_address(peer, forwarded, trusted_proxies)

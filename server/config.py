@@ -81,6 +81,9 @@ class ServerConfig:
             is closed (it stopped reading).
         max_sessions_per_account: Live sessions one token may hold.
         max_sessions_per_address: Live sessions from one source address.
+        trusted_proxies: Addresses of reverse proxies in front of this server:
+            from them the client's address is taken from ``X-Forwarded-For`` (for
+            the per-address login and session limits). Empty: the peer's address.
         speech_stall_s: No audio from the synthesiser for this long fails that
             utterance (``speech-stop`` ``failed``); the session's speech goes on.
     """
@@ -120,6 +123,7 @@ class ServerConfig:
     max_sessions_per_account: int = 3
     max_sessions_per_address: int = 20
     speech_stall_s: float = 5.0
+    trusted_proxies: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -36,6 +36,7 @@ from server.auth import Account
 from server.context import ServerContext
 from server.jpeg import MAX_SCANS, JpegHeaderError, jpeg_scans, jpeg_size
 from server.languages import LANGUAGES
+from server.ratelimit import client_address
 from server.slot import PendingFrame
 
 log = logging.getLogger("seealoud.describe")
@@ -264,7 +265,11 @@ async def start_describe(
     too_large = DescribeError(413, ErrorCode.FRAME_TOO_LARGE, "the request is too large")
 
     async def handle(request: web.Request) -> web.Response:
-        peer = request.remote or "?"
+        peer = client_address(
+            request.remote or "?",
+            request.headers.get("X-Forwarded-For"),
+            describer.ctx.config.trusted_proxies,
+        )
         try:
             account = await describer.authenticate(request.headers.get("Authorization"), peer)
             if request.content_length is not None and request.content_length > cap:

@@ -54,6 +54,25 @@ def address_key(address: str) -> str:
     return str(ip)
 
 
+def client_address(peer: str, forwarded_for: str | None, trusted_proxies: list[str]) -> str:
+    """The client's address: ``peer``, or, when ``peer`` is a trusted reverse proxy, the
+    nearest address in its ``X-Forwarded-For`` that is not a trusted proxy. Behind a
+    proxy every client has the proxy's address, so one bad client would otherwise get
+    everyone's logins slowed; a header from anyone else is ignored (it can be forged).
+    Only a full IP address is taken from the header."""
+    if not forwarded_for or peer not in trusted_proxies:
+        return peer
+    for hop in reversed(forwarded_for.split(",")[-8:]):
+        hop = hop.strip()
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return peer  # a malformed header: do not guess
+        if hop not in trusted_proxies:
+            return hop
+    return peer
+
+
 # --- log-line suppression ----------------------------------------------------
 
 

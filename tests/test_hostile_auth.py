@@ -10,7 +10,10 @@ import secrets
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect as ws_connect
 
+import protocol as p
+from protocol import ErrorCode, decode, encode
 from server.auth import UserStore
 from server.db import connect
 from server.ratelimit import (
@@ -25,6 +28,7 @@ from server.ratelimit import (
     TooManySessions,
     address_key,
 )
+from tests.conftest import Accounts, ServerFactory
 
 
 def _bad_token() -> str:
@@ -181,3 +185,34 @@ def test_session_cap_per_account_and_address() -> None:
     two.release()
     assert cap.open_sessions(address="10.0.0.2") == 0
     assert cap.open_sessions() == 4  # bob, carol, dave and the second alice
+
+
+def test_behind_a_trusted_proxy_the_client_address_is_the_forwarded_one() -> None:
+    from server.ratelimit import client_address
+
+    proxies = ["10.0.0.2"]
+    assert client_address("10.0.0.2", "203.0.113.7", proxies) == "203.0.113.7"
+    assert client_address("10.0.0.2", "198.51.100.1, 203.0.113.7", proxies) == "203.0.113.7"
+    assert client_address("10.0.0.2", "203.0.113.7, 10.0.0.2", proxies) == "203.0.113.7"
+    # Anyone else's header is ignored (it could be forged), and so is a malformed one.
+    assert client_address("192.0.2.9", "203.0.113.7", proxies) == "192.0.2.9"
+    assert client_address("10.0.0.2", "evil\n203.0.113.7", proxies) == "10.0.0.2"
+    assert client_address("10.0.0.2", None, proxies) == "10.0.0.2"
+
+
+async def test_one_guesser_behind_the_proxy_does_not_slow_another_client(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    server = await make_server(trusted_proxies=["127.0.0.1"])
+    url = f"ws://127.0.0.1:{server.port}/ws"
+    for _ in range(8):  # past the free failures: this address now waits
+        async with ws_connect(url, additional_headers={"X-Forwarded-For": "203.0.113.66"}) as ws:
+            await ws.send(encode(p.Hello(protocol=1, token="sa_1_" + "x" * 43)))
+            await ws.recv()
+    async with ws_connect(url, additional_headers={"X-Forwarded-For": "203.0.113.66"}) as ws:
+        await ws.send(encode(p.Hello(protocol=1, token=accounts.user_token)))
+        refused = decode(await ws.recv())
+        assert isinstance(refused, p.Error) and refused.code == ErrorCode.RATE_LIMITED
+    async with ws_connect(url, additional_headers={"X-Forwarded-For": "198.51.100.5"}) as ws:
+        await ws.send(encode(p.Hello(protocol=1, token=accounts.user_token)))
+        assert isinstance(decode(await ws.recv()), p.Ready)  # another client, same proxy

@@ -356,7 +356,7 @@ def test_a_typed_question_is_answered_and_the_camera_off_is_said(page: dict[str,
     assert driver.execute_script("return window.seealoud.framesSent") == sent_before
     driver.find_element(By.ID, "camera").click()  # on again
     wait(driver, f"window.seealoud.framesSent > {sent_before}")
-    shot(driver, "phone-typed-question")
+    shot(driver, "phone-typed-question.png")
 
 
 def test_large_text_wraps_and_never_clips_a_button(page: dict[str, Any]) -> None:
@@ -368,7 +368,9 @@ def test_large_text_wraps_and_never_clips_a_button(page: dict[str, Any]) -> None
             " (b.scrollWidth > b.clientWidth + 1)).map(b => b.id || b.textContent)"
         )
         wide = driver.execute_script("return document.documentElement.scrollWidth")
-        shot(driver, "phone-large-text")
+        driver.execute_script("document.getElementById('handsfree').scrollIntoView()")
+        shot(driver, "phone-large-text.png")
+        driver.execute_script("window.scrollTo(0, 0)")
     finally:
         driver.execute_script("document.documentElement.style.fontSize = ''")
     assert clipped == [] and wide <= 390, (clipped, wide)

@@ -240,6 +240,7 @@ def test_stop_silences_playback_within_100_ms(page: dict[str, Any]) -> None:
     assert rec["lastPlayed"] - clicked < 0.1, (rec, clicked)  # not even silence went on
     full_s = len(LONG.split()) / 175 * 60  # about 40 s at the default rate
     assert rec["played"] / rec["ctxRate"] < full_s / 2  # the rest was never played
+    wait(driver, "document.getElementById('speaking').textContent === 'Stopped'")
 
 
 def test_a_warning_cuts_a_description_and_plays_whole(page: dict[str, Any]) -> None:
@@ -289,6 +290,7 @@ def test_capability_change_is_announced_once(page: dict[str, Any]) -> None:
     wait(driver, "window.seealoud.announced.includes('Text reading is ready.')", timeout=20)
     # The page's own notices are said by the page's own voice, once (and not also by a
     # live region, which would make a screen reader say them a second time).
+    wait(driver, "window.seealoud.voiced.includes('Text reading is ready.')")
     voiced = driver.execute_script("return window.seealoud.voiced")
     assert voiced.count("Text reading is ready.") == 1, voiced
     status = driver.find_element(By.ID, "status")
@@ -349,7 +351,9 @@ def test_a_typed_question_is_answered_and_the_camera_off_is_said(page: dict[str,
     sent_before = driver.execute_script("return window.seealoud.framesSent")
     driver.find_element(By.ID, "describe").click()
     wait(
-        driver, "window.seealoud.voiced.includes('The camera is off. Turn it on, then ask again.')"
+        driver,
+        "window.seealoud.voiced.includes("
+        "'The camera is off or sends nothing. Turn it on, then ask again.')",
     )
     voiced = driver.execute_script("return window.seealoud.voiced")
     assert "Camera off: I cannot see anything now." in voiced, voiced
@@ -389,6 +393,15 @@ def test_a_refused_token_is_forgotten(page: dict[str, Any]) -> None:
         assert driver.execute_script("return localStorage.getItem('seealoud-token')") is None
         assert driver.find_element(By.ID, "login").is_displayed()
         assert "refused" in driver.find_element(By.ID, "status").text
+        # Said, and said again when a typed token is refused too; the field says why.
+        refused = "The token was refused. Ask your caregiver for a new one."
+        wait(driver, f"window.seealoud.voiced.includes({refused!r})")
+        field = driver.find_element(By.ID, "token")
+        assert driver.switch_to.active_element == field
+        assert field.get_attribute("aria-invalid") == "true"
+        assert field.get_attribute("aria-describedby") == "status"
+        field.send_keys("another-wrong-token\n")
+        wait(driver, f"window.seealoud.voiced.filter(v => v === {refused!r}).length === 2")
     finally:
         driver.close()
         driver.switch_to.window(main)

@@ -62,13 +62,26 @@ function token() {
 
 // The page's own voice, for what the server cannot say (the connection is down) or does
 // not know (the camera is off, a capability changed). Without one, the polite live region.
-function voice(text, { interrupt = false } = {}) {
+// It never talks over SeeAloud's own speech or over the user holding a question: a
+// notice waits until both are done (the connection state, when the server cannot speak
+// at all, goes at once).
+const voiceQueue = [];
+function voice(text, { interrupt = false, now = false } = {}) {
+  if (!now && ((talking && !handsFree) || sources.size > 0)) {
+    voiceQueue.push(text);
+    return;
+  }
   stats.voiced.push(text);
   if ("speechSynthesis" in window) {
     if (interrupt) speechSynthesis.cancel();
     speechSynthesis.speak(new SpeechSynthesisUtterance(text));
   } else {
     $("notices").textContent = text;
+  }
+}
+function voiceWaiting() {
+  while (voiceQueue.length && !(talking && !handsFree) && sources.size === 0) {
+    voice(voiceQueue.shift(), { now: true });
   }
 }
 
@@ -82,12 +95,14 @@ function setStatus(text, state) {
   // moment: "restarting" followed at once by "connection lost" is one change, not two.
   if (changed && (state === "down" || state === "live") && !(state === "down" && wasDown)) {
     clearTimeout(statusTimer);
-    statusTimer = setTimeout(() => voice(statusEl.textContent, { interrupt: true }), 300);
+    statusTimer = setTimeout(
+      () => voice(statusEl.textContent, { interrupt: true, now: state === "down" }), 300);
   }
   if (state === "down") wasDown = true;
   if (state === "live") wasDown = false;
 }
 let wasDown = false;
+let cutShort = false;
 
 function say(text, priority) {
   const li = document.createElement("li");
@@ -131,9 +146,12 @@ function connect() {
     // a rate limit or a malformed hello leaves it alone: reconnect and try again.
     if (event.code === 4001 || tokenRefused) {
       tokenRefused = false;
-      setStatus("The token was refused. Ask your caregiver for a new one.", "down");
+      const refused = "The token was refused. Ask your caregiver for a new one.";
+      setStatus(refused, "down");
+      voice(refused, { interrupt: true, now: true }); // every time, even if already down
       localStorage.removeItem("seealoud-token");
       $("login").hidden = false;
+      $("token").setAttribute("aria-invalid", "true");
       $("token").focus();
       return;
     }
@@ -200,7 +218,10 @@ function onMessage(msg) {
       stats.stops[msg.data.utterance] = msg.data.reason;
       openUtterances.delete(msg.data.utterance);
       flushedUtterances.delete(msg.data.utterance);
-      if (currentSpeech.id === msg.data.utterance && msg.data.reason !== "done") speaking(false);
+      if (currentSpeech.id === msg.data.utterance && msg.data.reason !== "done") {
+        cutShort = true; // the label says it was stopped, not "Last said"
+        speaking(false);
+      }
       break;
     case "interrupt":
       flush();
@@ -312,7 +333,7 @@ function play(payload, rate, utterance) {
   source.onended = () => {
     sources.delete(source);
     stats.playing = sources.size;
-    if (!sources.size) speaking(false);
+    if (!sources.size) { speaking(false); voiceWaiting(); }
   };
 }
 
@@ -383,6 +404,7 @@ function stopMic() {
   if (!talking) return;
   talking = false;
   send(textMessage("audio-stop", {}));
+  voiceWaiting();
 }
 
 const talkButton = $("talk");
@@ -520,7 +542,9 @@ function speaking(on) {
   document.body.classList.toggle("is-speaking", on);
   const label = $("speaking");
   label.dataset.on = String(on);
-  label.textContent = on ? "Speaking" : $("now").textContent ? "Last said" : "Nothing said yet";
+  if (on) cutShort = false;
+  label.textContent = on ? "Speaking"
+    : !$("now").textContent ? "Nothing said yet" : cutShort ? "Stopped" : "Last said";
 }
 
 $("camera").addEventListener("click", (e) => {
@@ -532,10 +556,15 @@ $("camera").addEventListener("click", (e) => {
   announce(cameraOn ? "Camera on." : "Camera off: I cannot see anything now.");
 });
 
-// Asking about the view with the camera off is answered here: there is nothing to ask about.
-function ask(text, extra = {}) {
+// The two buttons ask about the view: with the camera off there is nothing to ask about,
+// and the page says so at once (in the words the server uses). A typed question goes to
+// the server, which answers it or says the same.
+function ask(text, extra = {}, { needsCamera = true } = {}) {
   ensureAudio();
-  if (!cameraOn) { announce("The camera is off. Turn it on, then ask again."); return; }
+  if (needsCamera && !cameraOn) {
+    announce("The camera is off or sends nothing. Turn it on, then ask again.");
+    return;
+  }
   send(textMessage("question", { text, ...extra }));
 }
 
@@ -547,13 +576,14 @@ $("ask").addEventListener("submit", (e) => {
   if (!text) return;
   $("question").value = "";
   say(`You asked: ${text}`, "transcript");
-  ask(text);
+  ask(text, {}, { needsCamera: false });
 });
 
 $("login").addEventListener("submit", (e) => {
   e.preventDefault();
   localStorage.setItem("seealoud-token", $("token").value.trim());
   $("token").value = "";
+  $("token").removeAttribute("aria-invalid");
   connect();
 });
 

@@ -125,7 +125,7 @@ def validate(
             raise InvalidSettings(f"{key} must be between {lo:g} and {hi:g}, not {value}")
         if integer and int(value) != value:
             raise InvalidSettings(f"{key} must be a whole number")
-        return int(value) if integer else float(value)
+        return int(value) if integer else float(value) + 0.0  # + 0.0: -0.0 is stored as 0.0
 
     def one_of(choices: tuple[str, ...]) -> str:
         if not isinstance(value, str) or value not in choices:

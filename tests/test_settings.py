@@ -265,3 +265,9 @@ def test_apply_reports_what_changed(stores: tuple[UserStore, SettingsStore]) -> 
     assert applied.last_id == settings.last_change_id() == applied.changes[-1].id
     again = settings.apply("alice", {"quiet": True}, changed_by="c")
     assert again.changes == () and again.last_id == 0
+
+
+def test_negative_zero_is_stored_as_zero(stores: tuple[UserStore, SettingsStore]) -> None:
+    users, settings = stores
+    users.add("zed")
+    assert str(settings.update("zed", {"volume": -0.0}, changed_by="t").volume) == "0.0"

@@ -46,8 +46,11 @@ def write_y4m(path: Path, frames: int = 60) -> None:
         from seealoud_client.frames import iter_images
 
         images = [img.resize((320, 240)) for img in itertools.islice(iter_images(video), frames)]
-    else:
-        images = [Image.new("RGB", (320, 240), (4 * i, 100, 160)) for i in range(frames)]
+    else:  # without the shared footage: a textured view (a flat one is "nothing to see")
+        rng = np.random.default_rng(7)
+        blocks = rng.integers(40, 220, size=(12, 16, 3)).astype(np.uint8)
+        base = np.kron(blocks, np.ones((20, 20, 1), dtype=np.uint8))
+        images = [Image.fromarray(np.roll(base, i, axis=1)) for i in range(frames)]
     with path.open("wb") as out:
         out.write(b"YUV4MPEG2 W320 H240 F15:1\n")
         for img in images:

@@ -148,7 +148,8 @@ function connect() {
       tokenRefused = false;
       const refused = "The token was refused. Ask your caregiver for a new one.";
       setStatus(refused, "down");
-      voice(refused, { interrupt: true, now: true }); // every time, even if already down
+      clearTimeout(statusTimer); // said here, once, every time (also when already down)
+      voice(refused, { interrupt: true, now: true });
       localStorage.removeItem("seealoud-token");
       $("login").hidden = false;
       $("token").setAttribute("aria-invalid", "true");

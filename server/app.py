@@ -132,8 +132,11 @@ class SeeAloudServer:
             compression=None,  # media does not compress; deflate costs memory per socket
             max_size=self.config.max_message_bytes,
             max_queue=4,
+            # A client that stops reading (its pongs never come) is closed within
+            # 20 + 15 + 3 s: keepalive interval, pong timeout, closing handshake.
             ping_interval=20,
-            ping_timeout=20,
+            ping_timeout=15,
+            close_timeout=3,
             server_header="SeeAloud",
             logger=_WS_LOG,
             ssl=self._ssl,

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from protocol import AudioChunk, AudioStart, AudioStop, ErrorCode, Message, TranscriptMsg
+from runtime import WorkerBusy
 from server.context import ServerContext
 from server.languages import phrase
 from speech.asr import HandsFree, SpeechRecognizer, Transcript, Utterance
@@ -271,6 +272,10 @@ class Listening:
         try:
             transcript = await asr.transcribe_async(utterance.samples(), language=self.language())
             self.ctx.metrics.model_latency("faster-whisper", time.monotonic() - started, task="asr")
+        except WorkerBusy:  # many phones at once: the question is lost, the user is told
+            await self.send_error(ErrorCode.BUSY, "speech recognition is busy", ref=ref)
+            self.on_nothing_heard()
+            return
         except Exception as exc:  # the recogniser's native code may raise anything
             log.warning("session %s: transcription failed: %s", self.session_id, type(exc).__name__)
             await self.send_error(ErrorCode.MODEL_FAILED, "speech recognition failed", ref=ref)

@@ -558,6 +558,9 @@ class OpenAIBackend:
             raise ModelUnavailable(
                 "the HTTP backend needs httpx: pip install 'seealoud[http]'"
             ) from exc
+        # Built here, on the loader's thread: making the client (its TLS context) took
+        # 280 ms on a busy machine, too long for the event loop at the first frame.
+        self._ensure_client()
         self.progress.stage = "ready"
 
     def _ensure_client(self) -> Any:

@@ -34,7 +34,7 @@ from protocol import CameraFrame, ErrorCode
 from server.analysis import AnalysisRequest
 from server.auth import Account
 from server.context import ServerContext
-from server.jpeg import MAX_SCANS, JpegHeaderError, jpeg_scans, jpeg_size
+from server.jpeg import JpegHeaderError, frame_problem, jpeg_size
 from server.languages import LANGUAGES
 from server.ratelimit import client_address
 from server.slot import PendingFrame
@@ -187,22 +187,23 @@ class Describer:
         self._busy.add(name)
 
     def _frame(self, jpeg: bytes) -> CameraFrame:
-        cfg = self.ctx.config
-        if len(jpeg) > cfg.max_frame_bytes:
-            raise DescribeError(413, ErrorCode.FRAME_TOO_LARGE, f"over {cfg.max_frame_bytes} bytes")
+        """The body as a camera frame, refused by the same checks as a session's frames
+        (bytes, the JPEG's own size, scans, pixel cap) before anything decodes it."""
         try:
             width, height = jpeg_size(jpeg)
-        except JpegHeaderError as exc:
-            raise DescribeError(400, ErrorCode.BAD_MESSAGE, f"the body: {exc}") from None
-        if width * height > cfg.max_frame_pixels:
-            raise DescribeError(
-                413, ErrorCode.FRAME_TOO_LARGE, f"{width}x{height} is over the pixel limit"
-            )
-        if jpeg_scans(jpeg) > MAX_SCANS:
-            raise DescribeError(400, ErrorCode.BAD_MESSAGE, f"more than {MAX_SCANS} JPEG scans")
-        return CameraFrame(
+        except JpegHeaderError:
+            width = height = 1  # frame_problem reads the header again and says what is wrong
+        frame = CameraFrame(
             seq=0, ts=int(time.time() * 1000), width=width, height=height, payload=jpeg
         )
+        cfg = self.ctx.config
+        problem = frame_problem(
+            frame, max_bytes=cfg.max_frame_bytes, max_pixels=cfg.max_frame_pixels
+        )
+        if problem is not None:
+            code, text = problem
+            raise DescribeError(413 if code == ErrorCode.FRAME_TOO_LARGE else 400, code, text)
+        return frame
 
     async def _signs(self, signs: list[str], jpeg: bytes) -> list[dict[str, str | None]]:
         """Each reported sign with the reader's words (``None``: could not confirm it)."""

@@ -64,10 +64,9 @@ def frame_problem(
 ) -> tuple[ErrorCode, str] | None:
     """Why ``frame`` is refused, checked before anything decodes it (its size, format,
     header, and the JPEG's own size against the header and the pixel cap); else None."""
-    limit = max_bytes
-    if len(frame.payload) > limit:
+    if len(frame.payload) > max_bytes:
         return ErrorCode.FRAME_TOO_LARGE, (
-            f"frame of {len(frame.payload)} bytes is over the {limit}-byte limit; "
+            f"frame of {len(frame.payload)} bytes is over the {max_bytes}-byte limit; "
             "send a smaller or more compressed JPEG"
         )
     if frame.format != "jpeg":
@@ -88,10 +87,9 @@ def frame_problem(
         return ErrorCode.BAD_MESSAGE, (
             f"the JPEG has {scans} scans (at most {MAX_SCANS}); send a plain camera JPEG"
         )
-    cap = max_pixels
-    if width * height > cap:
+    if width * height > max_pixels:
         return ErrorCode.FRAME_TOO_LARGE, (
-            f"frame of {width}x{height} pixels is over the {cap}-pixel limit; send 640x480"
+            f"frame of {width}x{height} pixels is over the {max_pixels}-pixel limit; send 640x480"
         )
     return None
 

@@ -219,7 +219,8 @@ class ServerMetrics:
         self._labelled["utterances"].inc(lane)
 
     def stale_drop(self, kind: str) -> None:
-        """Something dropped as too old (``warning``, ``frame``, ``answer``...)."""
+        """Something dropped as too old, by what it was (an utterance's lane: ``hazard``,
+        ``sign``, ``scene``)."""
         self._labelled["stale"].inc(kind)
 
     def detector_decision(self, reason: str) -> None:

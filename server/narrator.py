@@ -55,6 +55,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -209,6 +210,8 @@ class Narrator:
         self.settings = settings
         self.frame_age_budget_s = frame_age_budget_s
         self.stats = NarratorStats()
+        self.on_stale: Callable[[Utterance], None] | None = None
+        """Told of each utterance dropped as stale (the session counts them by lane)."""
         self._queue: list[Utterance] = []
         self._memory: dict[str, _Memory] = {}
         self._ids = itertools.count(1)
@@ -387,6 +390,8 @@ class Narrator:
             u = self._queue.pop(0)
             if self.is_stale(u, now):
                 self.stats.stale_dropped += 1
+                if self.on_stale is not None:
+                    self.on_stale(u)
                 continue
             self._current, self._current_since = u, now
             return u

@@ -66,6 +66,8 @@ class Speaker:
         self.lead_s = lead_s
         self.on_voice_fallback = on_voice_fallback
         self.metrics = metrics
+        if metrics is not None:  # the narrator outlives a connection: each session re-binds it
+            narrator.on_stale = lambda u: metrics.stale_drop(u.wire)
         self.stall_s = stall_s
         self.hold = hold
         """While true (the user is talking), only warnings are spoken; call ``wake``
@@ -110,12 +112,8 @@ class Speaker:
             await self._wake.wait()
             self._wake.clear()
             while True:
-                stale = self.narrator.stats.stale_dropped
                 held = self.hold is not None and self.hold()
                 utterance = self.narrator.next(time.monotonic(), hazards_only=held)
-                if self.metrics is not None:
-                    for _ in range(self.narrator.stats.stale_dropped - stale):
-                        self.metrics.stale_drop("warning")
                 if utterance is None:
                     break
                 await self._speak(utterance)

@@ -67,6 +67,7 @@ async def test_a_stale_warning_does_not_silence_the_next_fresh_one(
     await phone.frame()
     await phone.wait_for(lambda m: isinstance(m, p.ObservationMsg))
     assert server.user_session("alice").narrator.stats.stale_dropped == 1
+    assert server.metrics.count("stale") == {"hazard": 1}  # counted by lane in /metrics
     await phone.frame(colour=(250, 30, 30))  # a new view: the detector fires again
     start = await _speak_one(phone, "hazard")
     assert start.text == "Chair, 2 metres, ahead."

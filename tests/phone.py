@@ -115,3 +115,8 @@ def observation(
 
 def stopped(utterance: str) -> Callable[[p.Message], bool]:
     return lambda m: isinstance(m, p.SpeechStop) and m.utterance == utterance
+
+
+def observed(seq: int) -> Callable[[p.Message], bool]:
+    """The observation about frame ``seq``."""
+    return lambda m: isinstance(m, p.ObservationMsg) and m.frame_seq == seq

@@ -20,7 +20,7 @@ from protocol import ErrorCode, HazardInfo, ObservationMsg, encode
 from tests.attacker import many_scans, with_size
 from tests.conftest import Accounts, ServerFactory, jpeg_bytes, ws_url
 from tests.doubles import ScriptedAnalyzerDouble
-from tests.phone import Phone, observation
+from tests.phone import Phone, observation, observed
 from tests.test_server import closed_code, open_session, recv
 
 CHAIR = HazardInfo(label="chair", direction="ahead", distance_m=2.0)
@@ -253,14 +253,10 @@ async def _frame_to_warning_ms(phone: Phone, seq0: int, n: int) -> list[float]:
     for k in range(n):
         sent = time.monotonic()
         seq = await phone.jpeg(jpeg_bytes(64, 48), 64, 48)
-        await phone.wait_for(_observation_of(seq))
+        await phone.wait_for(observed(seq))
         waits.append((time.monotonic() - sent) * 1000)
         await phone.wait_for(_warning_about(LABELS[(seq0 + k) % len(LABELS)]), timeout=5)
     return waits
-
-
-def _observation_of(seq: int) -> Callable[[p.Message], bool]:
-    return lambda m: isinstance(m, p.ObservationMsg) and m.frame_seq == seq
 
 
 def _warning_about(label: str) -> Callable[[p.Message], bool]:

@@ -15,7 +15,7 @@ from speech.asr import Transcript
 from speech.tts import SpeechSynthesizer
 from tests.conftest import Accounts, ServerFactory, ws_url
 from tests.doubles import ScriptedAnalyzerDouble
-from tests.phone import Phone, observation
+from tests.phone import Phone, observation, observed
 
 QUESTION_18 = (
     "could you tell me whether the door in front of me is open or closed right now please."
@@ -87,10 +87,6 @@ async def test_an_unsure_question_is_answered_with_what_was_heard_and_the_answer
     await phone.close()
 
 
-def _observed(seq: int) -> Callable[[p.Message], bool]:
-    return lambda m: isinstance(m, p.ObservationMsg) and m.frame_seq == seq
-
-
 def _interrupt_ack(ref: str) -> Callable[[p.Message], bool]:
     return lambda m: isinstance(m, p.Interrupt) and m.id == ref
 
@@ -132,7 +128,7 @@ async def test_a_warning_is_not_heard_twice_because_it_was_seen_again_while_it_p
     assert warning.priority == "hazard"  # type: ignore[attr-defined]
     for _ in range(3):  # the same chair, seen on the next frames while the warning plays
         seq = await phone.frame()
-        await phone.wait_for(_observed(seq))
+        await phone.wait_for(observed(seq))
     assert not phone.of(p.SpeechStop)  # still playing: these frames came in during it
     await phone.wait_for(lambda m: isinstance(m, p.SpeechStop))
     await phone.send(p.Question(text="What is ahead?", id="q"))

@@ -66,8 +66,9 @@ function token() {
 // notice waits until both are done (the connection state, when the server cannot speak
 // at all, goes at once).
 const voiceQueue = [];
+const mustWait = () => (talking && !handsFree) || sources.size > 0;
 function voice(text, { interrupt = false, now = false } = {}) {
-  if (!now && ((talking && !handsFree) || sources.size > 0)) {
+  if (!now && mustWait()) {
     voiceQueue.push(text);
     return;
   }
@@ -80,7 +81,7 @@ function voice(text, { interrupt = false, now = false } = {}) {
   }
 }
 function voiceWaiting() {
-  while (voiceQueue.length && !(talking && !handsFree) && sources.size === 0) {
+  while (voiceQueue.length && !mustWait()) {
     voice(voiceQueue.shift(), { now: true });
   }
 }

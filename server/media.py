@@ -30,6 +30,8 @@ from vision.change import ChangeDetector, ChangeDetectorError, ChangeOptions
 log = logging.getLogger("seealoud.media")
 
 MAX_PENDING_QUESTIONS = 4
+RECENT_FRAME_S = 5.0
+"""A question or "read this" needs a frame at most this old (since the server got it)."""
 SendError = Callable[..., Awaitable[None]]
 
 
@@ -170,6 +172,14 @@ class MediaPipeline:
                 continue
             self._work.set()  # look again after this one; more may be waiting
             await self._analyze(*request)
+
+    def recent(self) -> PendingFrame | None:
+        """The newest frame if it is recent enough to ask or read about (the camera may
+        be off: an answer about an old view is wrong about where the user is now)."""
+        latest = self.slot.latest
+        if latest is None or time.monotonic() - latest.received_at > RECENT_FRAME_S:
+            return None
+        return latest
 
     def question_frame(self) -> PendingFrame | None:
         """The frame a question is about: the newest one the detector found something

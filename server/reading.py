@@ -13,7 +13,6 @@ runs on its own worker thread, never on the event loop.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from protocol import ErrorCode
@@ -24,9 +23,6 @@ from server.slot import PendingFrame
 from vision.reading import TextReading, match_sign, sentences
 
 log = logging.getLogger("seealoud.reading")
-
-FRAME_FOR_READING_S = 5.0
-"""Text is read from a frame at most this old: never from where the camera was before."""
 
 
 class Reading:
@@ -39,7 +35,7 @@ class Reading:
         narrator: Narrator,
         offer: Callable[[Utterance | None], None],
         send_error: Callable[..., Awaitable[None]],
-        latest: Callable[[], PendingFrame | None],
+        latest: Callable[[], PendingFrame | None],  # the newest recent frame, or None
     ) -> None:
         self.ctx = ctx
         self.narrator = narrator
@@ -54,7 +50,7 @@ class Reading:
             self.offer(u if u is not None else self.narrator.notice("nothing_to_continue"))
             return
         frame = self.latest()
-        if frame is None or time.monotonic() - frame.received_at > FRAME_FOR_READING_S:
+        if frame is None:  # none recent: never read from where the camera was before
             await self.send_error(
                 ErrorCode.NO_FRAME, "no recent camera frame; start the camera", ref=ref
             )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -56,8 +55,6 @@ from vision.reading import is_read_request
 log = logging.getLogger("seealoud.user")
 
 MAX_QUESTION_CHARS = 500
-FRAME_FOR_QUESTION_S = 5.0
-"""A question needs a frame at most this old (seconds since the server received it)."""
 
 
 def detector_options(settings: UserSettings) -> ChangeOptions:
@@ -136,7 +133,7 @@ class UserSession(BaseSession):
             narrator=self.narrator,
             offer=self.speaker.offer,
             send_error=self.send_error,
-            latest=lambda: self.media.slot.latest,
+            latest=self.media.recent,
         )
         self.media.signs = self.reading.signs
         self._caps = ctx.services.capabilities()
@@ -281,8 +278,7 @@ class UserSession(BaseSession):
         if self.media.detector.dark:  # a black frame is never sent to the model
             self.speaker.offer(self.narrator.notice("sees_nothing_dark"))
             return
-        latest = self.media.slot.latest
-        if latest is None or time.monotonic() - latest.received_at > FRAME_FOR_QUESTION_S:
+        if self.media.recent() is None:
             # No frame, or none for a while (the camera is off): an answer about an old
             # view would be wrong about where the user is now.
             await self.send_error(

@@ -142,6 +142,10 @@ class ChangeOptions:
     contrast_floor: float = 16.0
     blind_heartbeat_s: float | None = 30.0
     glitch_s: float = 1.0
+    still_frames: int = 20
+    still_decay: float = 0.98
+    still_floor: float = 0.02
+    still_threshold: float = 4.0
 
 
 @dataclass(kw_only=True)
@@ -159,6 +163,19 @@ class Signature:
     """Standard deviation of the grey level (0-255) before normalisation."""
     scale: float = 1.0
     """What the pixels were divided by: ``pixels * scale + level`` gives grey levels."""
+    raw: np.ndarray | None = None
+    """The grey levels (0-255) before normalisation."""
+    clipped: float = 0.0
+    """Fraction of the frame at the sensor's ceiling (``CLIP_LEVEL`` or brighter)."""
+    _padded: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def padded(self, radius: int) -> np.ndarray:
+        """The pixels padded by ``radius`` edge pixels on each side (kept: a frame is
+        the reference of several comparisons)."""
+        out = self._padded.get(radius)
+        if out is None:
+            out = self._padded[radius] = pad_edges(self.pixels, radius)
+        return out
 
     def __repr__(self) -> str:
         h, w = self.pixels.shape
@@ -178,6 +195,7 @@ class FrameScores:
     shift: tuple[int, int] = (0, 0)
     key_shift: tuple[int, int] = (0, 0)
     changed_cells: int = 0
+    still: float = 0.0
 
 
 @dataclass(kw_only=True)
@@ -237,9 +255,9 @@ def signature_from_array(
     blur would also erase the strokes of text that comes into view. The contrast
     divided by is never below ``contrast_floor``, so a flat frame stays flat.
     """
-    pixels = gray.astype(np.float32)
-    level = float(pixels.mean())
-    pixels -= level
+    raw = gray.astype(np.float32)
+    level = float(raw.mean())
+    pixels = raw - level
     texture = float(np.sqrt(np.dot(pixels.ravel(), pixels.ravel()) / pixels.size))
     scale = max(texture, contrast_floor) + 1.0
     pixels /= scale
@@ -257,7 +275,70 @@ def signature_from_array(
         level=level,
         texture=texture,
         scale=scale,
+        raw=raw,
+        clipped=float(np.count_nonzero(raw >= CLIP_LEVEL)) / raw.size,
     )
+
+
+CLIP_LEVEL = 248.0
+"""Grey level (of the 1/8-scale decode) from which a pixel counts as clipped."""
+
+
+def in_one_tone(
+    ref: Signature, cur: Signature, dy: int, dx: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The two frames' pixels (and the reference's gradient) in the same units.
+
+    Normalising each frame by its own mean and contrast makes a change of
+    exposure invisible, except where the brighter frame is clipped: there the
+    highlights are flat in one frame and not in the other, which looked like new
+    content at every auto-exposure step. When either frame has clipped pixels and
+    their light differs, the gain between them is measured on the pixels neither
+    clips, the darker frame is brought to the brighter one's exposure with the
+    same ceiling, and both are normalised alike.
+    """
+    plain = ref.pixels, cur.pixels, ref.gradient
+    if ref.raw is None or cur.raw is None or not (ref.clipped or cur.clipped):
+        return plain
+    if abs(cur.level - ref.level) < 2.0:
+        return plain
+    h, w = cur.pixels.shape
+    y0, y1 = max(0, dy), min(h, h + dy)
+    x0, x1 = max(0, dx), min(w, w + dx)
+    c = cur.raw[y0:y1:4, x0:x1:4]  # one pixel in 16 is plenty for one number
+    r = ref.raw[y0 - dy : y1 - dy : 4, x0 - dx : x1 - dx : 4]
+    both = (c > 16) & (c < 240) & (r > 16) & (r < 240)
+    if np.count_nonzero(both) < 0.2 * both.size:
+        return plain
+    gain = float(np.median(c[both] / r[both]))
+    if abs(gain - 1.0) < 0.03:
+        return plain
+    if gain > 1.0:  # the reference as the current exposure would have seen it
+        ceiling = float(cur.raw.max()) if cur.clipped else 255.0
+        toned = np.minimum(ref.raw * gain, ceiling)
+        toned -= cur.level
+        toned /= cur.scale
+        return toned, cur.pixels, ref.gradient * (ref.scale * gain / cur.scale)
+    ceiling = float(ref.raw.max()) if ref.clipped else 255.0
+    toned = np.minimum(cur.raw / gain, ceiling)
+    toned -= ref.level
+    toned /= ref.scale
+    return ref.pixels, toned, ref.gradient
+
+
+def pad_edges(a: np.ndarray, m: int) -> np.ndarray:
+    """``np.pad(a, m, mode="edge")`` without its generic set-up (most of its cost
+    at 80x60)."""
+    if m == 0:
+        return a
+    h, w = a.shape
+    out = np.empty((h + 2 * m, w + 2 * m), dtype=a.dtype)
+    out[m:-m, m:-m] = a
+    out[:m, m:-m] = a[0]
+    out[-m:, m:-m] = a[-1]
+    out[:, :m] = out[:, m : m + 1]
+    out[:, -m:] = out[:, -m - 1 : -m]
+    return out
 
 
 def _gradient(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -328,52 +409,67 @@ def aligned_residual(
     correlate: bool = True,
     weight: np.ndarray | None = None,
     floor: float = 1.0,
+    padded: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
     """Per-pixel residual on the overlap after undoing the shift, and the correlation.
 
     With ``weight`` (an array the shape of ``ref``, such as its gradient), the
     residual is divided by ``weight + floor`` taken at the matching reference pixel.
-    Outside the overlap the residual is zero. All the offsets are stacked and
+    ``padded``: ``ref`` already padded by ``radius`` (``pad_edges``). Outside the
+    overlap the residual is zero. All the offsets are stacked and
     reduced in one call each: at 80x60 the cost is in the number of numpy calls.
     """
     h, w = cur.shape
     m = radius
-    y0, y1 = max(0, dy) + m, min(h, h + dy) - m
-    x0, x1 = max(0, dx) + m, min(w, w + dx) - m
+    y0, y1 = max(0, dy), min(h, h + dy)
+    x0, x1 = max(0, dx), min(w, w + dx)
     full = np.zeros_like(cur)
     if y1 - y0 < 8 or x1 - x0 < 8:
         return full, 0.0
     c = cur[y0:y1, x0:x1]
+    # The reference padded by its edge pixels: at the border of the overlap the
+    # search is over the offsets that exist, not the border thrown away (where
+    # things walk in from).
+    if padded is None:
+        padded = pad_edges(ref, m)
     ry0, rx0 = y0 - dy, x0 - dx
     stack = np.stack(
         [
-            ref[ry0 + ry : y1 - dy + ry, rx0 + rx : x1 - dx + rx]
+            padded[ry0 + m + ry : y1 - dy + m + ry, rx0 + m + rx : x1 - dx + m + rx]
             for ry in range(-m, m + 1)
             for rx in range(-m, m + 1)
         ]
     )
     stack -= c
     np.abs(stack, out=stack)
-    best = full[y0:y1, x0:x1]
-    np.min(stack, axis=0, out=best)
+    best = stack.min(axis=0)  # into a fresh array: a reduction into a view is slower
     if weight is not None:
         best /= weight[ry0 : y1 - dy, rx0 : x1 - dx] + floor
+    full[y0:y1, x0:x1] = best
     if not correlate:
         return full, 1.0
-    r0 = ref[y0 - dy : y1 - dy, x0 - dx : x1 - dx]
+    r0 = ref[ry0 : y1 - dy, rx0 : x1 - dx]
     cc, rr = c - c.mean(), r0 - r0.mean()  # contiguous copies: vdot is one BLAS call
     corr = float(np.vdot(cc, rr) / (np.sqrt(np.vdot(cc, cc) * np.vdot(rr, rr)) + 1e-6))
     return full, corr
 
 
-def local_score(residual: np.ndarray, cell: int) -> float:
-    """How much the worst cell stands out from the frame's typical cell."""
+def cell_means(residual: np.ndarray, cell: int) -> np.ndarray | None:
+    """The residual averaged in ``cell`` x ``cell`` cells (None: fewer than 2x2 cells)."""
     h, w = residual.shape
     ch, cw = h // cell, w // cell
     if ch < 2 or cw < 2:
-        return 0.0
+        return None
     cells = residual[: ch * cell, : cw * cell].reshape(ch, cell, cw, cell).sum(axis=(1, 3))
     cells *= 1.0 / (cell * cell)  # the mean (exact for a power-of-two cell), less set-up
+    return cells
+
+
+def local_score(residual: np.ndarray, cell: int) -> float:
+    """How much the worst cell stands out from the frame's typical cell."""
+    cells = cell_means(residual, cell)
+    if cells is None:
+        return 0.0
     inside = np.sort(cells[cells > 0])  # cells outside the overlap are all zero
     n = inside.size
     if n == 0:
@@ -403,15 +499,17 @@ def change_score(
     two signatures (the estimate is deterministic, so it is the same).
     """
     dy, dx = shift if shift is not None else estimate_shift(ref, cur)[:2]
+    ref_pixels, cur_pixels, weight = in_one_tone(ref, cur, dy, dx)
     residual, corr = aligned_residual(
-        ref.pixels,
-        cur.pixels,
+        ref_pixels,
+        cur_pixels,
         dy,
         dx,
         radius,
         correlate=correlate,
-        weight=ref.gradient,
+        weight=weight,
         floor=gradient_floor,
+        padded=ref.padded(radius) if ref_pixels is ref.pixels else None,
     )
     return local_score(residual, cell), corr, (dy, dx)
 
@@ -452,6 +550,9 @@ class ChangeDetector:
         self._blind_since: float | None = None
         self._back: Signature | None = None  # one frame with something in it, after none
         self._announced: tuple[str, str | None] = ("ok", None)  # the view the user was told
+        self._still_frames = 0
+        self._still_map: np.ndarray | None = None
+        self._still_last: np.ndarray | None = None
 
     @property
     def sees_nothing(self) -> bool:
@@ -621,8 +722,9 @@ class ChangeDetector:
         scores.local_prev = score
         # Confirmation: the change seen on the previous frame is still there now
         # (against the frame before it), so one blurred or glitched frame cannot fire.
+        again: tuple[float, float, tuple[int, int]] | None = None
         if self._prev2 is not None and self._prev2.pixels.shape == sig.pixels.shape:
-            again, _, _ = change_score(
+            again = change_score(
                 self._prev2,
                 sig,
                 radius=o.search_radius + 1,
@@ -630,15 +732,18 @@ class ChangeDetector:
                 gradient_floor=o.gradient_floor,
                 shift=shift_from(self._prev2),
             )
-            scores.confirmed = min(self._last_score, again)
-        scores.local_key, _, scores.key_shift = change_score(
-            self._key,
-            sig,
-            radius=o.search_radius + 1,
-            cell=o.cell,
-            gradient_floor=o.gradient_floor,
-            shift=shift_from(self._key),
-        )
+            scores.confirmed = min(self._last_score, again[0])
+        if self._key is self._prev2 and again is not None:  # the same comparison
+            scores.local_key, _, scores.key_shift = again
+        else:
+            scores.local_key, _, scores.key_shift = change_score(
+                self._key,
+                sig,
+                radius=o.search_radius + 1,
+                cell=o.cell,
+                gradient_floor=o.gradient_floor,
+                shift=shift_from(self._key),
+            )
         # Phase correlation against an older frame now and then locks on a wrong peak
         # (13 px off on a walk): the residual is then high everywhere it should not
         # be and fires. The shifts from frame to frame since the keyframe say where
@@ -659,6 +764,8 @@ class ChangeDetector:
                 if alt < scores.local_key:
                     scores.local_key, scores.key_shift = alt, expected
         self._key_drift = scores.key_shift
+        prev2_still = self._prev2 is not None and shift_from(self._prev2) == (0, 0)
+        scores.still = self._still(sig, scores.shift == (0, 0) and prev2_still)
         h, w = sig.pixels.shape
         kdy, kdx = scores.key_shift
         drifted = abs(kdy) > h * o.max_shift_fraction or abs(kdx) > w * o.max_shift_fraction
@@ -680,6 +787,43 @@ class ChangeDetector:
         self._last_seen = sig
         return self._policy(sig, reason, scores)
 
+    def _still(self, sig: Signature, still: bool) -> float:
+        """In a view that does not move (a phone on a table, a harness, standing
+        still), how far the worst cell's change exceeds that cell's own recent
+        change. What moves in such a view on its own (people crossing a square,
+        leaves) stays where it is, so something new in a quiet part stands out
+        even while people walk elsewhere; with no shake to absorb, each pixel is
+        compared with the same pixel."""
+        o = self.options
+        prev, prev2 = self._prev, self._prev2
+        if not still or prev is None or prev2 is None or prev2.pixels.shape != sig.pixels.shape:
+            self._still_frames, self._still_map, self._still_last = 0, None, None
+            return 0.0
+        now = self._cells0(prev, sig)
+        again = self._cells0(prev2, sig)
+        last, self._still_last = self._still_last, now
+        self._still_frames += 1
+        if last is None or again is None or last.shape != again.shape:
+            return 0.0
+        confirmed = np.minimum(last, again)
+        if self._still_map is None:
+            self._still_map = confirmed
+            return 0.0
+        score = 0.0
+        if self._still_frames >= o.still_frames:
+            score = float((confirmed / (self._still_map + o.still_floor)).max())
+        self._still_map *= o.still_decay
+        np.maximum(self._still_map, confirmed, out=self._still_map)
+        return score
+
+    def _cells0(self, ref: Signature, sig: Signature) -> np.ndarray | None:
+        o = self.options
+        ref_pixels, cur_pixels, weight = in_one_tone(ref, sig, 0, 0)
+        residual, _ = aligned_residual(
+            ref_pixels, cur_pixels, 0, 0, 0, correlate=False, weight=weight, floor=o.gradient_floor
+        )
+        return cell_means(residual, o.cell)
+
     def _classify(self, s: FrameScores) -> TriggerReason | None:
         o = self.options
         if s.correlation < o.scene_cut_correlation:
@@ -694,6 +838,8 @@ class ChangeDetector:
         if self._armed and self._entry_streak >= 2:
             return TriggerReason.NEW_CONTENT
         if self._armed and s.confirmed >= threshold:
+            return TriggerReason.NEW_CONTENT
+        if self._armed and s.still >= o.still_threshold:
             return TriggerReason.NEW_CONTENT
         if self._key_streak >= 2:
             return TriggerReason.APPROACH

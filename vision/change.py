@@ -143,9 +143,9 @@ class ChangeOptions:
     blind_heartbeat_s: float | None = 30.0
     glitch_s: float = 1.0
     still_frames: int = 20
-    still_decay: float = 0.98
-    still_floor: float = 0.02
-    still_threshold: float = 4.0
+    still_decay: float = 0.9
+    still_floor: float = 0.04
+    still_threshold: float = 3.0
 
 
 @dataclass(kw_only=True)

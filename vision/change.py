@@ -110,6 +110,19 @@ class ChangeOptions:
         blind_heartbeat_s: While there is nothing to see, the slower heartbeat
             (a phone in a pocket costs almost nothing); a dark frame is never
             sent to the model, even then. ``None``: no look at all.
+        still_frames: A view whose shift to the two previous frames has been zero
+            for this many frames is still (a phone on a table or a harness, the
+            user standing): each cell's change is then also measured against that
+            cell's own recent change, ``still_map``...
+        still_decay: ... which forgets by this factor a frame (0.9: a person who
+            crossed that part of the view a second ago no longer counts) ...
+        still_floor: ... plus this floor (normalised residual), so sensor noise
+            in a part where nothing moves is not an event.
+        still_threshold: A confirmed cell change this many times its own recent
+            change (plus the floor) fires as new content.
+        exposure_step: A change of mean level by more than this (natural log of
+            the ratio: 0.14 is 15 %) from one frame to the next is an exposure step:
+            that frame's score against the previous one does not confirm a change.
         glitch_s: Nothing to see for less than this, then the same view as
             before, is a glitch (a black frame, a finger over the lens): no look,
             and nothing said (``Decision.view_changed`` is set only once nothing
@@ -146,6 +159,7 @@ class ChangeOptions:
     still_decay: float = 0.9
     still_floor: float = 0.04
     still_threshold: float = 3.0
+    exposure_step: float = 0.14
 
 
 @dataclass(kw_only=True)
@@ -466,7 +480,12 @@ def cell_means(residual: np.ndarray, cell: int) -> np.ndarray | None:
 
 
 def local_score(residual: np.ndarray, cell: int) -> float:
-    """How much the worst cell stands out from the frame's typical cell."""
+    """How much the worst cell stands out from the frame's typical cell.
+
+    The worst cell is also looked for on a second grid offset by half a cell: a
+    sign or a figure smaller than two cells that straddles a cell border was
+    diluted into four cells on one grid, and the last rows of a 60-row
+    signature were on no cell at all."""
     cells = cell_means(residual, cell)
     if cells is None:
         return 0.0
@@ -476,7 +495,12 @@ def local_score(residual: np.ndarray, cell: int) -> float:
         return 0.0
     k = n // 2  # the median, without np.median's overhead (most of its cost at this size)
     median = float(inside[k]) if n % 2 else (float(inside[k - 1]) + float(inside[k])) / 2
-    return float(inside[-1]) / (median + 0.05)
+    worst = float(inside[-1])
+    half = cell // 2
+    offset = cell_means(residual[half:, half:], cell)
+    if offset is not None:
+        worst = max(worst, float(offset.max()))
+    return worst / (median + 0.05)
 
 
 def change_score(
@@ -538,6 +562,7 @@ class ChangeDetector:
         self._key_drift: tuple[int, int] | None = None
         self._last_score = 0.0
         self._noise: deque[float] = deque(maxlen=self.options.noise_window)
+        self._noise_level = 1.0  # the last 90th percentile of ``_noise``
         self._key_noise: deque[float] = deque(maxlen=self.options.noise_window)
         self._key_streak = 0
         self._entry_streak = 0
@@ -676,6 +701,7 @@ class ChangeDetector:
         self._last_seen = sig
         self._noise.clear()
         self._key_noise.clear()
+        self._noise_level = 1.0
         self._key_streak = self._entry_streak = 0
         self._armed = True
         self._mark_called(sig.t)
@@ -723,16 +749,23 @@ class ChangeDetector:
         # Confirmation: the change seen on the previous frame is still there now
         # (against the frame before it), so one blurred or glitched frame cannot fire.
         again: tuple[float, float, tuple[int, int]] | None = None
-        if self._prev2 is not None and self._prev2.pixels.shape == sig.pixels.shape:
-            again = change_score(
-                self._prev2,
-                sig,
-                radius=o.search_radius + 1,
-                cell=o.cell,
-                gradient_floor=o.gradient_floor,
-                shift=shift_from(self._prev2),
-            )
-            scores.confirmed = min(self._last_score, again[0])
+        prev2 = self._prev2
+        if prev2 is not None and prev2.pixels.shape == sig.pixels.shape:
+            if self._last_score < min(o.rearm_threshold, 0.9 * self._noise_level):
+                # The confirmation is at most the previous frame's score; below the
+                # re-arm level and the noise level it can neither fire, re-arm nor
+                # move the noise level's 90th percentile: it is not computed.
+                scores.confirmed = self._last_score
+            else:
+                again = change_score(
+                    prev2,
+                    sig,
+                    radius=o.search_radius + 1,
+                    cell=o.cell,
+                    gradient_floor=o.gradient_floor,
+                    shift=shift_from(prev2),
+                )
+                scores.confirmed = min(self._last_score, again[0])
         if self._key is self._prev2 and again is not None:  # the same comparison
             scores.local_key, _, scores.key_shift = again
         else:
@@ -771,7 +804,7 @@ class ChangeDetector:
         drifted = abs(kdy) > h * o.max_shift_fraction or abs(kdx) > w * o.max_shift_fraction
         if drifted or sig.t - self._key.t >= o.key_refresh_s:
             self._set_key(sig)  # panned away or long quiet: a new reference, not an event
-        scores.noise = _p90(self._noise)
+        scores.noise = self._noise_level = _p90(self._noise)
         scores.key_noise = _p90(self._key_noise)
         # Correlation says little about a low-contrast view (a textured wall shaking
         # decorrelates its own grain): there, a cut must also change level or contrast.
@@ -783,6 +816,10 @@ class ChangeDetector:
         reason = self._classify(scores)
         self._noise.append(scores.confirmed)
         self._key_noise.append(scores.local_key)
+        if abs(np.log((sig.level + 1.0) / (prev.level + 1.0))) > o.exposure_step:
+            # An exposure step changes colours that clip in one channel more than
+            # the grey level shows; the frame across it confirms nothing.
+            score = 0.0
         self._prev2, self._prev, self._last_score = self._prev, sig, score
         self._last_seen = sig
         return self._policy(sig, reason, scores)

@@ -764,13 +764,13 @@ class ChangeDetector:
         again: tuple[float, float, tuple[int, int]] | None = None
         prev2 = self._prev2
         if prev2 is not None and prev2.pixels.shape == sig.pixels.shape:
-            if self._last_score < o.rearm_threshold:
+            if self._last_score < min(o.rearm_threshold, o.fire_threshold):
                 # The confirmation is at most the previous frame's score; below the
-                # re-arm level it can neither fire nor keep the detector disarmed,
-                # so it is not computed (about half the frames of a walk) and the
-                # noise level takes that bound instead: a little higher in a busy
-                # view, where the threshold is above its floor (the same recall on
-                # four benchmark seeds).
+                # re-arm level and the firing floor it can neither fire nor keep the
+                # detector disarmed, so it is not computed (about half the frames of
+                # a walk) and the noise level takes that bound instead: a little
+                # higher in a busy view, where the threshold is above its floor
+                # (the same recall on four benchmark seeds).
                 scores.confirmed = self._last_score
             else:
                 again = change_score(

@@ -130,3 +130,79 @@ def test_in_a_still_view_something_new_stands_out_from_people_walking_elsewhere(
     calls = fired(frames(True))
     late = [c for c in calls if c[0] >= 68]
     assert late and late[0][0] <= 73, calls
+
+
+def test_a_turn_while_the_lens_is_covered_carries_on() -> None:
+    """Found by a review: a glitch whose first frame back was in the other
+    orientation left a reference of the wrong shape (KeyError, every frame after)."""
+    portrait = street(4, size=(480, 640))
+    landscape = street(4, size=(640, 480))
+    black = np.zeros((640, 480, 3), np.float32)
+    views = [portrait] * 3 + [black] * 3 + [landscape] + [portrait] * 4
+    det = ChangeDetector()
+    for i, view in enumerate(views):
+        det.observe_jpeg(shot(view, seed=i), t=i / FPS)  # raises nothing
+
+
+def test_a_client_alternating_orientations_gets_one_look_per_cooldown() -> None:
+    view = street(5, size=(640, 480))
+    turned = np.ascontiguousarray(view.transpose(1, 0, 2))
+    frames = [shot(view if i % 2 else turned, seed=i) for i in range(30)]  # 3 s
+    calls = fired(frames)
+    assert 4 <= len(calls) <= 7, calls  # every 0.5 s, not every frame
+    assert calls[1][1] == TriggerReason.ORIENTATION
+
+
+def smooth(seed: int, size: tuple[int, int] = (704, 544)) -> np.ndarray:
+    """A smooth grey scene (bicubic noise), single channel, no hard edges."""
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 255, (size[1] // 16 + 2, size[0] // 16 + 2)).astype(np.uint8)
+    return np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BICUBIC), np.float32)
+
+
+def test_a_flickering_light_does_not_hide_a_new_sign() -> None:
+    """Found by a review: light flickering by 25 % every frame (an LED beating
+    with the frame rate) made every frame an exposure step, so nothing was ever
+    confirmed. It comes back to the level of two frames ago: not a step."""
+    base = smooth(13) * 0.5 + 50
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        det = ChangeDetector()
+        first = None
+        for i in range(50):
+            dy, dx = rng.integers(-2, 3, 2)
+            view = base[16 + dy : 496 + dy, 16 + dx : 656 + dx].copy()
+            if i >= 30:  # a sign comes into view and stays
+                view[150:230, 250:330] = 230
+                view[170:210, 270:310] = 10
+            gain = 1.25 if i % 2 else 1.0
+            noisy = view * gain + rng.normal(0, 1.5, view.shape)
+            buf = io.BytesIO()
+            Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=85)
+            d = det.observe_jpeg(buf.getvalue(), t=i / 15)
+            if i >= 30 and (d.fire or d.held) and first is None:
+                first = i
+        assert first is not None and first <= 32, (seed, first)
+
+
+def test_a_still_phone_nudged_a_little_is_not_new_content() -> None:
+    """Found by a review: a still phone nudged by 2x3 px (under half a signature
+    pixel, so no shift is measured) raised every textured cell at once, and the
+    still view's per-cell score fired; against the typical cell it does not."""
+    big = Image.fromarray(smooth(31).astype(np.uint8))
+    for seed in range(2):
+        rng = np.random.default_rng(seed)
+        frames = []
+        for i in range(80):
+            dy, dx = (0.0, 0.0) if i < 40 else (2.0, 3.0)
+            view = big.transform(
+                (VIEW_W, VIEW_H),
+                Image.Transform.AFFINE,
+                (1, 0, 32 + dx, 0, 1, 32 + dy),
+                resample=Image.Resampling.BILINEAR,
+            )
+            noisy = np.asarray(view, np.float32) + rng.normal(0, 1.5, (VIEW_H, VIEW_W))
+            buf = io.BytesIO()
+            Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=85)
+            frames.append(buf.getvalue())
+        assert fired(frames) == [(0, "first-frame")], seed

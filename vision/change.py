@@ -128,9 +128,10 @@ class ChangeOptions:
             in a part where nothing moves is not an event.
         still_threshold: A confirmed cell change this many times its own recent
             change (plus the floor) fires as new content.
-        exposure_step: A change of mean level by more than this (natural log of
-            the ratio: 0.14 is 15 %) from one frame to the next is an exposure step:
-            that frame's score against the previous one does not confirm a change.
+        exposure_step: A change of the median grey level by more than this
+            (natural log of the ratio: 0.14 is 15 %) from both previous frames, and
+            by 8 levels at least, is an exposure step: that frame's score against
+            the previous one does not confirm a change.
         glitch_s: Nothing to see for less than this, then the same view as
             before, is a glitch (a black frame, a finger over the lens): no look,
             and nothing said (``Decision.view_changed`` is set only once nothing
@@ -189,6 +190,8 @@ class Signature:
     """The grey levels (0-255) before normalisation."""
     clipped: float = 0.0
     """Fraction of the frame at the sensor's ceiling (``CLIP_LEVEL`` or brighter)."""
+    tone: float = 128.0
+    """Median grey level (of one pixel in 16): the exposure, little moved by content."""
     _padded: dict[int, np.ndarray] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -306,7 +309,16 @@ def signature_from_array(
         scale=scale,
         raw=raw,
         clipped=float(np.count_nonzero(raw >= CLIP_LEVEL)) / raw.size,
+        tone=_median(raw[::4, ::4]),
     )
+
+
+def _median(a: np.ndarray) -> float:
+    """The (upper) median of ``a``, by one partition: ``np.median`` costs more to
+    set up than this does to compute, at 300 values."""
+    flat = a.ravel()
+    k = flat.size // 2
+    return float(np.partition(flat, k)[k])
 
 
 CLIP_LEVEL = 248.0
@@ -334,6 +346,8 @@ def in_one_tone(
     h, w = cur.pixels.shape
     y0, y1 = max(0, dy), min(h, h + dy)
     x0, x1 = max(0, dx), min(w, w + dx)
+    if y1 - y0 < 8 or x1 - x0 < 8:  # too little overlap to measure a gain on
+        return plain
     c = cur.raw[y0:y1:4, x0:x1:4]  # one pixel in 16 is plenty for one number
     r = ref.raw[y0 - dy : y1 - dy : 4, x0 - dx : x1 - dx : 4]
     both = (c > 16) & (c < 240) & (r > 16) & (r < 240)
@@ -655,8 +669,7 @@ class ChangeDetector:
             reason = TriggerReason.FIRST_FRAME if first else TriggerReason.VIEW_RESTORED
             return Decision(fire=True, reason=reason, view_changed=changed)
         if sig.pixels.shape != self._prev.pixels.shape:  # the phone was turned
-            self._restart(sig)
-            return Decision(fire=True, reason=TriggerReason.ORIENTATION)
+            return self._turned(sig)
         return self._compare(sig)
 
     def _announce(self, view: str, why: str | None) -> bool:
@@ -708,7 +721,20 @@ class ChangeDetector:
         )
         return corr >= o.scene_cut_correlation and score < o.fire_threshold
 
-    def _restart(self, sig: Signature) -> None:
+    def _turned(self, sig: Signature) -> Decision:
+        """The phone was turned: new references, and a look unless one was taken
+        within the cooldown (a client alternating sizes got a look every frame);
+        then the turn is held and fires when the cooldown ends."""
+        o = self.options
+        last = self._last_call
+        if last is not None and sig.t - last < o.cooldown_s:
+            self._restart(sig, look=False)
+            self._held = TriggerReason.ORIENTATION
+            return Decision(fire=False, reason=TriggerReason.ORIENTATION, held=True)
+        self._restart(sig)
+        return Decision(fire=True, reason=TriggerReason.ORIENTATION)
+
+    def _restart(self, sig: Signature, *, look: bool = True) -> None:
         """A new view (first frame, view back, phone turned): new references, a look."""
         self._prev, self._prev2 = sig, None
         self._set_key(sig)
@@ -717,7 +743,8 @@ class ChangeDetector:
         self._key_noise.clear()
         self._key_streak = self._entry_streak = 0
         self._armed = True
-        self._mark_called(sig.t)
+        if look:
+            self._mark_called(sig.t)
 
     def _resume(self, back: Signature, sig: Signature) -> None:
         """After a glitch, carry on as if it had not happened: the keyframe and the
@@ -727,7 +754,9 @@ class ChangeDetector:
         key = self._key
         if key is None or key.pixels.shape != sig.pixels.shape:
             key = sig
-        self._prev2, self._prev = back, sig
+        # the first frame back may have another shape (the phone turned in the dark)
+        self._prev2 = back if back.pixels.shape == sig.pixels.shape else None
+        self._prev = sig
         if key is not self._key:
             self._set_key(key)
         else:
@@ -735,6 +764,7 @@ class ChangeDetector:
         self._last_seen = sig
         self._last_score = 0.0
         self._key_streak = self._entry_streak = 0
+        self._still_frames, self._still_map, self._still_last = 0, None, None
 
     def _compare(self, sig: Signature) -> Decision:
         o = self.options
@@ -813,7 +843,11 @@ class ChangeDetector:
                 if alt < scores.local_key:
                     scores.local_key, scores.key_shift = alt, expected
         self._key_drift = scores.key_shift
-        prev2_still = self._prev2 is not None and shift_from(self._prev2) == (0, 0)
+        prev2_still = (
+            prev2 is not None
+            and prev2.pixels.shape == sig.pixels.shape
+            and shift_from(prev2) == (0, 0)
+        )
         scores.still = self._still(sig, scores.shift == (0, 0) and prev2_still)
         h, w = sig.pixels.shape
         kdy, kdx = scores.key_shift
@@ -832,13 +866,29 @@ class ChangeDetector:
         reason = self._classify(scores)
         self._noise.append(scores.confirmed)
         self._key_noise.append(scores.local_key)
-        if abs(np.log((sig.level + 1.0) / (prev.level + 1.0))) > o.exposure_step:
+        if self._exposure_step(sig):
             # An exposure step changes colours that clip in one channel more than
             # the grey level shows; the frame across it confirms nothing.
             score = 0.0
         self._prev2, self._prev, self._last_score = self._prev, sig, score
         self._last_seen = sig
         return self._policy(sig, reason, scores)
+
+    def _exposure_step(self, sig: Signature) -> bool:
+        """The typical grey level (the median: new content barely moves it) stepped
+        by more than ``exposure_step`` from both previous frames, and by at least 8
+        grey levels (in a dark corridor a level of drift is already 15 %). A
+        flicker that comes back to the level of two frames ago is not a step."""
+        o = self.options
+        prev, prev2 = self._prev, self._prev2
+        assert prev is not None
+        now = sig.tone
+        if abs(now - prev.tone) < 8.0:
+            return False
+        for ref in (prev, prev2):
+            if ref is not None and abs(np.log((now + 1.0) / (ref.tone + 1.0))) <= o.exposure_step:
+                return False
+        return True
 
     def _still(self, sig: Signature, still: bool) -> float:
         """In a view that does not move (a phone on a table, a harness, standing
@@ -864,7 +914,10 @@ class ChangeDetector:
             return 0.0
         score = 0.0
         if self._still_frames >= o.still_frames:
-            score = float((confirmed / (self._still_map + o.still_floor)).max())
+            ratio = confirmed / (self._still_map + o.still_floor)
+            # against the typical cell too: a phone nudged by a fraction of a
+            # signature pixel raises every textured cell at once
+            score = float(ratio.max()) / max(1.0, float(np.median(ratio)))
         self._still_map *= o.still_decay
         np.maximum(self._still_map, confirmed, out=self._still_map)
         return score

@@ -286,6 +286,9 @@ def test_capability_change_is_announced_once(page: dict[str, Any]) -> None:
     assert any(a.startswith("Spoken questions are unavailable") for a in announced), announced
     assert all(len(a.split()) <= 12 and "hf " not in a for a in announced), announced
     assert not any("Text reading" in a for a in announced), announced
+    # ...and said whole: "Connected" used to cancel the page's voice and cut them off.
+    cut = driver.execute_script("return window.seealoud.voiceCut")
+    assert not any("unavailable" in c for c in cut), cut
     reader.finish()  # the model finished loading on the server while the phone is connected
     wait(driver, "window.seealoud.announced.includes('Text reading is ready.')", timeout=20)
     # The page's own notices are said by the page's own voice, once (and not also by a

@@ -19,7 +19,7 @@ const stats = (window.seealoud = {
   framesSent: 0, chunksReceived: 0, buffersScheduled: 0, flushes: 0,
   transcripts: [], utterances: [], state: "idle", playing: 0, audioChunksSent: 0,
   settings: null, announced: [], stops: {}, interrupts: [],
-  summaries: [], voiced: [],
+  summaries: [], voiced: [], voiceCut: [],
   // ?test=1 only: what reached the speaker, per utterance (samples sent vs heard).
   ear: {},
 });
@@ -72,6 +72,7 @@ function voice(text, { interrupt = false, now = false } = {}) {
     voiceQueue.push(text);
     return;
   }
+  if (interrupt && stats.voiced.length) stats.voiceCut.push(stats.voiced[stats.voiced.length - 1]);
   stats.voiced.push(text);
   if ("speechSynthesis" in window) {
     if (interrupt) speechSynthesis.cancel();
@@ -94,10 +95,12 @@ function setStatus(text, state) {
   stats.state = state;
   // Said once per change of state (not at every retry), and only once it has held for a
   // moment: "restarting" followed at once by "connection lost" is one change, not two.
+  // Only a lost connection cuts the page's voice short; "Connected" waits its turn (it cut
+  // off the notices said on connect, such as "Spoken questions are unavailable").
   if (changed && (state === "down" || state === "live") && !(state === "down" && wasDown)) {
     clearTimeout(statusTimer);
     statusTimer = setTimeout(
-      () => voice(statusEl.textContent, { interrupt: true, now: state === "down" }), 300);
+      () => voice(statusEl.textContent, { interrupt: state === "down", now: state === "down" }), 300);
   }
   if (state === "down") wasDown = true;
   if (state === "live") wasDown = false;
@@ -261,7 +264,9 @@ function onMessage(msg) {
 async function startCamera() {
   if (video.srcObject) return;
   const stream = await navigator.mediaDevices.getUserMedia({
-    video: { facingMode: "environment", width: settings.width, height: settings.height },
+    // Only the size is asked for, not the shape: asking for 640x480 made a camera held
+    // upright crop its picture to a square. frameSize() scales what comes.
+    video: { facingMode: "environment", width: { ideal: Math.max(settings.width, settings.height) } },
     audio: false,
   });
   video.srcObject = stream;
@@ -281,11 +286,21 @@ function stopFrames() {
   frameTimer = null;
 }
 
+// The camera's own shape, its long side at most the configured one: a phone held
+// upright sends portrait frames (the server notices the turn), never a stretched picture.
+function frameSize() {
+  const vw = video.videoWidth, vh = video.videoHeight;
+  if (!vw || !vh) return [settings.width, settings.height];
+  const scale = Math.min(1, Math.max(settings.width, settings.height) / Math.max(vw, vh));
+  return [Math.max(1, Math.round(vw * scale)), Math.max(1, Math.round(vh * scale))];
+}
+
 function sendFrame() {
   if (!ready || !ws || ws.readyState !== WebSocket.OPEN || video.readyState < 2) return;
   if (ws.bufferedAmount > 256 * 1024) return; // the network is behind: skip, never queue
-  canvas.width = settings.width;
-  canvas.height = settings.height;
+  const [width, height] = frameSize();
+  canvas.width = width;
+  canvas.height = height;
   canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
   const ts = Date.now();
   canvas.toBlob(async (blob) => {

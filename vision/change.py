@@ -118,10 +118,12 @@ class ChangeOptions:
         blind_heartbeat_s: While there is nothing to see, the slower heartbeat
             (a phone in a pocket costs almost nothing); a dark frame is never
             sent to the model, even then. ``None``: no look at all.
-        still_frames: A view whose shift to the two previous frames has been zero
-            for this many frames is still (a phone on a table or a harness, the
-            user standing): each cell's change is then also measured against that
-            cell's own recent change, ``still_map``...
+        still_s: A view whose shift to the two previous frames has been zero for
+            this long is still (a phone on a table or a harness, the user
+            standing): each cell's change is then also measured against that
+            cell's own recent change... A shift of one signature pixel that the
+            next frames undo (people crossing pull the phase correlation) pauses
+            the still view instead of ending it.
         still_decay: ... which forgets by this factor a frame (0.9: a person who
             crossed that part of the view a second ago no longer counts) ...
         still_floor: ... plus this floor (normalised residual), so sensor noise
@@ -164,7 +166,7 @@ class ChangeOptions:
     contrast_floor: float = 16.0
     blind_heartbeat_s: float | None = 30.0
     glitch_s: float = 1.0
-    still_frames: int = 20
+    still_s: float = 2.0
     still_decay: float = 0.9
     still_floor: float = 0.04
     still_threshold: float = 3.0
@@ -603,7 +605,7 @@ class ChangeDetector:
         self._blind_since: float | None = None
         self._back: Signature | None = None  # one frame with something in it, after none
         self._announced: tuple[str, str | None] = ("ok", None)  # the view the user was told
-        self._still_frames = 0
+        self._still_since: float | None = None
         self._still_map: np.ndarray | None = None
         self._still_last: np.ndarray | None = None
 
@@ -764,7 +766,7 @@ class ChangeDetector:
         self._last_seen = sig
         self._last_score = 0.0
         self._key_streak = self._entry_streak = 0
-        self._still_frames, self._still_map, self._still_last = 0, None, None
+        self._still_since, self._still_map, self._still_last = None, None, None
 
     def _compare(self, sig: Signature) -> Decision:
         o = self.options
@@ -843,12 +845,12 @@ class ChangeDetector:
                 if alt < scores.local_key:
                     scores.local_key, scores.key_shift = alt, expected
         self._key_drift = scores.key_shift
-        prev2_still = (
-            prev2 is not None
-            and prev2.pixels.shape == sig.pixels.shape
-            and shift_from(prev2) == (0, 0)
+        prev2_shift = (
+            shift_from(prev2)
+            if prev2 is not None and prev2.pixels.shape == sig.pixels.shape
+            else None
         )
-        scores.still = self._still(sig, scores.shift == (0, 0) and prev2_still)
+        scores.still = self._still(sig, (scores.shift, prev2_shift, scores.key_shift))
         h, w = sig.pixels.shape
         kdy, kdx = scores.key_shift
         drifted = abs(kdy) > h * o.max_shift_fraction or abs(kdx) > w * o.max_shift_fraction
@@ -890,30 +892,47 @@ class ChangeDetector:
                 return False
         return True
 
-    def _still(self, sig: Signature, still: bool) -> float:
+    def _still(
+        self,
+        sig: Signature,
+        shifts: tuple[tuple[int, int], tuple[int, int] | None, tuple[int, int]],
+    ) -> float:
         """In a view that does not move (a phone on a table, a harness, standing
         still), how far the worst cell's change exceeds that cell's own recent
         change. What moves in such a view on its own (people crossing a square,
         leaves) stays where it is, so something new in a quiet part stands out
         even while people walk elsewhere; with no shake to absorb, each pixel is
-        compared with the same pixel."""
+        compared with the same pixel. ``shifts``: to the previous frame, the one
+        before it and the keyframe; a shift of one signature pixel (people crossing
+        pull the phase correlation off now and then) pauses the still view, more
+        ends it."""
         o = self.options
         prev, prev2 = self._prev, self._prev2
-        if not still or prev is None or prev2 is None or prev2.pixels.shape != sig.pixels.shape:
-            self._still_frames, self._still_map, self._still_last = 0, None, None
+        shift, shift2, key_shift = shifts
+        if (
+            prev is None
+            or prev2 is None
+            or shift2 is None
+            or max(abs(v) for v in (*shift, *shift2, *key_shift)) > 1
+        ):
+            self._still_since, self._still_map, self._still_last = None, None, None
+            return 0.0
+        if self._still_since is None:
+            self._still_since = sig.t
+        if shift != (0, 0) or shift2 != (0, 0):
+            self._still_last = None  # a pixel is not compared with the same pixel now
             return 0.0
         now = self._cells0(prev, sig)
         again = self._cells0(prev2, sig)
         last, self._still_last = self._still_last, now
-        self._still_frames += 1
         if last is None or again is None or last.shape != again.shape:
             return 0.0
         confirmed = np.minimum(last, again)
-        if self._still_map is None:
+        if self._still_map is None or self._still_map.shape != confirmed.shape:
             self._still_map = confirmed
             return 0.0
         score = 0.0
-        if self._still_frames >= o.still_frames:
+        if sig.t - self._still_since >= o.still_s - 1e-9:
             ratio = confirmed / (self._still_map + o.still_floor)
             # against the typical cell too: a phone nudged by a fraction of a
             # signature pixel raises every textured cell at once

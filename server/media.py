@@ -69,6 +69,7 @@ class MediaPipeline:
         self.model_slot = FrameSlot()
         self.detector = ChangeDetector(detector)
         self.questions: deque[Asked] = deque()
+        self._stops = 0  # Stops so far: an answer asked for before the last one is not spoken
         self._detect = asyncio.Event()
         self._work = asyncio.Event()
         self.signs: Callable[[list[str], PendingFrame], Awaitable[None]] | None = None
@@ -95,6 +96,12 @@ class MediaPipeline:
         self.ctx.metrics.frames_received += 1
         self.ctx.metrics.frames_dropped += self.slot.dropped - before
         self._detect.set()
+
+    def stop_questions(self) -> None:
+        """The user pressed Stop: the questions waiting are dropped, and the answer to
+        the one with the model now is not spoken (``_analyze``)."""
+        self.questions.clear()
+        self._stops += 1
 
     def ask(self, asked: Asked) -> None:
         if len(self.questions) >= MAX_PENDING_QUESTIONS:
@@ -220,6 +227,7 @@ class MediaPipeline:
         frame_time = request.frame.received_at
         request.on_hazard = lambda h: self._hazard_now(h, frame_time)
         ref = asked.ref if asked else None
+        stops = self._stops
         started = time.monotonic()
         try:
             observation = await analyzer.analyze(request)
@@ -237,7 +245,7 @@ class MediaPipeline:
                 await self.send_error(
                     ErrorCode.MODEL_FAILED, "the vision model failed on this frame", ref=ref
                 )
-            if asked is not None:
+            if asked is not None and stops == self._stops:
                 self.offer(self.narrator.notice("busy") if busy else self.narrator.answer(None))
             return
         self.analyses += 1
@@ -251,6 +259,9 @@ class MediaPipeline:
             observation.latency_ms = round(latency * 1000)
         await self.send(observation)
         signs, observation.signs = observation.signs, []
+        if asked is not None and stops != self._stops:
+            asked = None  # stopped while the model worked: a plain look (warnings still said)
+            observation.answer = None
         self.speak(observation, frame_time, asked)
         if signs and self.signs is not None:
             self._read_signs(signs, request.frame)

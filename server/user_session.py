@@ -194,7 +194,7 @@ class UserSession(BaseSession):
                 if refusal is not None:
                     await self.send_error(ErrorCode.CAPABILITY_UNAVAILABLE, refusal, ref=message.id)
             case Interrupt():
-                self._user_talks()
+                self._stop()
                 await self.send(Interrupt(reason="user", id=message.id))
             case _:
                 await super().route(message, received_at)
@@ -203,6 +203,13 @@ class UserSession(BaseSession):
         """Stop, or the user started talking: silence now, drop what was queued."""
         self.narrator.interrupt()
         self.speaker.cut("user")
+
+    def _stop(self) -> None:
+        """Stop (the button, or a lone "stop"): silence, and never mind the questions
+        asked: the answer to one already with the model is not spoken when it comes
+        (its warnings are: they are not the question's)."""
+        self._user_talks()
+        self.media.stop_questions()
 
     # --- control -----------------------------------------------------------------
 
@@ -249,7 +256,7 @@ class UserSession(BaseSession):
         # word limit); "stop" / "停" is Stop, never a question for the vision model.
         heard, too_long = unsure and bool(text), False
         if intent is None and is_stop_request(text):
-            self._user_talks()
+            self._stop()
             await self.send(Interrupt(reason="user", id=ref))
             return
         if intent is None:

@@ -373,3 +373,32 @@ async def test_a_covered_camera_is_said_once_and_never_sent_to_the_model(
     assert vision.requests == []  # no black frame reached the model
     assert len([m for m in phone.of(p.SpeechStart) if "sees nothing" in m.text]) == 2
     await phone.close()
+
+
+async def test_stop_means_never_mind_the_question_the_model_is_answering(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    """Found by a blind-user pass: Stop cut the speech, but the answer to a question
+    already with the model was spoken when it came, seconds after Stop. Its warnings
+    are still said; the answer is not."""
+    vision = GatedAnalyzerDouble()
+    server = await make_server(vision)
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    vision.release()
+    await phone.frame()
+    await phone.wait_for(lambda m: isinstance(m, p.ObservationMsg), timeout=5)  # the first look
+    vision.hold()
+    vision.started.clear()
+    await phone.send(p.Question(text="is the door open?", id="q1"))
+    await asyncio.wait_for(vision.started.wait(), 5)  # the question is with the model
+    await phone.send(p.Interrupt(id="stop"))
+    await phone.wait_for(lambda m: isinstance(m, p.Interrupt) and m.id == "stop", timeout=5)
+    vision.release()
+    await phone.wait_for(lambda m: isinstance(m, p.ObservationMsg) and m.id == "q1", timeout=5)
+    await phone.send(p.Question(text="what is ahead?", id="q2"))  # asked after Stop: answered
+    await phone.wait_for(
+        lambda m: isinstance(m, p.SpeechStart) and m.text == "answer to what is ahead?", timeout=10
+    )
+    spoken = [m.text for m in phone.of(p.SpeechStart)]
+    assert "answer to is the door open?" not in spoken, spoken
+    await phone.close()

@@ -194,7 +194,10 @@ class UserSession(BaseSession):
                 if refusal is not None:
                     await self.send_error(ErrorCode.CAPABILITY_UNAVAILABLE, refusal, ref=message.id)
             case Interrupt():
-                self._stop()
+                if message.reason == "user-talking":  # a new question coming: not "never mind"
+                    self._user_talks()
+                else:
+                    self._stop()
                 await self.send(Interrupt(reason="user", id=message.id))
             case _:
                 await super().route(message, received_at)

@@ -188,7 +188,7 @@ class Signature:
     """Standard deviation of the grey level (0-255) before normalisation."""
     scale: float = 1.0
     """What the pixels were divided by: ``pixels * scale + level`` gives grey levels."""
-    raw: np.ndarray | None = None
+    raw: np.ndarray
     """The grey levels (0-255) before normalisation."""
     clipped: float = 0.0
     """Fraction of the frame at the sensor's ceiling (``CLIP_LEVEL`` or brighter)."""
@@ -341,7 +341,7 @@ def in_one_tone(
     same ceiling, and both are normalised alike.
     """
     plain = ref.pixels, cur.pixels, ref.gradient
-    if ref.raw is None or cur.raw is None or not (ref.clipped or cur.clipped):
+    if not (ref.clipped or cur.clipped):
         return plain
     if abs(cur.level - ref.level) < 2.0:
         return plain
@@ -640,9 +640,8 @@ class ChangeDetector:
         """Dark on average, but with something bright in it (a lit sign, a window,
         a doorway at the end of a corridor): worth analysing."""
         o = self.options
-        raw = sig.pixels * sig.scale + sig.level  # the grey levels before normalising
-        bright = int(np.count_nonzero(raw >= o.bright_level))
-        return bright >= o.bright_fraction * raw.size
+        bright = int(np.count_nonzero(sig.raw >= o.bright_level))
+        return bright >= o.bright_fraction * sig.raw.size
 
     def question(self, t: float) -> Decision:
         """The user asked: the model is called now, whatever the scores say."""

@@ -20,15 +20,25 @@ from vision.change import (
 FPS = 10
 
 
-def texture(seed: int, size: tuple[int, int] = (960, 720)) -> np.ndarray:
-    """A street-like texture: smooth blobs plus edges, RGB uint8."""
-    rng = np.random.default_rng(seed)
-    small = rng.uniform(0, 255, (size[1] // 40, size[0] // 40, 3)).astype(np.uint8)
+def texture(
+    seed: int,
+    size: tuple[int, int] = (960, 720),
+    *,
+    levels: tuple[float, float] = (0, 255),
+    blocks: int = 40,
+    block_levels: tuple[float, float] = (0, 255),
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """A street-like texture: smooth blobs (grey ``levels``) plus ``blocks`` hard-edged
+    blocks (``block_levels``), RGB float. ``rng``: draw from it (and leave it for the
+    caller's next draws) instead of a generator seeded with ``seed``."""
+    rng = rng or np.random.default_rng(seed)
+    small = rng.uniform(*levels, (size[1] // 40, size[0] // 40, 3)).astype(np.uint8)
     base = np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BICUBIC), np.float32)
-    for _ in range(40):
+    for _ in range(blocks):
         x, y = rng.integers(0, size[0] - 80), rng.integers(0, size[1] - 80)
         w, h = rng.integers(10, 80, 2)
-        base[y : y + h, x : x + w] = rng.uniform(0, 255, 3)
+        base[y : y + h, x : x + w] = rng.uniform(*block_levels, 3)
     return base
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.test_change import texture
 from vision.change import ChangeDetector, ChangeOptions, TriggerReason
 
 FPS = 10
@@ -20,15 +21,10 @@ QUIET = ChangeOptions(heartbeat_s=None)
 
 
 def street(seed: int, size: tuple[int, int] = (1100, 700), sky: bool = False) -> np.ndarray:
-    """Smooth blobs and hard-edged blocks (RGB float); with ``sky``, the top third is
-    a bright, almost flat sky (level ~215) that a gain of 1.25 clips."""
+    """A street-like texture in mid greys (RGB float); with ``sky``, the top third is
+    bright clouds that a gain of 1.25 clips."""
     rng = np.random.default_rng(seed)
-    small = rng.uniform(30, 200, (size[1] // 40, size[0] // 40, 3)).astype(np.uint8)
-    base = np.asarray(Image.fromarray(small).resize(size, Image.Resampling.BICUBIC), np.float32)
-    for _ in range(70):
-        x, y = rng.integers(0, size[0] - 80), rng.integers(0, size[1] - 80)
-        w, h = rng.integers(10, 80, 2)
-        base[y : y + h, x : x + w] = rng.uniform(20, 210, 3)
+    base = texture(seed, size, levels=(30, 200), blocks=70, block_levels=(20, 210), rng=rng)
     if sky:  # bright clouds: shaded between 185 and 250, so a gain of 1.25 clips most of it
         rows = size[1] // 3
         clouds = rng.uniform(185, 250, (rows // 25 + 1, size[0] // 25 + 1)).astype(np.uint8)

@@ -80,6 +80,13 @@ class Phone:
         )
         return seq
 
+    async def look(self, timeout: float = 10) -> p.ObservationMsg:
+        """Send a frame and wait for the model's look at it: where most tests start."""
+        await self.frame()
+        msg = await self.wait_for(lambda m: isinstance(m, p.ObservationMsg), timeout)
+        assert isinstance(msg, p.ObservationMsg)
+        return msg
+
     async def wait_for(self, pred: Callable[[p.Message], bool], timeout: float = 10) -> p.Message:
         deadline = time.monotonic() + timeout
         index = 0

@@ -57,9 +57,8 @@ async def test_stale_warning_is_dropped_and_counted(
     vision = ScriptedAnalyzerDouble([(observation(CHAIR), 0.6)])  # the model takes 600 ms
     server = await make_server(vision, frame_age_budget_ms=300)
     phone = await Phone.open(ws_url(server), accounts.user_token)
-    await phone.frame()
-    obs = await phone.wait_for(lambda m: isinstance(m, p.ObservationMsg))
-    assert obs.hazards  # type: ignore[attr-defined]  # the client still sees the observation
+    obs = await phone.look()
+    assert obs.hazards  # the client still sees the observation
     session = server.user_session("alice")
     await phone.send(p.Ping(t=1))
     await phone.wait_for(lambda m: isinstance(m, p.Pong))
@@ -126,8 +125,7 @@ async def test_verbosity_levels(
     server = await make_server(vision)
     await server.settings_store_update("alice", {"verbosity": verbosity})
     phone = await Phone.open(ws_url(server), accounts.user_token)
-    await phone.frame()
-    await phone.wait_for(lambda m: isinstance(m, p.ObservationMsg))
+    await phone.look()
     await phone.send(p.Ping(t=1))
     await phone.wait_for(lambda m: isinstance(m, p.Pong))
     await asyncio.wait_for(_until(lambda: len(phone.of(p.SpeechStop)) == len(expected)), 5)

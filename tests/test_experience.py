@@ -64,8 +64,7 @@ async def test_a_stale_warning_does_not_silence_the_next_fresh_one(
     vision = ScriptedAnalyzerDouble([(observation(CHAIR), 0.5), (observation(CHAIR), 0.0)])
     server = await make_server(vision, frame_age_budget_ms=300)
     phone = await Phone.open(ws_url(server), accounts.user_token)
-    await phone.frame()
-    await phone.wait_for(lambda m: isinstance(m, p.ObservationMsg))
+    await phone.look()
     assert server.user_session("alice").narrator.stats.stale_dropped == 1
     assert server.metrics.count("stale") == {"hazard": 1}  # counted by lane in /metrics
     await phone.frame(colour=(250, 30, 30))  # a new view: the detector fires again
@@ -342,8 +341,7 @@ async def test_a_question_without_a_recent_frame_says_the_camera_is_off(
     vision = ScriptedAnalyzerDouble([(observation(answer="A door."), 0.0)])
     server = await make_server(vision)
     phone = await Phone.open(ws_url(server), accounts.user_token)
-    await phone.frame()
-    await phone.wait_for(lambda m: isinstance(m, p.ObservationMsg))
+    await phone.look()
     session = server.user_session("alice")
     assert session.media.slot.latest is not None
     session.media.slot.latest.received_at -= 60  # the camera was turned off a minute ago
@@ -385,8 +383,7 @@ async def test_stop_means_never_mind_the_question_the_model_is_answering(
     server = await make_server(vision)
     phone = await Phone.open(ws_url(server), accounts.user_token)
     vision.release()
-    await phone.frame()
-    await phone.wait_for(lambda m: isinstance(m, p.ObservationMsg), timeout=5)  # the first look
+    await phone.look(timeout=5)  # the first look
     vision.hold()
     vision.started.clear()
     await phone.send(p.Question(text="is the door open?", id="q1"))

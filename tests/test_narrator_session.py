@@ -68,8 +68,7 @@ async def test_an_unsure_question_is_answered_with_what_was_heard_and_the_answer
     asr = UnsureRecognizerDouble(QUESTION_18)
     server = await make_server(vision, asr=asr)  # type: ignore[arg-type]
     phone = await Phone.open(ws_url(server), accounts.user_token)
-    await phone.frame()
-    await phone.wait_for(lambda m: isinstance(m, p.ObservationMsg))
+    await phone.look()
     await phone.send(p.AudioStart(mode="push-to-talk", rate=16_000, id="q"))
     await phone.speak(np.zeros(8000, dtype="<i2").tobytes())
     await phone.send(p.AudioStop(id="q"))
@@ -97,8 +96,7 @@ async def test_stop_typed_or_spoken_is_stop_not_a_question(
     vision = ScriptedAnalyzerDouble([(observation(answer="A door."), 0.0)])
     server = await make_server(vision)
     phone = await Phone.open(ws_url(server), accounts.user_token)
-    await phone.frame()
-    await phone.wait_for(lambda m: isinstance(m, p.ObservationMsg))
+    await phone.look()
     asked = len(vision.requests)
     for n, text in enumerate(["Stop.", "停！", "Stop, please", "arrête"]):
         await phone.send(p.Question(text=text, id=f"s{n}"))

@@ -771,9 +771,12 @@ class ChangeDetector:
         o = self.options
         assert self._prev is not None and self._key is not None
         scores = FrameScores()
+        prev2 = self._prev2
+        if prev2 is not None and prev2.pixels.shape != sig.pixels.shape:
+            prev2 = None  # from before a turn: nothing to compare with
         # One shift per distinct reference (the keyframe is often prev or prev2),
         # estimated together.
-        refs = {id(r): r for r in (self._prev, self._prev2, self._key) if r is not None}
+        refs = {id(r): r for r in (self._prev, prev2, self._key) if r is not None}
         usable = [r for r in refs.values() if r.pixels.shape == sig.pixels.shape]
         shifts = {id(r): e[:2] for r, e in zip(usable, estimate_shifts(usable, sig), strict=True)}
 
@@ -793,8 +796,7 @@ class ChangeDetector:
         # Confirmation: the change seen on the previous frame is still there now
         # (against the frame before it), so one blurred or glitched frame cannot fire.
         again: tuple[float, float, tuple[int, int]] | None = None
-        prev2 = self._prev2
-        if prev2 is not None and prev2.pixels.shape == sig.pixels.shape:
+        if prev2 is not None:
             if self._last_score < min(o.rearm_threshold, o.fire_threshold):
                 # The confirmation is at most the previous frame's score; below the
                 # re-arm level and the firing floor it can neither fire nor keep the
@@ -813,7 +815,7 @@ class ChangeDetector:
                     shift=shift_from(prev2),
                 )
                 scores.confirmed = min(self._last_score, again[0])
-        if self._key is self._prev2 and again is not None:  # the same comparison
+        if self._key is prev2 and again is not None:  # the same comparison
             scores.local_key, _, scores.key_shift = again
         else:
             scores.local_key, _, scores.key_shift = change_score(
@@ -844,11 +846,7 @@ class ChangeDetector:
                 if alt < scores.local_key:
                     scores.local_key, scores.key_shift = alt, expected
         self._key_drift = scores.key_shift
-        prev2_shift = (
-            shift_from(prev2)
-            if prev2 is not None and prev2.pixels.shape == sig.pixels.shape
-            else None
-        )
+        prev2_shift = shift_from(prev2) if prev2 is not None else None
         scores.still = self._still(sig, (scores.shift, prev2_shift, scores.key_shift))
         h, w = sig.pixels.shape
         kdy, kdx = scores.key_shift

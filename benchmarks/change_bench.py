@@ -9,7 +9,10 @@ the same run, so before/after figures share the machine and its load.
 
 Sequences (see ``benchmarks/sequences.py``): walks past four street photos
 with ego-motion only, the same walks with events (appear, sign, approach,
-scene cut), and the static vtest video with events pasted in. Baselines, in
+scene cut), the static vtest video with events pasted in, what real use adds
+(nothing to see, a turned phone, a glitch, entries from each side), and one
+recorded clip as it is (``benchmarks/footage.py``: a tree in wind, then a real
+hand reaching in). Baselines, in
 the same run and on the same frames: a fixed 1 s sampling loop, plain absolute
 frame difference, SSIM (scikit-image) and a perceptual hash, each with the
 threshold tuned on these sequences (the lowest call rate that reaches 95%
@@ -55,6 +58,7 @@ from benchmarks.common import (  # noqa: E402
     percentile,
     write_json,
 )
+from benchmarks.footage import footage_sequences  # noqa: E402
 from benchmarks.sequences import Sequence, build_all, world_sequences  # noqa: E402
 from vision.change import ChangeDetector, TriggerReason  # noqa: E402
 
@@ -273,6 +277,7 @@ def main() -> None:
     print(f"machine: {machine()} (detector timed on one thread)")
     t0 = time.time()
     seqs = load_sequences(args.data, args.seconds, args.seed, args.cache)
+    seqs += footage_sequences(args.data)  # recorded clips as they are: the same on every seed
     if args.only:
         seqs = [s for s in seqs if args.only in s.name]
     print(

@@ -1,6 +1,7 @@
 """Frame sources for the replay client: a video file or a folder of images.
 
-Frames come out as 640x480 (by default) JPEG bytes, as a phone would send them.
+Frames come out as JPEG bytes with their long side at most 640 (by default) and
+their own shape, as the phone page sends them: a portrait video stays portrait.
 Video decoding needs OpenCV (``pip install 'seealoud[replay]'``); image folders
 need only Pillow.
 """
@@ -34,10 +35,23 @@ class EncodedFrame:
         return f"EncodedFrame({self.width}x{self.height}, {len(self.jpeg)} bytes)"
 
 
-def encode_jpeg(image: Image.Image, *, size: tuple[int, int] | None, quality: int) -> EncodedFrame:
-    """Resize (keeping nothing but the target size, as a phone camera does) and encode."""
+def encode_jpeg(
+    image: Image.Image,
+    *,
+    size: tuple[int, int] | None = None,
+    long_side: int | None = None,
+    quality: int,
+) -> EncodedFrame:
+    """Resize and encode. ``size``: exactly that size (a fixed test view);
+    ``long_side``: scaled down, keeping the shape, until the longer side is at most
+    that (what a phone sends: stretching a portrait camera to 640x480 hid the turn
+    from the detector). Neither: as it is."""
     if image.mode != "RGB":
         image = image.convert("RGB")
+    if size is None and long_side is not None and max(image.size) > long_side:
+        w, h = image.size
+        k = long_side / max(w, h)
+        size = (max(1, round(w * k)), max(1, round(h * k)))
     if size is not None and image.size != size:
         image = image.resize(size, Image.Resampling.BILINEAR)
     buf = io.BytesIO()

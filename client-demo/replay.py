@@ -173,7 +173,7 @@ class ReplayClient:
         max_fps: float | None = None,
         questions: dict[float, str] | None = None,
         duration_s: float | None = None,
-        size: tuple[int, int] | None = (640, 480),
+        long_side: int | None = 640,
         quality: int = 80,
     ) -> None:
         """Send a live source's newest frame as each arrives (at most ``max_fps``), with
@@ -199,7 +199,9 @@ class ReplayClient:
             elapsed = time.monotonic() - start
             while pending and pending[0][0] <= elapsed:
                 await self.send(Question(text=pending.pop(0)[1]))
-            encoded = await asyncio.to_thread(encode_jpeg, frame.image, size=size, quality=quality)
+            encoded = await asyncio.to_thread(
+                encode_jpeg, frame.image, long_side=long_side, quality=quality
+            )
             await self.send_frame(encoded, capture_ms=frame.captured_ms)
 
     async def send_wav(self, path: Path, *, chunk_ms: int = 20, realtime: bool = True) -> None:
@@ -242,15 +244,16 @@ class ReplayClient:
 def load_frames(
     source: Path,
     *,
-    size: tuple[int, int] | None = (640, 480),
+    long_side: int | None = 640,
     quality: int = 80,
     limit: int | None = None,
 ) -> list[EncodedFrame]:
-    """Decode and encode a source's frames up front, so pacing is not disturbed."""
+    """Decode and encode a source's frames up front, so pacing is not disturbed; each
+    keeps its shape, with its long side at most ``long_side``."""
     images = iter_images(source)
     if limit is not None:
         images = itertools.islice(images, limit)
-    return [encode_jpeg(img, size=size, quality=quality) for img in images]
+    return [encode_jpeg(img, long_side=long_side, quality=quality) for img in images]
 
 
 def source_fps(source: Path, default: float = 10.0) -> float:

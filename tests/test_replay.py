@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import wave
 from pathlib import Path
 
@@ -31,7 +32,8 @@ async def test_replay_folder_with_question(
     analyzer.release()
     server = await make_server(analyzer)
     frames = load_frames(image_folder(tmp_path))
-    assert frames[0].width == 640 and frames[0].jpeg[:2] == b"\xff\xd8"
+    assert (frames[0].width, frames[0].height) == (320, 240)  # small enough: as it is
+    assert frames[0].jpeg[:2] == b"\xff\xd8"
     client = ReplayClient(ws_url(server), accounts.user_token)
     ready = await client.connect()
     assert ready.user == "alice" and client.stats.hello_to_ready_ms > 0
@@ -40,6 +42,19 @@ async def test_replay_folder_with_question(
     assert client.stats.frames_sent == 6
     assert server.metrics.frames_received == 6
     assert any(r.question == "what is ahead?" for r in analyzer.requests)
+
+
+def test_frames_keep_their_shape_with_the_long_side_at_most_640(tmp_path: Path) -> None:
+    """As the phone page sends them: a video shot upright stays upright (stretched
+    to 640x480, the detector never saw a turn and the model saw squashed people)."""
+    folder = tmp_path / "upright"
+    folder.mkdir()
+    Image.new("RGB", (720, 1280), (90, 120, 60)).save(folder / "000.png")
+    Image.new("RGB", (1920, 1080), (90, 120, 60)).save(folder / "001.png")
+    sizes = [(f.width, f.height) for f in load_frames(folder)]
+    assert sizes == [(360, 640), (640, 360)]
+    with Image.open(io.BytesIO(load_frames(folder)[0].jpeg)) as img:
+        assert img.size == (360, 640)
 
 
 async def test_replay_sends_wav_as_audio_messages(

@@ -77,6 +77,13 @@ class ChangeOptions:
         cell: Side, in signature pixels, of the cells residuals are averaged in.
         search_radius: Residual = smallest difference within this many pixels,
             to absorb sub-pixel shake, roll and zoom.
+        confirm_slack: Against the frame before the previous one (two frames of
+            shake), edges are discounted by the strongest gradient within this
+            many pixels, rather than searched over a wider radius: a wider search
+            also finds, somewhere near, a grey that matches a faint object (a
+            grey box appearing on a grey facade scored 1.9 at radius 2, 4.8 this
+            way), while a weight only discounts where there are edges.
+        key_slack: The same against the keyframe (up to a second of drift).
         gradient_floor: Residual is divided by (local gradient + this), so
             misalignment along strong edges counts less than new content.
         fire_threshold: Confirmed local score above which new content fires.
@@ -145,12 +152,14 @@ class ChangeOptions:
     signature_width: int = 80
     cell: int = 8
     search_radius: int = 1
+    confirm_slack: int = 1
+    key_slack: int = 2
     gradient_floor: float = 1.0
     fire_threshold: float = 2.5
     noise_factor: float = 1.8
     noise_window: int = 50
     rearm_threshold: float = 2.0
-    approach_threshold: float = 8.0
+    approach_threshold: float = 7.0
     entry_threshold: float = 5.0
     entry_noise_factor: float = 5.0
     key_refresh_s: float = 1.0
@@ -197,18 +206,29 @@ class Signature:
     _padded: dict[int, np.ndarray] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _edges: dict[int, np.ndarray] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def padded(self, radius: int) -> np.ndarray:
         """The pixels padded by ``radius`` edge pixels on each side (kept: a frame is
         the reference of several comparisons)."""
         out = self._padded.get(radius)
         if out is None:
-            if radius < 2:  # a view into the radius-2 padding, which it needs anyway
-                k = 2 - radius
-                out = self.padded(2)[k : -k or None, k : -k or None]
-            else:
-                out = pad_edges(self.pixels, radius)
+            out = pad_edges(self.pixels, radius)
             self._padded[radius] = out
+        return out
+
+    def edges(self, slack: int) -> np.ndarray:
+        """The gradient, each pixel raised to the strongest within ``slack`` pixels
+        (kept: a frame is compared as the one before the previous, then as the
+        keyframe)."""
+        if slack == 0:
+            return self.gradient
+        out = self._edges.get(slack)
+        if out is None:
+            out = max_filter(self.gradient, slack)
+            self._edges[slack] = out
         return out
 
     def __repr__(self) -> str:
@@ -328,9 +348,10 @@ CLIP_LEVEL = 248.0
 
 
 def in_one_tone(
-    ref: Signature, cur: Signature, dy: int, dx: int
+    ref: Signature, cur: Signature, dy: int, dx: int, weight: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The two frames' pixels (and the reference's gradient) in the same units.
+    """The two frames' pixels and the reference's edge weight (``weight``: its
+    gradient unless given) in the same units.
 
     Normalising each frame by its own mean and contrast makes a change of
     exposure invisible, except where the brighter frame is clipped: there the
@@ -340,7 +361,8 @@ def in_one_tone(
     clips, the darker frame is brought to the brighter one's exposure with the
     same ceiling, and both are normalised alike.
     """
-    plain = ref.pixels, cur.pixels, ref.gradient
+    edges = ref.gradient if weight is None else weight
+    plain = ref.pixels, cur.pixels, edges
     if not (ref.clipped or cur.clipped):
         return plain
     if abs(cur.level - ref.level) < 2.0:
@@ -363,12 +385,12 @@ def in_one_tone(
         toned = np.minimum(ref.raw * gain, ceiling)
         toned -= cur.level
         toned /= cur.scale
-        return toned, cur.pixels, ref.gradient * (ref.scale * gain / cur.scale)
+        return toned, cur.pixels, edges * (ref.scale * gain / cur.scale)
     ceiling = float(ref.raw.max()) if ref.clipped else 255.0
     toned = np.minimum(cur.raw / gain, ceiling)
     toned -= ref.level
     toned /= ref.scale
-    return ref.pixels, toned, ref.gradient
+    return ref.pixels, toned, edges
 
 
 def pad_edges(a: np.ndarray, m: int) -> np.ndarray:
@@ -383,6 +405,20 @@ def pad_edges(a: np.ndarray, m: int) -> np.ndarray:
     out[-m:, m:-m] = a[-1]
     out[:, :m] = out[:, m : m + 1]
     out[:, -m:] = out[:, -m - 1 : -m]
+    return out
+
+
+def max_filter(a: np.ndarray, r: int) -> np.ndarray:
+    """The largest value of ``a`` within ``r`` pixels (a square), edges repeated:
+    one pass along each axis."""
+    h, w = a.shape
+    p = pad_edges(a, r)
+    rows = p[:h, :].copy()
+    for k in range(1, 2 * r + 1):
+        np.maximum(rows, p[k : k + h, :], out=rows)
+    out = rows[:, :w].copy()
+    for k in range(1, 2 * r + 1):
+        np.maximum(out, rows[:, k : k + w], out=out)
     return out
 
 
@@ -543,6 +579,7 @@ def change_score(
     gradient_floor: float,
     correlate: bool = False,
     shift: tuple[int, int] | None = None,
+    slack: int = 0,
 ) -> tuple[float, float, tuple[int, int]]:
     """Localised change of ``cur`` against ``ref`` after undoing the global shift.
 
@@ -551,10 +588,12 @@ def change_score(
     (plus ``gradient_floor``) discounts it, while new content stays visible.
     Returns the score, the normalised correlation on the overlap (1.0 unless
     ``correlate``) and the shift. ``shift``: one already estimated between these
-    two signatures (the estimate is deterministic, so it is the same).
+    two signatures (the estimate is deterministic, so it is the same). ``slack``:
+    the gradient divided by is the strongest within this many pixels
+    (``ChangeOptions.confirm_slack``).
     """
     dy, dx = shift if shift is not None else estimate_shift(ref, cur)[:2]
-    ref_pixels, cur_pixels, weight = in_one_tone(ref, cur, dy, dx)
+    ref_pixels, cur_pixels, weight = in_one_tone(ref, cur, dy, dx, ref.edges(slack))
     residual, corr = aligned_residual(
         ref_pixels,
         cur_pixels,
@@ -809,22 +848,24 @@ class ChangeDetector:
                 again = change_score(
                     prev2,
                     sig,
-                    radius=o.search_radius + 1,
+                    radius=o.search_radius,
                     cell=o.cell,
                     gradient_floor=o.gradient_floor,
                     shift=shift_from(prev2),
+                    slack=o.confirm_slack,
                 )
                 scores.confirmed = min(self._last_score, again[0])
-        if self._key is prev2 and again is not None:  # the same comparison
-            scores.local_key, _, scores.key_shift = again
+        if self._key is prev2 and again is not None and o.key_slack == o.confirm_slack:
+            scores.local_key, _, scores.key_shift = again  # the same comparison
         else:
             scores.local_key, _, scores.key_shift = change_score(
                 self._key,
                 sig,
-                radius=o.search_radius + 1,
+                radius=o.search_radius,
                 cell=o.cell,
                 gradient_floor=o.gradient_floor,
                 shift=shift_from(self._key),
+                slack=o.key_slack,
             )
         # Phase correlation against an older frame now and then locks on a wrong peak
         # (13 px off on a walk): the residual is then high everywhere it should not
@@ -838,10 +879,11 @@ class ChangeDetector:
                 alt, _, _ = change_score(
                     self._key,
                     sig,
-                    radius=o.search_radius + 1,
+                    radius=o.search_radius,
                     cell=o.cell,
                     gradient_floor=o.gradient_floor,
                     shift=expected,
+                    slack=o.key_slack,
                 )
                 if alt < scores.local_key:
                     scores.local_key, scores.key_shift = alt, expected

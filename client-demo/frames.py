@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -77,14 +77,12 @@ def iter_images(source: Path) -> Iterator[Image.Image]:
         if not files:
             raise FrameSourceError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {source}")
         for file in files:
-            with Image.open(file) as img:
-                yield img.convert("RGB")
+            yield _still(file)
         return
     if not source.exists():
         raise FrameSourceError(f"{source} does not exist")
     if source.suffix.lower() in IMAGE_SUFFIXES:
-        with Image.open(source) as img:
-            yield img.convert("RGB")
+        yield _still(source)
         return
     cv2 = require_cv2()
     cap = cv2.VideoCapture(str(source))
@@ -98,6 +96,19 @@ def iter_images(source: Path) -> Iterator[Image.Image]:
             yield Image.fromarray(bgr[:, :, ::-1])
     finally:
         cap.release()
+
+
+def _still(path: Path) -> Image.Image:
+    """One photo, upright as the phone held it (its EXIF orientation applied: the
+    re-encoded frame carries no EXIF, so a photo stored sideways was sent sideways),
+    in RGB. A file Pillow cannot read, or one too large for it, is a
+    ``FrameSourceError`` naming the file."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return ImageOps.exif_transpose(img).convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise FrameSourceError(f"cannot read {path.name}: {exc}") from exc
 
 
 def require_cv2() -> Any:

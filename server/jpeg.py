@@ -10,9 +10,18 @@ microseconds, with every length checked against the buffer.
 
 from __future__ import annotations
 
+import io
+
+from PIL import Image
+
 from protocol import CameraFrame, ErrorCode
 
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_SEGMENTS = _SOF | {0xC4, 0xC8, 0xCC, 0xDB, 0xDC, 0xDD, 0xDE, 0xDF, 0xFE} | set(range(0xE0, 0xFE))
+"""Markers followed by a length: frame headers, tables, APPn, COM, JPGn. Any other
+byte after 0xFF is refused, not read as a length: libjpeg skips 0xFF 0x00 as junk and
+reads on, so a scan that jumped over it with a made-up length found a 640x480 frame
+header the decoder never saw, while the decoder found a 13000x13000 one."""
 
 
 MAX_DIMENSION = 8192
@@ -44,6 +53,8 @@ def jpeg_size(data: bytes, *, max_scan: int = 1 << 20) -> tuple[int, int]:
             continue
         if marker in (0xD9, 0xDA):
             break  # end of image or start of scan before any frame header
+        if marker not in _SEGMENTS:
+            raise JpegHeaderError(f"corrupt JPEG: unexpected marker 0x{marker:02X} at byte {i}")
         length = int.from_bytes(data[i + 2 : i + 4], "big")
         if length < 2:
             raise JpegHeaderError("corrupt JPEG: bad segment length")
@@ -91,7 +102,29 @@ def frame_problem(
         return ErrorCode.FRAME_TOO_LARGE, (
             f"frame of {width}x{height} pixels is over the {max_pixels}-pixel limit; send 640x480"
         )
+    decoded = decoder_size(frame.payload)
+    if decoded != (width, height):
+        return ErrorCode.BAD_MESSAGE, (
+            f"the JPEG's headers disagree (a decoder reads {decoded[0]}x{decoded[1]}, "
+            f"the frame header says {width}x{height}); send a plain camera JPEG"
+            if decoded is not None
+            else "frame payload: the decoder cannot read its header"
+        )
     return None
+
+
+def decoder_size(data: bytes) -> tuple[int, int] | None:
+    """The size Pillow reads from the headers (its own parse, no decoding: about
+    70 us), or None. Checked as well as ``jpeg_size``: a frame whose headers two
+    parsers read differently is not one a camera made."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format != "JPEG":
+                return None
+            w, h = img.size
+    except Exception:  # Pillow raises many types on corrupt data
+        return None
+    return int(w), int(h)
 
 
 def jpeg_scans(data: bytes) -> int:

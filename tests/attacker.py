@@ -31,6 +31,27 @@ def with_size(jpeg: bytes, width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def smuggled_size(jpeg: bytes, width: int, height: int) -> bytes:
+    """The same JPEG with a second, false start-of-frame (``width`` x ``height``) that a
+    scan jumping over ``0xFF 0x00`` with a made-up length lands on, inside an APP1
+    segment the decoder skips; the decoder itself skips the ``0xFF 0x00`` as junk and
+    reads the real frame header (found by an attacker pass: 13000x13000 passed the
+    pixel cap as 640x480)."""
+    head = jpeg[2:]
+    i = 0
+    while True:  # the first segment boundary after the real frame header
+        marker, length = head[i + 1], int.from_bytes(head[i + 2 : i + 4], "big")
+        i += 2 + length
+        if marker in (0xC0, 0xC1, 0xC2):
+            break
+    before, after = head[:i], head[i:]
+    fake = b"\xff\xc0\x00\x0b\x08" + height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    fake += b"\x01\x01\x11\x00"
+    jump = 2 + len(before) + 4  # the length counts itself, the real headers, APP1's 4
+    app1 = b"\xff\xe1" + (2 + len(fake)).to_bytes(2, "big") + fake
+    return b"\xff\xd8\xff\x00" + jump.to_bytes(2, "big") + before + app1 + after
+
+
 async def main(port: int, token: str, caregiver: str, seconds: float) -> None:
     url = f"ws://127.0.0.1:{port}/ws"
     until = time.monotonic() + seconds

@@ -7,6 +7,7 @@ in ``benchmarks/change_bench.py`` measure the same on real photos and video."""
 from __future__ import annotations
 
 import io
+import itertools
 
 import numpy as np
 import pytest
@@ -150,6 +151,22 @@ def test_a_client_alternating_orientations_gets_one_look_per_cooldown() -> None:
     assert calls[1][1] == TriggerReason.ORIENTATION
 
 
+def test_a_view_coming_back_again_and_again_gets_one_look_per_cooldown() -> None:
+    """Found by an attacker pass: a flat frame, then a new view for two frames, over
+    and over at 30 fps, got a "view restored" look every 0.1 s (9 a second): the view
+    coming back ignored the cooldown that a turn already had."""
+    flat = np.full((VIEW_H, VIEW_W, 3), 128.0)
+    frames = []
+    for k in range(40):  # 4 s at 30 fps
+        view = street(100 + k, size=(VIEW_W, VIEW_H))
+        frames += [shot(flat, seed=3 * k), shot(view, seed=3 * k + 1), shot(view, seed=3 * k + 2)]
+    det = ChangeDetector(QUIET)
+    looks = [i / 30 for i, f in enumerate(frames) if det.observe_jpeg(f, t=i / 30).fire]
+    assert len(looks) <= 4 / 0.5 + 1, looks  # one per cooldown at most
+    assert all(b - a >= 0.5 - 1e-9 for a, b in itertools.pairwise(looks)), looks
+    assert len(looks) >= 4, looks  # and the views that come back are still looked at
+
+
 def smooth(seed: int, size: tuple[int, int] = (704, 544)) -> np.ndarray:
     """A smooth grey scene (bicubic noise), single channel, no hard edges."""
     rng = np.random.default_rng(seed)
@@ -265,3 +282,22 @@ def test_leaves_in_wind_are_not_news_and_a_real_hand_reaching_in_is(step: int) -
     assert [i for i in looks[1:] if i < TREE_HAND_FRAME] == [], looks
     after = [i for i in looks if i >= TREE_HAND_FRAME]
     assert after and (after[0] - TREE_HAND_FRAME) / seq.fps <= 0.5, looks
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"search_radius": -1},
+        {"confirm_slack": -1},
+        {"key_slack": 99},
+        {"gradient_floor": 0.0},
+        {"signature_width": 640},
+        {"cell": 0},
+        {"noise_window": 0},
+    ],
+)
+def test_options_that_break_the_arithmetic_are_refused_when_made(bad: dict[str, float]) -> None:
+    """Found by an attacker pass: a negative slack raised a broadcasting ValueError on
+    the first frame, and a zero gradient floor gave inf and NaN scores."""
+    with pytest.raises(ValueError, match="ChangeOptions"):
+        ChangeOptions(**bad)  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from websockets.asyncio.client import connect
 
 import protocol as p
 from protocol import ErrorCode, HazardInfo, ObservationMsg, encode
-from tests.attacker import many_scans, with_size
+from tests.attacker import many_scans, smuggled_size, with_size
 from tests.conftest import Accounts, ServerFactory, jpeg_bytes, ws_url
 from tests.doubles import ScriptedAnalyzerDouble
 from tests.phone import Phone, observation, observed
@@ -46,6 +46,8 @@ async def test_decompression_bombs_and_lying_headers_are_refused_before_decoding
             (bomb, 64, 48, ErrorCode.BAD_MESSAGE),  # header says small, the JPEG says huge
             (jpeg_bytes(64, 48), 640, 480, ErrorCode.BAD_MESSAGE),
             (_many_scans(), 320, 240, ErrorCode.BAD_MESSAGE),  # 2,000 scans: seconds of CPU
+            # a false 640x480 frame header hidden from the decoder, which reads 8000x8000
+            (smuggled_size(bomb, 640, 480), 640, 480, ErrorCode.BAD_MESSAGE),
         ]
     ):
         await ws.send(

@@ -44,7 +44,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
+
+from vision.upright import upright
 
 
 class TriggerReason(StrEnum):
@@ -181,6 +183,25 @@ class ChangeOptions:
     still_threshold: float = 3.0
     exposure_step: float = 0.14
 
+    def __post_init__(self) -> None:
+        """Values a deployer could set that break the arithmetic (a negative radius, a
+        zero gradient floor) are refused here, not met as a crash on the first frame."""
+        for name in ("search_radius", "confirm_slack", "key_slack"):
+            if not 0 <= getattr(self, name) <= 8:
+                raise ValueError(f"ChangeOptions.{name} must be 0-8, not {getattr(self, name)}")
+        if not 8 <= self.signature_width <= 320:
+            raise ValueError(
+                f"ChangeOptions.signature_width must be 8-320, not {self.signature_width}"
+            )
+        if not 1 <= self.cell <= self.signature_width // 2:
+            raise ValueError(
+                f"ChangeOptions.cell must be 1-{self.signature_width // 2}, not {self.cell}"
+            )
+        if not self.gradient_floor > 0 or self.noise_window < 1 or self.cooldown_s < 0:
+            raise ValueError(
+                "ChangeOptions: gradient_floor > 0, noise_window >= 1, cooldown_s >= 0"
+            )
+
 
 @dataclass(kw_only=True)
 class Signature:
@@ -284,9 +305,7 @@ def signature_from_jpeg(
         img = Image.open(io.BytesIO(data))
         w, h = img.size
         img.draft("L", (max(1, w // 8), max(1, h // 8)))
-        gray = img.convert("L")
-        if img.getexif().get(_ORIENTATION, 1) not in (1, None):  # most phones: absent or 1
-            gray = ImageOps.exif_transpose(gray)
+        gray = upright(img, img.convert("L"))
     except Exception as exc:  # Pillow raises many types on corrupt data
         raise ChangeDetectorError(f"cannot decode frame: {type(exc).__name__}: {exc}") from exc
     w, h = gray.size
@@ -445,8 +464,6 @@ def _gradient(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return gy, gx
 
 
-_ORIENTATION = 0x0112  # the EXIF tag a phone sets when the picture is turned
-
 _HANN: dict[tuple[int, int], np.ndarray] = {}
 
 
@@ -590,7 +607,7 @@ def change_score(
     ``correlate``) and the shift. ``shift``: one already estimated between these
     two signatures (the estimate is deterministic, so it is the same). ``slack``:
     the gradient divided by is the strongest within this many pixels
-    (``ChangeOptions.confirm_slack``).
+    (``ChangeOptions.confirm_slack``, ``key_slack``).
     """
     dy, dx = shift if shift is not None else estimate_shift(ref, cur)[:2]
     ref_pixels, cur_pixels, weight = in_one_tone(ref, cur, dy, dx, ref.edges(slack))
@@ -705,11 +722,12 @@ class ChangeDetector:
             if back is not None and self._glitch(sig):
                 self._resume(back, sig)
                 return Decision(fire=False, view_changed=changed)
-            self._restart(sig)
-            reason = TriggerReason.FIRST_FRAME if first else TriggerReason.VIEW_RESTORED
-            return Decision(fire=True, reason=reason, view_changed=changed)
+            if first:
+                self._restart(sig)
+                return Decision(fire=True, reason=TriggerReason.FIRST_FRAME, view_changed=changed)
+            return self._new_view(sig, TriggerReason.VIEW_RESTORED, view_changed=changed)
         if sig.pixels.shape != self._prev.pixels.shape:  # the phone was turned
-            return self._turned(sig)
+            return self._new_view(sig, TriggerReason.ORIENTATION)
         return self._compare(sig)
 
     def _announce(self, view: str, why: str | None) -> bool:
@@ -761,18 +779,22 @@ class ChangeDetector:
         )
         return corr >= o.scene_cut_correlation and score < o.fire_threshold
 
-    def _turned(self, sig: Signature) -> Decision:
-        """The phone was turned: new references, and a look unless one was taken
-        within the cooldown (a client alternating sizes got a look every frame);
-        then the turn is held and fires when the cooldown ends."""
+    def _new_view(
+        self, sig: Signature, reason: TriggerReason, *, view_changed: bool = False
+    ) -> Decision:
+        """A new view (the phone turned, or the view back after nothing to see): new
+        references, and a look unless one was taken within the cooldown; then the
+        look is held and fires when the cooldown ends. Without that, a client
+        alternating sizes, or a flat frame with a new view after it, got a look on
+        every frame or two (about 9 a second)."""
         o = self.options
         last = self._last_call
         if last is not None and sig.t - last < o.cooldown_s:
             self._restart(sig, look=False)
-            self._held = TriggerReason.ORIENTATION
-            return Decision(fire=False, reason=TriggerReason.ORIENTATION, held=True)
+            self._held = self._held or reason
+            return Decision(fire=False, reason=reason, held=True, view_changed=view_changed)
         self._restart(sig)
-        return Decision(fire=True, reason=TriggerReason.ORIENTATION)
+        return Decision(fire=True, reason=reason, view_changed=view_changed)
 
     def _restart(self, sig: Signature, *, look: bool = True) -> None:
         """A new view (first frame, view back, phone turned): new references, a look."""

@@ -21,6 +21,7 @@ from PIL import Image
 from vision.errors import BackendError, ModelUnavailable
 from vision.observation import Hazard, Observation, complete_hazards, parse_model_output
 from vision.prompts import PROMPT_VERSION, build_prompt
+from vision.upright import upright
 from vision.vlm import Generation, GenerationOptions, VlmBackend
 from vision.weights import LoadProgress
 from vision.worker import DeadlinePassed, image_worker
@@ -146,6 +147,6 @@ def _decode(jpeg: bytes, long_side: int) -> Image.Image:
             w, h = img.size
             scale = min(1.0, long_side / max(1, w, h))
             img.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
-            return img.convert("RGB")
+            return upright(img, img.convert("RGB"))
     except Exception as exc:  # Pillow raises many types on corrupt data
         raise BackendError(f"the frame is not a decodable image ({type(exc).__name__})") from exc

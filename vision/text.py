@@ -64,6 +64,7 @@ from vision.reading import (
     reading_order,
     sentences,
 )
+from vision.upright import upright
 
 __all__ = [
     "TextImageError",
@@ -237,7 +238,7 @@ class TextReader:
         try:
             with Image.open(io.BytesIO(data)) as img:
                 img.load()
-                rgb = img.convert("RGB")
+                rgb = upright(img, img.convert("RGB"))
         except Exception as exc:  # Pillow raises many types on corrupt data
             raise TextImageError(
                 f"the frame is not a decodable image ({type(exc).__name__}, {len(data)} bytes)"

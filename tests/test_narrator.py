@@ -286,6 +286,31 @@ def test_a_word_limit_does_not_double_the_full_stop() -> None:
     assert limit_words("One two, three four", 2) == "One two."
 
 
+def test_a_long_answer_is_cut_after_its_last_whole_sentence() -> None:
+    """Found by a blind-user pass: a 39-word answer at the default 20 words was heard as
+    "...about four metres ahead. The picture I." The answer the phone is sent ends
+    after the last sentence that fits, when that keeps at least half the words."""
+    answer = (
+        "You are facing an open square. A person walks from left to right about four "
+        "metres ahead. The picture I got is 360 by 640. There are benches on the left."
+    )
+    n = Narrator(UserSettings())  # max_words 20
+    n.answer(answer)
+    assert drain(n, T0) == [
+        (
+            Lane.ANSWER,
+            "You are facing an open square. A person walks from left to right about four "
+            "metres ahead.",
+        )
+    ]
+    # a first sentence too short to stand for the answer is not all that is said
+    cut = limit_words("Yes. The door on the left of the corridor is open and the other closed", 10)
+    assert cut == "Yes. The door on the left of the corridor is."
+    assert limit_words("门开着。左边有一把椅子，右边有一张桌子。前面有台阶。", 10) == (
+        "门开着。左边有一把椅子，右边有一张桌子。"
+    )
+
+
 def test_a_warning_being_spoken_is_not_queued_again() -> None:
     n = Narrator(UserSettings())
     streamed = n.hazard(chair(2.0), frame_time=T0, now=T0)  # streamed out of the model

@@ -77,7 +77,10 @@ function voice(text, { interrupt = false, now = false } = {}) {
   if ("speechSynthesis" in window) {
     if (interrupt) speechSynthesis.cancel();
     speechSynthesis.speak(new SpeechSynthesisUtterance(text));
-  } else {
+  }
+  // A browser can have the API and no voice at all (a blind-user pass found "Connection
+  // lost" said by nobody): then the live region, which a screen reader says.
+  if (!("speechSynthesis" in window) || speechSynthesis.getVoices().length === 0) {
     $("notices").textContent = text;
   }
 }

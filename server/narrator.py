@@ -430,11 +430,15 @@ class Narrator:
 
     def dropped(self, u: Utterance) -> None:
         """The connection dropped while ``u`` was being spoken. A warning waits for the
-        phone to resume (and is still dropped if its frame is too old by then); anything
-        else is as if cut."""
+        phone to resume (and is still dropped if its frame is too old by then); an
+        answer is said again in full after the resume (the user asked and is waiting: a
+        blind-user pass lost an answer cut by a drop for good); a reading keeps its place
+        for "go on"; anything else is as if cut."""
         self.cut(u)
         if u.lane == Lane.HAZARD and all(q.key != u.key for q in self._queue):
             self._queue.append(u)
+        elif u.lane == Lane.ANSWER and u.kind != "notice":
+            self.requeue(u)
 
     def is_stale(self, u: Utterance, now: float) -> bool:
         if u.lane in (Lane.ANSWER, Lane.READING) or u.frame_time is None:

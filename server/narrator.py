@@ -199,11 +199,11 @@ def limit_words(text: str, max_words: int) -> str:
     words = text.split()
     if len(words) <= max_words:
         return text
-    head = words[:max_words]
-    for k in range(len(head) - 1, (max_words + 1) // 2 - 2, -1):
-        if head[k].endswith(tuple(_SENTENCE_END)):
-            return " ".join(head[: k + 1])
-    return " ".join(head).rstrip(_END_PUNCTUATION) + "."
+    kept = words[:max_words]
+    for k in range(len(kept) - 1, (max_words + 1) // 2 - 2, -1):
+        if kept[k].endswith(tuple(_SENTENCE_END)):
+            return " ".join(kept[: k + 1])
+    return " ".join(kept).rstrip(_END_PUNCTUATION) + "."
 
 
 def _shorten(text: str, max_words: int) -> str:

@@ -100,6 +100,9 @@ class Utterance:
     distance: float | None = None
     urgency: str = "normal"
     put_back: bool = False
+    expires: float | None = None
+    """Not said after this (monotonic): an answer said again after a dropped network is
+    about where the user was then."""
 
     @property
     def wire(self) -> str:
@@ -140,6 +143,9 @@ HEARD_WORDS = 15
 many characters): enough to notice a mishearing, short enough to leave the answer."""
 _END_PUNCTUATION = ".,;:!?…。，；：！？、 "
 _SENTENCE_END = ".!?…。！？"
+ANSWER_RESAY_S = 60.0
+"""An answer cut by a dropped network is said again if the phone is back within this
+long; later, the user has moved on and may have asked again."""
 
 
 def normalise(text: str) -> str:
@@ -192,7 +198,7 @@ def limit_words(text: str, max_words: int) -> str:
         if len(text) <= limit:
             return text
         head = text[:limit]
-        end = max(head.rfind(c) for c in _SENTENCE_END)
+        end = max(head.rfind(c) for c in "。！？!?")  # not ".": 1.5 米 is not two sentences
         if end + 1 >= limit // 2:
             return head[: end + 1]
         return head.rstrip(_END_PUNCTUATION) + "。"
@@ -428,19 +434,25 @@ class Narrator:
         self._done(u)
         self._put_back(u)
 
-    def dropped(self, u: Utterance) -> None:
+    def dropped(self, u: Utterance, now: float) -> None:
         """The connection dropped while ``u`` was being spoken. A warning waits for the
         phone to resume (and is still dropped if its frame is too old by then); an
-        answer is said again in full after the resume (the user asked and is waiting: a
-        blind-user pass lost an answer cut by a drop for good); a reading keeps its place
+        answer is said again in full after the resume, within ``ANSWER_RESAY_S`` (the user
+        asked and is waiting: a blind-user pass lost an answer cut by a drop for good); a
+        reading keeps its place
         for "go on"; anything else is as if cut."""
         self.cut(u)
         if u.lane == Lane.HAZARD and all(q.key != u.key for q in self._queue):
             self._queue.append(u)
         elif u.lane == Lane.ANSWER and u.kind != "notice":
             self.requeue(u)
+            for q in self._queue:
+                if q.key == u.key:
+                    q.expires = now + ANSWER_RESAY_S
 
     def is_stale(self, u: Utterance, now: float) -> bool:
+        if u.expires is not None and now > u.expires:
+            return True
         if u.lane in (Lane.ANSWER, Lane.READING) or u.frame_time is None:
             return False
         budget = SIGN_AGE_BUDGET_S if u.lane == Lane.SIGN else self.frame_age_budget_s

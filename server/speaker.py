@@ -164,7 +164,7 @@ class Speaker:
             if heard:
                 self.narrator.spoken(u, time.monotonic())
             elif dropped:
-                self.narrator.dropped(u)
+                self.narrator.dropped(u, time.monotonic())
             else:
                 self.narrator.cut(u)
             self.current, self._cancel = None, None

@@ -32,6 +32,20 @@ def _many_scans() -> bytes:
     return many_scans(buf.getvalue(), 2000)
 
 
+def _padded(jpeg: bytes, padding: bytes) -> bytes:
+    """``padding`` put right after the start-of-image marker."""
+    return jpeg[:2] + padding + jpeg[2:]
+
+
+def _frame_header(width: int, height: int) -> bytes:
+    return (
+        b"\xff\xc0\x00\x0b\x08"
+        + height.to_bytes(2, "big")
+        + width.to_bytes(2, "big")
+        + (b"\x01\x01\x11\x00")
+    )
+
+
 async def test_decompression_bombs_and_lying_headers_are_refused_before_decoding(
     make_server: ServerFactory, accounts: Accounts
 ) -> None:
@@ -48,6 +62,16 @@ async def test_decompression_bombs_and_lying_headers_are_refused_before_decoding
             (_many_scans(), 320, 240, ErrorCode.BAD_MESSAGE),  # 2,000 scans: seconds of CPU
             # a false 640x480 frame header hidden from the decoder, which reads 8000x8000
             (smuggled_size(bomb, 640, 480), 640, 480, ErrorCode.BAD_MESSAGE),
+            # headers padded with 100,000 empty comments: 0.5 s of a header reader's time
+            (
+                _padded(jpeg_bytes(64, 48), b"\xff\xfe\x00\x02" * 100_000),
+                64,
+                48,
+                ErrorCode.BAD_MESSAGE,
+            ),
+            (_padded(jpeg_bytes(64, 48), b"\xff" * 200_000), 64, 48, ErrorCode.BAD_MESSAGE),
+            # two frame headers: one reader sized the image by the first, another by the last
+            (_padded(bomb, _frame_header(64, 48)), 64, 48, ErrorCode.BAD_MESSAGE),
         ]
     ):
         await ws.send(

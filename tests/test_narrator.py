@@ -11,6 +11,7 @@ import pytest
 
 from protocol import HazardInfo, Message, ObservationMsg, SpeechStart, SpeechStop
 from server.narrator import (
+    ANSWER_RESAY_S,
     SIGN_AGE_BUDGET_S,
     SIGN_REPEAT_S,
     Lane,
@@ -309,6 +310,11 @@ def test_a_long_answer_is_cut_after_its_last_whole_sentence() -> None:
     assert limit_words("门开着。左边有一把椅子，右边有一张桌子。前面有台阶。", 10) == (
         "门开着。左边有一把椅子，右边有一张桌子。"
     )
+    # found by a review: "1." of "1.5 米" was taken for the end of a sentence
+    step = "前方是一条走廊，左边有一扇玻璃门。门前有两级台阶，第一级台阶在前方大约1.5米处，请小心。"
+    assert limit_words(step, 20) == (
+        "前方是一条走廊，左边有一扇玻璃门。门前有两级台阶，第一级台阶在前方大约1.5米处。"
+    )
 
 
 def test_a_warning_being_spoken_is_not_queued_again() -> None:
@@ -486,3 +492,14 @@ def test_a_sign_outlives_a_warnings_frame_age_budget() -> None:
     assert drain(n, T0 + 3) == [(Lane.SIGN, "Sign: EXIT")]  # the warning went stale
     n.sign("Platform 2", frame_time=T0, now=T0)
     assert n.next(T0 + SIGN_AGE_BUDGET_S + 0.1) is None and n.stats.stale_dropped == 2
+
+
+def test_an_answer_cut_by_a_dropped_network_is_said_again_only_for_a_minute() -> None:
+    for back_after, said_again in ((10.0, True), (ANSWER_RESAY_S + 1, False)):
+        n = Narrator(UserSettings())
+        n.answer("The door is open.")
+        playing = n.next(T0)
+        assert playing is not None
+        n.dropped(playing, T0 + 1)  # the network dropped while it was being said
+        again = n.next(T0 + 1 + back_after)  # the phone resumed
+        assert (again is not None and again.text == "The door is open.") == said_again

@@ -27,6 +27,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,9 +170,24 @@ def connect(path: Path | str) -> Connection:
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     if not memory:
-        conn.execute("PRAGMA journal_mode = WAL")
+        _wal(conn)
     migrate(conn)
     return conn
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. That needs the file to itself, and SQLite does not wait for it (the
+    busy timeout does not apply): processes starting together on a new file got
+    "database is locked" now and then. Retried for as long as the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)  # another process holds the file for a moment: try again
 
 
 def _statements(script: str) -> list[str]:

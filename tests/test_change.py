@@ -168,3 +168,37 @@ def test_a_wrong_keyframe_shift_does_not_fire_on_a_quiet_walk() -> None:
     seq = walking_sequence("wrong-peak", photo, seconds=7, seed=151)
     fired = run(ChangeDetector(QUIET), seq.frames)
     assert fired == [(0, TriggerReason.FIRST_FRAME)]
+
+
+@pytest.mark.parametrize("shape", [(60, 80), (45, 80), (80, 60), (9, 81), (320, 80)])
+def test_the_transforms_by_matrix_are_numpys_fft(shape: tuple[int, int]) -> None:
+    """The detector's DFT by matrix products is the windowed FFT, and its inverse finds
+    the shifts the FFT finds, on even and odd shapes (a 16:9 frame gives 45 rows)."""
+    from vision.change import _windowed_spectrum, estimate_shifts, signature_from_array
+
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    pixels = rng.standard_normal(shape).astype(np.float32)
+    window = np.outer(np.hanning(shape[0]), np.hanning(shape[1]))
+    expected = np.fft.rfft2(pixels.astype(np.float64) * window)
+    got = _windowed_spectrum(pixels)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() < 1e-4 * np.abs(expected).max()
+
+    world = rng.uniform(0, 255, (shape[0] + 8, shape[1] + 8)).astype(np.float32)
+    ref = signature_from_array(world[4 : 4 + shape[0], 4 : 4 + shape[1]])
+    moves = [(0, 0), (2, -3), (-1, 4)]
+    sigs = [
+        signature_from_array(world[4 - dy : 4 - dy + shape[0], 4 - dx : 4 - dx + shape[1]])
+        for dy, dx in moves
+    ]
+    for sig, (dy, dx) in zip(sigs, moves, strict=True):
+        cross = sig.spectrum * np.conj(ref.spectrum)
+        surface = np.fft.irfft2(cross.astype(np.complex128), s=shape)
+        fy, fx = divmod(int(np.argmax(surface)), shape[1])
+        fy -= shape[0] if fy > shape[0] // 2 else 0
+        fx -= shape[1] if fx > shape[1] // 2 else 0
+        (got_shift,) = estimate_shifts([ref], sig)
+        assert got_shift[:2] == (fy, fx) == (dy, dx)
+    # several references at once give what each gives alone
+    together = estimate_shifts(sigs, ref)
+    assert [s[:2] for s in together] == [estimate_shifts([s], ref)[0][:2] for s in sigs]

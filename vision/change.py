@@ -305,7 +305,8 @@ def signature_from_jpeg(
         img = Image.open(io.BytesIO(data))
         w, h = img.size
         img.draft("L", (max(1, w // 8), max(1, h // 8)))
-        gray = upright(img, img.convert("L"))
+        img.load()
+        gray = upright(img, img if img.mode == "L" else img.convert("L"))
     except Exception as exc:  # Pillow raises many types on corrupt data
         raise ChangeDetectorError(f"cannot decode frame: {type(exc).__name__}: {exc}") from exc
     w, h = gray.size
@@ -329,16 +330,15 @@ def signature_from_array(
     divided by is never below ``contrast_floor``, so a flat frame stays flat.
     """
     raw = gray.astype(np.float32)
-    level = float(raw.mean())
+    level = float(raw.sum()) / raw.size
     pixels = raw - level
     texture = float(np.sqrt(np.dot(pixels.ravel(), pixels.ravel()) / pixels.size))
     scale = max(texture, contrast_floor) + 1.0
     pixels /= scale
-    window = _hann(pixels.shape)
     gy, gx = _gradient(pixels)
     np.abs(gy, out=gy)
     gy += np.abs(gx, out=gx)
-    spectrum = np.fft.rfft2(pixels * window)
+    spectrum = _windowed_spectrum(pixels)
     spectrum /= np.abs(spectrum) + 1e-6  # phase only: what phase correlation uses
     return Signature(
         pixels=pixels,
@@ -354,12 +354,17 @@ def signature_from_array(
     )
 
 
-def _median(a: np.ndarray) -> float:
-    """The (upper) median of ``a``, by one partition: ``np.median`` costs more to
-    set up than this does to compute, at 300 values."""
+def _median(a: np.ndarray, *, exact: bool = False) -> float:
+    """The median of ``a`` by one partition: ``np.median`` costs more to set up than
+    this does to compute, at a few hundred values. Not ``exact``: the upper median
+    (of an even count)."""
     flat = a.ravel()
-    k = flat.size // 2
-    return float(np.partition(flat, k)[k])
+    n = flat.size
+    k = n // 2
+    if not exact or n % 2:
+        return float(np.partition(flat, k)[k])
+    low, high = np.partition(flat, (k - 1, k))[k - 1 : k + 1]
+    return (float(low) + float(high)) / 2
 
 
 CLIP_LEVEL = 248.0
@@ -396,7 +401,7 @@ def in_one_tone(
     both = (c > 16) & (c < 240) & (r > 16) & (r < 240)
     if np.count_nonzero(both) < 0.2 * both.size:
         return plain
-    gain = float(np.median(c[both] / r[both]))
+    gain = _median(c[both] / r[both], exact=True)
     if abs(gain - 1.0) < 0.03:
         return plain
     if gain > 1.0:  # the reference as the current exposure would have seen it
@@ -464,14 +469,52 @@ def _gradient(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return gy, gx
 
 
-_HANN: dict[tuple[int, int], np.ndarray] = {}
+_DFT: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
 
-def _hann(shape: tuple[int, ...]) -> np.ndarray:
-    key = (shape[0], shape[1])
-    if key not in _HANN:
-        _HANN[key] = np.outer(np.hanning(shape[0]), np.hanning(shape[1])).astype(np.float32)
-    return _HANN[key]
+def _dft(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The matrices of a Hann-windowed 2-D real DFT of an ``h`` x ``w`` array and
+    of its inverse, kept per shape (a session has one or two).
+
+    At 80x60 the FFT's arithmetic is a few microseconds and its set-up, per call,
+    about ten: as matrix products (one real and one complex BLAS call each way) the
+    same transforms cost half. Real and imaginary parts are interleaved along the
+    axis a real product runs over, so a real product's output *is* the complex
+    array (``view``), with no copy. The separable Hann window is folded into the
+    forward matrices."""
+    key = (h, w)
+    out = _DFT.get(key)
+    if out is None:
+        m = w // 2 + 1
+        k, x = np.arange(m), np.arange(w)
+        cols = np.exp(-2j * np.pi * np.outer(x, k) / w) * np.hanning(w)[:, None]
+        fwd_cols = np.empty((w, 2 * m), dtype=np.float32)
+        fwd_cols[:, 0::2], fwd_cols[:, 1::2] = cols.real, cols.imag
+        y = np.arange(h)
+        fwd_rows = (np.exp(-2j * np.pi * np.outer(y, y) / h) * np.hanning(h)[None, :]).astype(
+            np.complex64
+        )
+        inv_rows = (np.exp(2j * np.pi * np.outer(y, y) / h) / h).astype(np.complex64)
+        # irfft along a row: DC and (even w) Nyquist once, the other bins twice, and
+        # their imaginary parts ignored (sin 0 = sin(pi n) = 0 does that).
+        twice = np.full(m, 2.0)
+        twice[0] = 1.0
+        if w % 2 == 0:
+            twice[-1] = 1.0
+        angle = 2 * np.pi * np.outer(k, x) / w
+        inv_cols = np.empty((2 * m, w), dtype=np.float32)
+        inv_cols[0::2] = twice[:, None] * np.cos(angle) / w
+        inv_cols[1::2] = -twice[:, None] * np.sin(angle) / w
+        out = _DFT[key] = (fwd_cols, fwd_rows, inv_rows, inv_cols)
+    return out
+
+
+def _windowed_spectrum(pixels: np.ndarray) -> np.ndarray:
+    """``np.fft.rfft2(pixels * hann)`` (complex64, ``h`` x ``w // 2 + 1``)."""
+    h, w = pixels.shape
+    fwd_cols, fwd_rows, _, _ = _dft(h, w)
+    half = (pixels.astype(np.float32, copy=False) @ fwd_cols).view(np.complex64)
+    return fwd_rows @ half
 
 
 def estimate_shift(a: Signature, b: Signature) -> tuple[int, int, float]:
@@ -481,19 +524,27 @@ def estimate_shift(a: Signature, b: Signature) -> tuple[int, int, float]:
 
 def estimate_shifts(refs: list[Signature], b: Signature) -> list[tuple[int, int, float]]:
     """``estimate_shift`` from each of ``refs`` (all shaped like ``b``) onto ``b``, with
-    one inverse FFT for all of them (the same numbers, less set-up)."""
-    cross = np.stack([b.spectrum * np.conj(a.spectrum) for a in refs])  # phase only
-    surfaces = np.fft.irfft2(cross, s=b.pixels.shape)
+    one inverse transform for all of them (the same numbers, less set-up)."""
     h, w = b.pixels.shape
+    _, _, inv_rows, inv_cols = _dft(h, w)
+    m = w // 2 + 1
+    n = len(refs)
+    # the cross-power spectra side by side, so the inverse is one product each way
+    cross = np.empty((h, n, m), dtype=np.complex64)
+    for j, a in enumerate(refs):
+        np.multiply(b.spectrum, np.conj(a.spectrum), out=cross[:, j])  # phase only
+    rows = inv_rows @ cross.reshape(h, n * m)
+    surfaces = (rows.view(np.float32).reshape(h * n, 2 * m) @ inv_cols).reshape(h, n, w)
+    surfaces = surfaces.transpose(1, 0, 2).reshape(n, h * w)
+    peaks = surfaces.argmax(axis=1)
     out = []
-    for surface in surfaces:
-        index = int(np.argmax(surface))
+    for j, index in enumerate(peaks.tolist()):
         dy, dx = divmod(index, w)
         if dy > h // 2:
             dy -= h
         if dx > w // 2:
             dx -= w
-        out.append((dy, dx, float(surface.flat[index])))
+        out.append((dy, dx, float(surfaces[j, index])))
     return out
 
 
@@ -531,36 +582,79 @@ def aligned_residual(
     if padded is None:
         padded = pad_edges(ref, m)
     ry0, rx0 = y0 - dy, x0 - dx
-    stack = np.stack(
-        [
-            padded[ry0 + m + ry : y1 - dy + m + ry, rx0 + m + rx : x1 - dx + m + rx]
-            for ry in range(-m, m + 1)
-            for rx in range(-m, m + 1)
-        ]
-    )
+    oh, ow = y1 - y0, x1 - x0
+    side = 2 * m + 1
+    stack = np.empty((side * side, oh, ow), dtype=cur.dtype)
+    k = 0
+    for ry in range(side):
+        rows = padded[ry0 + ry : ry0 + ry + oh]
+        for rx in range(side):
+            stack[k] = rows[:, rx0 + rx : rx0 + rx + ow]
+            k += 1
     stack -= c
     np.abs(stack, out=stack)
-    best = stack.min(axis=0)  # into a fresh array: a reduction into a view is slower
+    best = full[y0:y1, x0:x1]
+    np.minimum.reduce(stack, axis=0, out=best)
     if weight is not None:
         best /= weight[ry0 : y1 - dy, rx0 : x1 - dx] + floor
-    full[y0:y1, x0:x1] = best
     if not correlate:
         return full, 1.0
     r0 = ref[ry0 : y1 - dy, rx0 : x1 - dx]
-    cc, rr = c - c.mean(), r0 - r0.mean()  # contiguous copies: vdot is one BLAS call
+    n = c.size
+    # contiguous copies (vdot is then one BLAS call); sum / n: less set-up than mean
+    cc, rr = c - float(c.sum()) / n, r0 - float(r0.sum()) / n
     corr = float(np.vdot(cc, rr) / (np.sqrt(np.vdot(cc, cc) * np.vdot(rr, rr)) + 1e-6))
     return full, corr
 
 
 def cell_means(residual: np.ndarray, cell: int) -> np.ndarray | None:
     """The residual averaged in ``cell`` x ``cell`` cells (None: fewer than 2x2 cells)."""
+    grids = _cell_grids(residual, cell)
+    return None if grids is None else grids[0]
+
+
+def _cell_grids(residual: np.ndarray, cell: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The cell means on the grid from the corner and on the grid offset by half a
+    cell (None where it has fewer than 2x2 cells; None for both: the first has).
+
+    Both grids come from one pair of small matrix products (rows, then columns, by
+    matrices of 0 and 1/cell, the two grids' stacked): two BLAS calls in all, where
+    a reshape and sum per grid first copies the array."""
     h, w = residual.shape
-    ch, cw = h // cell, w // cell
-    if ch < 2 or cw < 2:
+    rows, cols, ch, cw = _cell_matrices(h, w, cell, residual.dtype)
+    if rows is None:
         return None
-    cells = residual[: ch * cell, : cw * cell].reshape(ch, cell, cw, cell).sum(axis=(1, 3))
-    cells *= 1.0 / (cell * cell)  # the mean (exact for a power-of-two cell), less set-up
-    return cells
+    both = rows @ residual @ cols
+    if both.shape[0] - ch < 2 or both.shape[1] - cw < 2:
+        return both[:ch, :cw], None
+    return both[:ch, :cw], both[ch:, cw:]
+
+
+_CELLS: dict[tuple[int, int, int, str], tuple[np.ndarray | None, np.ndarray, int, int]] = {}
+
+
+def _cell_matrices(
+    h: int, w: int, cell: int, dtype: np.dtype
+) -> tuple[np.ndarray | None, np.ndarray, int, int]:
+    """``rows`` (cells x h) and ``cols`` (w x cells) that average ``cell`` pixels into
+    one, for the grid from 0 then the grid from ``cell // 2``; pixels outside whole
+    cells get weight 0. Kept per shape. ``rows`` is None below 2x2 cells."""
+    key = (h, w, cell, dtype.str)
+    out = _CELLS.get(key)
+    if out is None:
+        half = cell // 2
+        ch, cw = h // cell, w // cell
+        starts_y = [*range(0, ch * cell, cell), *range(half, h - cell + 1, cell)]
+        starts_x = [*range(0, cw * cell, cell), *range(half, w - cell + 1, cell)]
+        rows = np.zeros((len(starts_y), h), dtype=dtype)
+        for i, y in enumerate(starts_y):
+            rows[i, y : y + cell] = 1.0 / cell
+        cols = np.zeros((w, len(starts_x)), dtype=dtype)
+        for j, x in enumerate(starts_x):
+            cols[x : x + cell, j] = 1.0 / cell
+        out = (rows if ch >= 2 and cw >= 2 else None, cols, ch, cw)
+        _CELLS[key] = out
+    return out
 
 
 def local_score(residual: np.ndarray, cell: int) -> float:
@@ -570,18 +664,15 @@ def local_score(residual: np.ndarray, cell: int) -> float:
     sign or a figure smaller than two cells that straddles a cell border was
     diluted into four cells on one grid, and the last rows of a 60-row
     signature were on no cell at all."""
-    cells = cell_means(residual, cell)
-    if cells is None:
+    grids = _cell_grids(residual, cell)
+    if grids is None:
         return 0.0
-    inside = np.sort(cells[cells > 0])  # cells outside the overlap are all zero
-    n = inside.size
-    if n == 0:
+    cells, offset = grids
+    inside = cells[cells > 0]  # cells outside the overlap are all zero
+    if inside.size == 0:
         return 0.0
-    k = n // 2  # the median, without np.median's overhead (most of its cost at this size)
-    median = float(inside[k]) if n % 2 else (float(inside[k - 1]) + float(inside[k])) / 2
-    worst = float(inside[-1])
-    half = cell // 2
-    offset = cell_means(residual[half:, half:], cell)
+    median = _median(inside, exact=True)
+    worst = float(inside.max())
     if offset is not None:
         worst = max(worst, float(offset.max()))
     return worst / (median + 0.05)
@@ -997,7 +1088,7 @@ class ChangeDetector:
             ratio = confirmed / (self._still_map + o.still_floor)
             # against the typical cell too: a phone nudged by a fraction of a
             # signature pixel raises every textured cell at once
-            score = float(ratio.max()) / max(1.0, float(np.median(ratio)))
+            score = float(ratio.max()) / max(1.0, _median(ratio, exact=True))
         self._still_map *= o.still_decay
         np.maximum(self._still_map, confirmed, out=self._still_map)
         return score

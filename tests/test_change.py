@@ -202,3 +202,24 @@ def test_the_transforms_by_matrix_are_numpys_fft(shape: tuple[int, int]) -> None
     # several references at once give what each gives alone
     together = estimate_shifts(sigs, ref)
     assert [s[:2] for s in together] == [estimate_shifts([s], ref)[0][:2] for s in sigs]
+
+
+def test_a_client_sending_a_new_size_every_frame_cannot_grow_the_caches() -> None:
+    """The transform and cell matrices are kept per signature shape; a client sending
+    frames of ever new sizes (each twice, so they are compared too) meets a bound,
+    not a server whose memory grows (1.7 MB a shape for the tallest)."""
+    from vision.change import SHAPES_KEPT, _cell_matrices, _dft
+
+    rng = np.random.default_rng(7)
+    det = ChangeDetector()
+    t = 0.0
+    for height in range(96, 96 + 8 * 5 * SHAPES_KEPT, 8):
+        pixels = rng.integers(0, 256, (height, 640), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, "JPEG", quality=70)
+        for _ in range(2):
+            det.observe_jpeg(buf.getvalue(), t=t)
+            t += 0.1
+    assert _dft.cache_info().currsize <= SHAPES_KEPT
+    assert _cell_matrices.cache_info().currsize <= 4 * SHAPES_KEPT
+    assert _dft.cache_info().misses >= 5 * SHAPES_KEPT  # every new shape was one

@@ -38,6 +38,7 @@ carries its reason.
 
 from __future__ import annotations
 
+import functools
 import io
 from collections import deque
 from dataclasses import dataclass, field
@@ -469,12 +470,16 @@ def _gradient(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return gy, gx
 
 
-_DFT: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+SHAPES_KEPT = 8
+"""Signature shapes whose transform matrices are kept (a phone gives one or two;
+at most 1.7 MB each, so a client sending a new size every frame cannot grow the
+server's memory)."""
 
 
+@functools.lru_cache(maxsize=SHAPES_KEPT)
 def _dft(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The matrices of a Hann-windowed 2-D real DFT of an ``h`` x ``w`` array and
-    of its inverse, kept per shape (a session has one or two).
+    of its inverse, kept for the last ``SHAPES_KEPT`` shapes (read-only: shared).
 
     At 80x60 the FFT's arithmetic is a few microseconds and its set-up, per call,
     about ten: as matrix products (one real and one complex BLAS call each way) the
@@ -482,30 +487,29 @@ def _dft(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     axis a real product runs over, so a real product's output *is* the complex
     array (``view``), with no copy. The separable Hann window is folded into the
     forward matrices."""
-    key = (h, w)
-    out = _DFT.get(key)
-    if out is None:
-        m = w // 2 + 1
-        k, x = np.arange(m), np.arange(w)
-        cols = np.exp(-2j * np.pi * np.outer(x, k) / w) * np.hanning(w)[:, None]
-        fwd_cols = np.empty((w, 2 * m), dtype=np.float32)
-        fwd_cols[:, 0::2], fwd_cols[:, 1::2] = cols.real, cols.imag
-        y = np.arange(h)
-        fwd_rows = (np.exp(-2j * np.pi * np.outer(y, y) / h) * np.hanning(h)[None, :]).astype(
-            np.complex64
-        )
-        inv_rows = (np.exp(2j * np.pi * np.outer(y, y) / h) / h).astype(np.complex64)
-        # irfft along a row: DC and (even w) Nyquist once, the other bins twice, and
-        # their imaginary parts ignored (sin 0 = sin(pi n) = 0 does that).
-        twice = np.full(m, 2.0)
-        twice[0] = 1.0
-        if w % 2 == 0:
-            twice[-1] = 1.0
-        angle = 2 * np.pi * np.outer(k, x) / w
-        inv_cols = np.empty((2 * m, w), dtype=np.float32)
-        inv_cols[0::2] = twice[:, None] * np.cos(angle) / w
-        inv_cols[1::2] = -twice[:, None] * np.sin(angle) / w
-        out = _DFT[key] = (fwd_cols, fwd_rows, inv_rows, inv_cols)
+    m = w // 2 + 1
+    k, x = np.arange(m), np.arange(w)
+    cols = np.exp(-2j * np.pi * np.outer(x, k) / w) * np.hanning(w)[:, None]
+    fwd_cols = np.empty((w, 2 * m), dtype=np.float32)
+    fwd_cols[:, 0::2], fwd_cols[:, 1::2] = cols.real, cols.imag
+    y = np.arange(h)
+    fwd_rows = (np.exp(-2j * np.pi * np.outer(y, y) / h) * np.hanning(h)[None, :]).astype(
+        np.complex64
+    )
+    inv_rows = (np.exp(2j * np.pi * np.outer(y, y) / h) / h).astype(np.complex64)
+    # irfft along a row: DC and (even w) Nyquist once, the other bins twice, and
+    # their imaginary parts ignored (sin 0 = sin(pi n) = 0 does that).
+    twice = np.full(m, 2.0)
+    twice[0] = 1.0
+    if w % 2 == 0:
+        twice[-1] = 1.0
+    angle = 2 * np.pi * np.outer(k, x) / w
+    inv_cols = np.empty((2 * m, w), dtype=np.float32)
+    inv_cols[0::2] = twice[:, None] * np.cos(angle) / w
+    inv_cols[1::2] = -twice[:, None] * np.sin(angle) / w
+    out = (fwd_cols, fwd_rows, inv_rows, inv_cols)
+    for a in out:
+        a.setflags(write=False)
     return out
 
 
@@ -630,31 +634,27 @@ def _cell_grids(residual: np.ndarray, cell: int) -> tuple[np.ndarray, np.ndarray
     return both[:ch, :cw], both[ch:, cw:]
 
 
-_CELLS: dict[tuple[int, int, int, str], tuple[np.ndarray | None, np.ndarray, int, int]] = {}
-
-
+@functools.lru_cache(maxsize=4 * SHAPES_KEPT)
 def _cell_matrices(
     h: int, w: int, cell: int, dtype: np.dtype
 ) -> tuple[np.ndarray | None, np.ndarray, int, int]:
     """``rows`` (cells x h) and ``cols`` (w x cells) that average ``cell`` pixels into
     one, for the grid from 0 then the grid from ``cell // 2``; pixels outside whole
-    cells get weight 0. Kept per shape. ``rows`` is None below 2x2 cells."""
-    key = (h, w, cell, dtype.str)
-    out = _CELLS.get(key)
-    if out is None:
-        half = cell // 2
-        ch, cw = h // cell, w // cell
-        starts_y = [*range(0, ch * cell, cell), *range(half, h - cell + 1, cell)]
-        starts_x = [*range(0, cw * cell, cell), *range(half, w - cell + 1, cell)]
-        rows = np.zeros((len(starts_y), h), dtype=dtype)
-        for i, y in enumerate(starts_y):
-            rows[i, y : y + cell] = 1.0 / cell
-        cols = np.zeros((w, len(starts_x)), dtype=dtype)
-        for j, x in enumerate(starts_x):
-            cols[x : x + cell, j] = 1.0 / cell
-        out = (rows if ch >= 2 and cw >= 2 else None, cols, ch, cw)
-        _CELLS[key] = out
-    return out
+    cells get weight 0. Kept for the last few shapes (read-only: shared). ``rows`` is
+    None below 2x2 cells."""
+    half = cell // 2
+    ch, cw = h // cell, w // cell
+    starts_y = [*range(0, ch * cell, cell), *range(half, h - cell + 1, cell)]
+    starts_x = [*range(0, cw * cell, cell), *range(half, w - cell + 1, cell)]
+    rows = np.zeros((len(starts_y), h), dtype=dtype)
+    for i, y in enumerate(starts_y):
+        rows[i, y : y + cell] = 1.0 / cell
+    cols = np.zeros((w, len(starts_x)), dtype=dtype)
+    for j, x in enumerate(starts_x):
+        cols[x : x + cell, j] = 1.0 / cell
+    rows.setflags(write=False)
+    cols.setflags(write=False)
+    return (rows if ch >= 2 and cw >= 2 else None, cols, ch, cw)
 
 
 def local_score(residual: np.ndarray, cell: int) -> float:

@@ -23,8 +23,9 @@ def free_port() -> int:
 class ServeProcess:
     """A server process on a free loopback port, its log in a file."""
 
-    def __init__(self, db: Path, *args: str, log: Path) -> None:
-        self.port = free_port()
+    def __init__(self, db: Path, *args: str, log: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.db = db
         self.base = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
         self.log = log

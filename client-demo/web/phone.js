@@ -19,7 +19,7 @@ const stats = (window.seealoud = {
   framesSent: 0, chunksReceived: 0, buffersScheduled: 0, flushes: 0,
   transcripts: [], utterances: [], state: "idle", playing: 0, audioChunksSent: 0,
   settings: null, announced: [], stops: {}, interrupts: [],
-  summaries: [], voiced: [], voiceCut: [],
+  summaries: [], voiced: [], voiceCut: [], linkDropped: 0,
   // ?test=1 only: what reached the speaker, per utterance (samples sent vs heard).
   ear: {},
 });
@@ -125,6 +125,54 @@ function send(msg) {
 
 // --- connection --------------------------------------------------------------
 
+// The websocket's own pings are the browser's business and never reach this page, and a
+// server that hangs (a laptop asleep, a half-open Wi-Fi link) sends no close either: a
+// blind-user pass froze the server for 60 s and the page said "Connected" all along while
+// its frames piled up unsent. So the page pings; a ping unanswered for LINK_SILENT_MS (with
+// nothing else heard since it went) means the link is dead: said, dropped, reconnected. A
+// connection that does not get to "ready" within OPEN_TIMEOUT_MS is given up the same way.
+const PING_MS = 4000;
+const LINK_SILENT_MS = 8000;
+const OPEN_TIMEOUT_MS = 10000;
+let lastHeard = 0;
+let lastPing = 0;
+let pingWaiting = 0; // when the oldest ping not followed by anything heard went
+let linkTimer = null;
+
+function watchLink(socket) {
+  clearInterval(linkTimer);
+  const opened = performance.now();
+  lastHeard = lastPing = opened;
+  pingWaiting = 0;
+  linkTimer = setInterval(() => {
+    if (socket !== ws) return clearInterval(linkTimer);
+    const now = performance.now();
+    if (!ready) {
+      if (now - opened > OPEN_TIMEOUT_MS) abandon(socket);
+      return;
+    }
+    if (pingWaiting && lastHeard < pingWaiting && now - pingWaiting > LINK_SILENT_MS) {
+      abandon(socket);
+      return;
+    }
+    if (now - lastPing >= PING_MS && socket.readyState === WebSocket.OPEN) {
+      lastPing = now;
+      if (!pingWaiting || lastHeard >= pingWaiting) pingWaiting = now;
+      socket.send(textMessage("ping", { t: Math.round(now) }));
+    }
+  }, 1000);
+}
+
+// A dead socket's close can take minutes to come: its handlers are taken off and the page
+// goes on as if it had closed now.
+function abandon(socket) {
+  clearInterval(linkTimer);
+  stats.linkDropped += 1;
+  socket.onclose = socket.onmessage = socket.onopen = null;
+  try { socket.close(); } catch { /* already closing */ }
+  closed({ code: 1006 });
+}
+
 function connect() {
   const t = token();
   if (!t) {
@@ -134,39 +182,47 @@ function connect() {
     return;
   }
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  ws = new WebSocket(`${scheme}://${location.host}/ws`);
+  const socket = new WebSocket(`${scheme}://${location.host}/ws`);
+  ws = socket;
   ws.binaryType = "arraybuffer";
   if (stats.state !== "down") setStatus("Connecting…", "connecting");
   ws.onopen = () => {
     const hello = { protocol: PROTOCOL_VERSION, token: t, client: "seealoud-web/0.1",
                     capabilities: ["speech-out", "vibrate"] };
     if (resumeToken) hello.resume = resumeToken;
-    ws.send(textMessage("hello", hello));
+    socket.send(textMessage("hello", hello));
   };
-  ws.onmessage = (event) => onMessage(decode(event.data));
-  ws.onclose = (event) => {
-    stopFrames();
-    ready = null;
-    openUtterances.clear(); // a resumed session starts its utterances afresh
-    flushedUtterances.clear();
-    // Only a refused token (error auth-failed, close 4001) is forgotten; a slow network,
-    // a rate limit or a malformed hello leaves it alone: reconnect and try again.
-    if (event.code === 4001 || tokenRefused) {
-      tokenRefused = false;
-      const refused = "The token was refused. Ask your caregiver for a new one.";
-      setStatus(refused, "down");
-      clearTimeout(statusTimer); // said here, once, every time (also when already down)
-      voice(refused, { interrupt: true, now: true });
-      localStorage.removeItem("seealoud-token");
-      $("login").hidden = false;
-      $("token").setAttribute("aria-invalid", "true");
-      $("token").focus();
-      return;
-    }
-    setStatus("Connection lost. Reconnecting…", "down");
-    setTimeout(connect, backoff);
-    backoff = Math.min(backoff * 2, 15000);
+  ws.onmessage = (event) => {
+    lastHeard = performance.now();
+    onMessage(decode(event.data));
   };
+  ws.onclose = closed;
+  watchLink(socket);
+}
+
+function closed(event) {
+  clearInterval(linkTimer);
+  stopFrames();
+  ready = null;
+  openUtterances.clear(); // a resumed session starts its utterances afresh
+  flushedUtterances.clear();
+  // Only a refused token (error auth-failed, close 4001) is forgotten; a slow network,
+  // a rate limit or a malformed hello leaves it alone: reconnect and try again.
+  if (event.code === 4001 || tokenRefused) {
+    tokenRefused = false;
+    const refused = "The token was refused. Ask your caregiver for a new one.";
+    setStatus(refused, "down");
+    clearTimeout(statusTimer); // said here, once, every time (also when already down)
+    voice(refused, { interrupt: true, now: true });
+    localStorage.removeItem("seealoud-token");
+    $("login").hidden = false;
+    $("token").setAttribute("aria-invalid", "true");
+    $("token").focus();
+    return;
+  }
+  setStatus("Connection lost. Reconnecting…", "down");
+  setTimeout(connect, backoff);
+  backoff = Math.min(backoff * 2, 15000);
 }
 
 function onMessage(msg) {
@@ -176,17 +232,21 @@ function onMessage(msg) {
       resumeToken = msg.data.resume;
       backoff = 500;
       const first = caps === null;
-      const before = caps;
       caps = msg.data.capabilities;
       showCapabilityStatus(caps);
-      // Short sentences, said once: on the first connect, or when they changed.
+      // Vision is in the status line, which is said as the page comes back "live".
+      told.vision = capabilityState(caps, "vision");
+      // Short sentences, said once: on the first connect, or when they changed from what
+      // the user was last told (a restarted server loads its models again: "ready" once
+      // more is not news, "unavailable" after "still loading" is).
       if (first) {
-        for (const [k, v] of Object.entries(caps.reasons || {})) {
-          // Vision is in the status line; "still loading" is followed by "... is ready."
-          if (k !== "vision" && !v.includes("loading")) announce(v);
+        for (const key of Object.keys(CAPABILITY_READY)) {
+          told[key] = capabilityState(caps, key);
+          if (key === "vision" || told[key] === "ready" || told[key] === "loading") continue;
+          announce(told[key]);
         }
       } else {
-        announceCapabilityChanges(before, caps);
+        announceCapabilityChanges(caps);
       }
       $("controls").hidden = false;
       $("login").hidden = true;
@@ -202,9 +262,8 @@ function onMessage(msg) {
       break;
     }
     case "capabilities": {
-      const before = caps;
       caps = msg.data;
-      announceCapabilityChanges(before, caps);
+      announceCapabilityChanges(caps);
       break;
     }
     case "speech-start":
@@ -536,12 +595,19 @@ const CAPABILITY_OFF = {
   vision: "Vision is unavailable.", speech_in: "Spoken questions are unavailable.",
   speech_out: "Speech is unavailable.", text_reading: "Text reading is unavailable.",
 };
-function announceCapabilityChanges(before, after) {
+// What the user was last told of each capability: "ready", "loading", or why it is off.
+const told = {};
+function capabilityState(c, key) {
+  if (c[key]) return "ready";
+  const why = (c.reasons || {})[key] || CAPABILITY_OFF[key];
+  return why.includes("loading") ? "loading" : why;
+}
+function announceCapabilityChanges(after) {
   for (const key of Object.keys(CAPABILITY_READY)) {
-    if (!before || before[key] === after[key]) continue;
-    const why = (after.reasons || {})[key] || CAPABILITY_OFF[key];
-    if (!after[key] && why.includes("loading")) continue; // it says so when it is ready
-    announce(after[key] ? CAPABILITY_READY[key] : why);
+    const now = capabilityState(after, key);
+    if (now === "loading" || now === told[key]) continue; // loading: said when it is ready
+    told[key] = now;
+    announce(now === "ready" ? CAPABILITY_READY[key] : now);
   }
   showCapabilityStatus(after);
 }

@@ -1,0 +1,117 @@
+"""The phone page when the link itself fails: a server that hangs (a laptop asleep, a
+half-open Wi-Fi link) sends no close, so the page must notice by itself, say so and
+reconnect; and a reconnect to the same server is not news to the user.
+
+The server is a real ``seealoud serve`` process on embedded defaults (no vision weights on
+this machine: vision is "unavailable", which the page shows); the hang is SIGSTOP.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.auth import UserStore
+from server.db import connect
+from tests.server_process import ServeProcess
+from tests.test_browser import CHROMEDRIVER, CHROMIUM, chromium, phone_size, shot, wait, write_y4m
+
+pytestmark = pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()),
+    reason="Chromium and chromedriver are not installed (scripts/install.sh test installs them)",
+)
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+
+LOST = "Connection lost. Reconnecting…"
+
+
+@pytest.fixture(scope="module")
+def link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("link")
+    db = tmp / "link.db"
+    token = UserStore(connect(db)).add("alice")
+    server = ServeProcess(db, log=tmp / "server.log")
+    server.wait_healthy(60)
+    y4m = tmp / "camera.y4m"
+    write_y4m(y4m)
+    driver = chromium(tmp, y4m)
+    phone_size(driver)
+    world = {"driver": driver, "server": server, "token": token}
+    try:
+        yield world
+    finally:
+        driver.quit()
+        last = world["server"]
+        if last.proc.poll() is None:
+            os.kill(last.proc.pid, signal.SIGCONT)
+        last.stop()
+
+
+def test_a_hung_server_is_noticed_said_and_reconnected(link: dict[str, Any]) -> None:
+    driver, server = link["driver"], link["server"]
+    driver.get(f"{server.base}/?fps=5#token={link['token']}")
+    wait(driver, "window.seealoud && window.seealoud.state === 'live'")
+    wait(driver, "window.seealoud.framesSent >= 5")
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    frozen = time.monotonic()
+    try:
+        # Said at once when noticed: a ping every 4 s, answered within 8 s or the link is dead.
+        wait(driver, "window.seealoud.state === 'down'", timeout=20)
+        noticed = time.monotonic() - frozen
+        wait(driver, f"window.seealoud.voiced.includes({LOST!r})", timeout=5)
+        assert noticed < 15, f"a hung server was noticed after {noticed:.1f} s"
+        assert driver.execute_script("return window.seealoud.linkDropped") >= 1
+        shot(driver, "phone-link-lost.png")
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    # Back by itself once the server answers again, and said once, not at every retry.
+    wait(driver, "window.seealoud.state === 'live'", timeout=40)
+    voiced = driver.execute_script("return window.seealoud.voiced")
+    assert voiced.count(LOST) == 1, voiced
+    print(f"\nhung server noticed after {noticed:.1f} s")
+
+
+def test_a_restarted_server_says_only_what_changed(link: dict[str, Any]) -> None:
+    """What each capability is was said on the first connect. A restarted server loads its
+    models again ("still loading", then "ready"): a reconnect says only that it is
+    connected again, and what really changed (a pass heard three or four lines of "... is
+    ready" at every reconnect, and never heard that vision, "still loading" on the status
+    line, had become unavailable)."""
+    driver, server = link["driver"], link["server"]
+    wait(driver, "window.seealoud && window.seealoud.state === 'live'")
+    server.wait_until(
+        lambda: all(server.get_json("/readyz")["capabilities"][k] for k in ("speech_out",)),
+        timeout=120,
+        what="speaking",
+    )
+    said = driver.execute_script("return window.seealoud.announced.length")
+    voiced = driver.execute_script("return window.seealoud.voiced.length")
+    server.stop()
+    wait(driver, "window.seealoud.state === 'down'", timeout=20)
+    again = ServeProcess(server.db, log=server.log.with_suffix(".2.log"), port=server.port)
+    link["server"] = again  # the fixture stops this one
+    again.wait_healthy(60)
+    wait(driver, "window.seealoud.state === 'live'", timeout=40)
+    again.wait_until(
+        lambda: all(again.get_json("/readyz")["capabilities"][k] for k in ("speech_out",)),
+        timeout=120,
+        what="speaking again",
+    )
+    # The page has had the capabilities that followed "ready": it is polled, not slept on.
+    sent = driver.execute_script("return window.seealoud.framesSent")
+    wait(driver, f"window.seealoud.framesSent >= {sent + 10}", timeout=20)
+    new = driver.execute_script(f"return window.seealoud.announced.slice({said})")
+    heard = driver.execute_script(f"return window.seealoud.voiced.slice({voiced})")
+    status = driver.execute_script("return document.getElementById('status').textContent")
+    assert not any(line.endswith("is ready.") or "work now" in line for line in new), new
+    assert "loading" not in status, status
+    if any("loading" in line for line in heard):
+        # the status line said vision was still loading: how that ended is said too
+        assert status.removeprefix("Connected. ") in new, (heard, new, status)
+    print("\nafter a restart the page said:", heard, new)

@@ -35,14 +35,17 @@ LOST = "Connection lost. Reconnecting…"
 def link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("link")
     db = tmp / "link.db"
-    token = UserStore(connect(db)).add("alice")
+    store = UserStore(connect(db))
+    token = store.add("alice")
+    carer = store.add("carol", role="caregiver")
+    store.assign("carol", "alice")
     server = ServeProcess(db, log=tmp / "server.log")
     server.wait_healthy(60)
     y4m = tmp / "camera.y4m"
     write_y4m(y4m)
     driver = chromium(tmp, y4m)
     phone_size(driver)
-    world = {"driver": driver, "server": server, "token": token}
+    world = {"driver": driver, "server": server, "token": token, "carer": carer}
     try:
         yield world
     finally:
@@ -115,3 +118,49 @@ def test_a_restarted_server_says_only_what_changed(link: dict[str, Any]) -> None
         # the status line said vision was still loading: how that ended is said too
         assert status.removeprefix("Connected. ") in new, (heard, new, status)
     print("\nafter a restart the page said:", heard, new)
+
+
+def restart(link: dict[str, Any]) -> ServeProcess:
+    """A new server process on the same port and database as the one it replaces."""
+    old = link["server"]
+    again = ServeProcess(old.db, log=old.log.with_suffix(".next.log"), port=old.port)
+    link["server"] = again  # the fixture stops this one
+    again.wait_healthy(60)
+    return again
+
+
+def test_the_caregiver_page_reconnects_and_a_save_is_never_lost_silently(
+    link: dict[str, Any],
+) -> None:
+    """Across a server restart: while it is down the page says so, a Save says it was not
+    saved (not "Saving…" for ever); once back, it reconnects by itself (the token is kept
+    in memory only) and a Save applies."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver = link["driver"]
+    driver.get(f"{link['server'].base}/caregiver")
+    driver.find_element(By.ID, "token").send_keys(link["carer"])
+    driver.find_element(By.CSS_SELECTOR, "#login button").click()
+    wait(driver, "window.seealoudCaregiver.settings !== null")
+    link["server"].stop()
+    wait(driver, "document.getElementById('status').textContent.startsWith('Connection lost')")
+    assert not driver.find_element(By.ID, "connected").text.startswith("Connected now")
+    Select(driver.find_element(By.ID, "verbosity")).select_by_value("hazards-only")
+    driver.find_element(By.ID, "save").click()
+    assert driver.find_element(By.ID, "result").text.startswith("Not saved: not connected")
+    shot(driver, "caregiver-disconnected.png")
+    server = restart(link)
+    wait(driver, "window.seealoudCaregiver.reconnects >= 1", timeout=40)
+    # the form as edited is kept across the reconnect
+    assert (
+        Select(driver.find_element(By.ID, "verbosity")).first_selected_option.get_attribute("value")
+        == "hazards-only"
+    )
+    driver.find_element(By.ID, "save").click()
+    wait(driver, "window.seealoudCaregiver.saved >= 1", timeout=20)
+    assert driver.find_element(By.ID, "result").text.startswith("Saved.")
+    from server.db import connect as db_connect
+    from server.settings import SettingsStore
+
+    assert SettingsStore(db_connect(server.db)).get("alice").verbosity == "hazards-only"

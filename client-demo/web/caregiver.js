@@ -5,62 +5,112 @@ const $ = (id) => document.getElementById(id);
 let ws = null;
 let pending = 0;
 let refresher = null;
+// Kept in memory only (never in storage), so the page can reconnect by itself after a
+// network drop or a server restart: a pass found it stuck on "Reload to log in again"
+// with "Connected now" still shown and a Save that said "Saving…" for ever.
+let loginToken = null;
+let giveUp = false;
+let backoff = 500;
+let saveTimer = null;
+const SAVE_TIMEOUT_MS = 10000;
 const state = (window.seealoudCaregiver = { ready: null, settings: null, saved: 0, errors: [],
-                                            connected: null });
+                                            connected: null, reconnects: 0 });
 
 function status(text) { $("status").textContent = text; }
+function result(text) {
+  clearTimeout(saveTimer);
+  $("result").textContent = text;
+}
 
 function connect(token) {
+  loginToken = token;
+  giveUp = false;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  ws = new WebSocket(`${scheme}://${location.host}/ws`);
-  ws.onopen = () => ws.send(textMessage("hello", { protocol: PROTOCOL_VERSION, token,
-                                                   client: "seealoud-caregiver/0.1" }));
-  ws.onmessage = (event) => onMessage(decode(event.data));
-  ws.onclose = (event) => {
+  const socket = new WebSocket(`${scheme}://${location.host}/ws`);
+  ws = socket;
+  socket.onopen = () => socket.send(textMessage("hello", { protocol: PROTOCOL_VERSION, token,
+                                                           client: "seealoud-caregiver/0.1" }));
+  socket.onmessage = (event) => onMessage(decode(event.data));
+  socket.onclose = (event) => {
     clearInterval(refresher);
-    status(event.code === 4001 ? "The token was refused." : "Disconnected. Reload to log in again.");
+    if (socket !== ws) return;
+    if ($("result").textContent === "Saving…") {
+      result("Not saved: the connection was lost. Save again once it is back.");
+    }
+    // Whether the person is connected is not known while we are not.
+    $("connected").textContent = "Not known while this page is disconnected.";
+    $("connected").dataset.state = "down";
+    if (event.code === 4001 || giveUp) {
+      loginToken = null;
+      if (event.code === 4001) status("The token was refused.");
+      $("login").hidden = false;
+      $("panel").hidden = true;
+      $("token").focus();
+      return;
+    }
+    status("Connection lost. Reconnecting…");
+    setTimeout(() => { if (loginToken && ws === socket) connect(loginToken); }, backoff);
+    backoff = Math.min(backoff * 2, 15000);
   };
 }
 
+let watching = false;
 function onMessage(msg) {
   if (msg.type === "ready") {
     if (msg.data.role !== "caregiver") {
       status("This token belongs to a user, not a caregiver.");
+      giveUp = true;
       ws.close();
       return;
     }
+    const again = state.ready !== null;
     state.ready = msg.data;
-    status(`Logged in as ${msg.data.user}.`);
+    backoff = 500;
+    status(again ? `Connected again as ${msg.data.user}.` : `Logged in as ${msg.data.user}.`);
     $("login").hidden = true;
     $("panel").hidden = false;
     const select = $("user");
+    const chosen = select.value;
     select.replaceChildren(...msg.data.manages.map((u) => new Option(u, u)));
-    select.focus(); // the login form is gone: put the screen reader on the panel
-    if (msg.data.manages.length) load(msg.data.manages[0]);
-    else status(`Logged in as ${msg.data.user}. Nobody is assigned to you yet.`);
+    if (again) {
+      state.reconnects += 1;
+      if (msg.data.manages.includes(chosen)) select.value = chosen;
+      // a form being edited is kept: a refresh does not overwrite it
+      if (select.value) load(select.value, "refresh");
+    } else {
+      select.focus(); // the login form is gone: put the screen reader on the panel
+      if (msg.data.manages.length) load(msg.data.manages[0]);
+    }
+    if (!msg.data.manages.length) status(`Logged in as ${msg.data.user}. Nobody is assigned to you yet.`);
     // Keep "connected" and the change log current while the page is open.
+    clearInterval(refresher);
     refresher = setInterval(() => { if (!document.hidden) load($("user").value, "refresh"); }, 10000);
-    document.addEventListener("visibilitychange", () => {
-      if (!document.hidden && ws.readyState === WebSocket.OPEN) load($("user").value, "refresh");
-    });
+    if (!watching) {
+      watching = true;
+      document.addEventListener("visibilitychange", () => {
+        if (!document.hidden) load($("user").value, "refresh");
+      });
+    }
   } else if (msg.type === "settings") {
     const refresh = msg.id && msg.id.startsWith("refresh-");
     if (!refresh || !formIsDirty()) show(msg.data);
     else showStatus(msg.data);
     if (msg.id && msg.id.startsWith("save-")) {
       state.saved += 1;
-      $("result").textContent = msg.data.connected
+      result(msg.data.connected
         ? "Saved. It applies at once."
-        : "Saved. It applies when they next connect.";
+        : "Saved. It applies when they next connect.");
     }
   } else if (msg.type === "error") {
     state.errors.push(msg.data.code);
-    $("result").textContent = `Not saved: ${msg.data.message}`;
+    result(`Not saved: ${msg.data.message}`);
   }
 }
 
+function linked() { return ws !== null && ws.readyState === WebSocket.OPEN && state.ready !== null; }
+
 function load(user, kind = "get") {
-  if (user) ws.send(textMessage("settings-get", { user }, `${kind}-${++pending}`));
+  if (user && linked()) ws.send(textMessage("settings-get", { user }, `${kind}-${++pending}`));
 }
 
 let shownValues = null;
@@ -190,7 +240,7 @@ for (const box of document.querySelectorAll("input[name=cat]")) {
 $("settings").addEventListener("submit", (e) => {
   e.preventDefault();
   if (!$("settings").reportValidity()) {
-    $("result").textContent = "Not saved: a value is out of range (see the highlighted field).";
+    result("Not saved: a value is out of range (see the highlighted field).");
     return;
   }
   const values = readForm();
@@ -198,7 +248,13 @@ $("settings").addEventListener("submit", (e) => {
   const before = shownValues ? pick(shownValues) : {};
   const changed = Object.fromEntries(Object.entries(values)
     .filter(([k, v]) => JSON.stringify(before[k]) !== JSON.stringify(v)));
-  if (!Object.keys(changed).length) { $("result").textContent = "Nothing to save."; return; }
-  $("result").textContent = "Saving…";
+  if (!Object.keys(changed).length) { result("Nothing to save."); return; }
+  if (!linked()) { result("Not saved: not connected. Save again once it is back."); return; }
+  result("Saving…");
   ws.send(textMessage("settings-update", { user: $("user").value, values: changed }, `save-${++pending}`));
+  saveTimer = setTimeout(() => {
+    if ($("result").textContent === "Saving…") {
+      result("Not saved: the server did not answer. Try again.");
+    }
+  }, SAVE_TIMEOUT_MS);
 });

@@ -349,6 +349,9 @@ def configure_logging(level: str) -> None:
         root.removeHandler(handler)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(max(logging.WARNING, root.level))
+    # Pillow logs every EXIF tag it parses at DEBUG, with the raw bytes of short values
+    # (where a photo was taken, a phone's serial): image data, never for the log.
+    logging.getLogger("PIL").setLevel(max(logging.INFO, root.level))
 
 
 def startup_summary(

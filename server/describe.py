@@ -34,7 +34,7 @@ from protocol import CameraFrame, ErrorCode
 from server.analysis import AnalysisRequest
 from server.auth import Account
 from server.context import ServerContext
-from server.jpeg import JpegHeaderError, frame_problem, jpeg_size
+from server.jpeg import JpegHeaderError, frame_problem, jpeg_size, plain_headers
 from server.languages import LANGUAGES
 from server.ratelimit import client_address
 from server.slot import PendingFrame
@@ -95,6 +95,7 @@ class Describer:
     ) -> dict[str, Any]:
         started = time.monotonic()
         frame = self._frame(jpeg)
+        jpeg = frame.payload  # its metadata dropped (``plain_headers``)
         if language is None:
             language = (await self.ctx.off_loop(self.ctx.settings.get, name)).language
         if language not in LANGUAGES:
@@ -203,6 +204,7 @@ class Describer:
         if problem is not None:
             code, text = problem
             raise DescribeError(413 if code == ErrorCode.FRAME_TOO_LARGE else 400, code, text)
+        frame.payload = plain_headers(jpeg)
         return frame
 
     async def _signs(self, signs: list[str], jpeg: bytes) -> list[dict[str, str | None]]:

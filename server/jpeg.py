@@ -127,3 +127,95 @@ def jpeg_scans(data: bytes) -> int:
     """How many scans (start-of-scan markers) the JPEG has; entropy-coded data escapes
     every 0xFF, so each 0xFF 0xDA is a marker."""
     return data.count(b"\xff\xda")
+
+
+KEPT_APP = {0xE0, 0xEE}
+"""APPn segments a frame keeps: JFIF (APP0) and Adobe (APP14, which says how a CMYK or
+YCCK frame's colours are coded). The rest (EXIF, XMP, ICC, the multi-picture index,
+comments) is metadata: some of it is parsed by Pillow in pure Python, holding the GIL
+for the whole server (a 64 KB EXIF of 5,400 entries pointing back at itself cost 930 ms a
+frame and starved every other phone's detector), and it can carry where the photo was
+taken and the phone's serial number, which the model has no use for."""
+MAX_EXIF_ENTRIES = 64
+"""Entries of the first EXIF directory read for the orientation (a phone writes about
+ten, sorted by tag; the orientation, 0x0112, comes among the first)."""
+
+
+def plain_headers(data: bytes) -> bytes:
+    """``data`` with only the headers a decoder needs, and the EXIF orientation (which
+    every decoder here applies) as a one-entry EXIF of our own; ``data`` itself when there
+    is nothing to drop. Call it on a frame ``frame_problem`` accepted: the headers were
+    walked and bounded there."""
+    keep: list[bytes] = [data[:2]]
+    orientation = 1
+    dropped = False
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return data  # not what frame_problem accepted: leave it to the decoder's error
+        marker = data[i + 1]
+        if marker == 0xFF:
+            keep.append(data[i : i + 1])
+            i += 1
+            continue
+        if marker in (0xD9, 0xDA):
+            break
+        end = i + 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+        segment = data[i:end]
+        if (0xE0 <= marker <= 0xEF and marker not in KEPT_APP) or marker == 0xFE:
+            dropped = True
+            if marker == 0xE1 and segment[4:10] == b"Exif\x00\x00":
+                orientation = _orientation(segment[10:]) or orientation
+        else:
+            keep.append(segment)
+        i = end
+    if not dropped:
+        return data
+    if orientation != 1:
+        keep.insert(1, _exif_orientation(orientation))
+    keep.append(data[i:])
+    return b"".join(keep)
+
+
+def _orientation(tiff: bytes) -> int | None:
+    """The orientation tag (1-8) of an EXIF block's first directory, reading at most
+    ``MAX_EXIF_ENTRIES`` entries; None when absent or not valid."""
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return None
+
+    def num(at: int, size: int) -> int:
+        return int.from_bytes(tiff[at : at + size], order)  # type: ignore[arg-type]
+
+    if num(2, 2) != 42:
+        return None
+    ifd = num(4, 4)
+    if ifd + 2 > len(tiff):
+        return None
+    for k in range(min(num(ifd, 2), MAX_EXIF_ENTRIES)):
+        at = ifd + 2 + 12 * k
+        if at + 12 > len(tiff):
+            return None
+        tag = num(at, 2)
+        if tag == 0x0112:
+            value = num(at + 8, 2) if num(at + 2, 2) == 3 else 0
+            return value if 1 <= value <= 8 else None
+        if tag > 0x0112:  # the entries are sorted by tag
+            return None
+    return None
+
+
+def _exif_orientation(orientation: int) -> bytes:
+    """An APP1 segment with an EXIF block holding only ``orientation``."""
+    tiff = (
+        b"MM\x00\x2a\x00\x00\x00\x08"  # big-endian TIFF, first directory at 8
+        + (1).to_bytes(2, "big")  # one entry
+        + (0x0112).to_bytes(2, "big")
+        + (3).to_bytes(2, "big")  # SHORT
+        + (1).to_bytes(4, "big")
+        + orientation.to_bytes(2, "big")
+        + b"\x00\x00"
+        + b"\x00\x00\x00\x00"  # no next directory
+    )
+    payload = b"Exif\x00\x00" + tiff
+    return b"\xff\xe1" + (2 + len(payload)).to_bytes(2, "big") + payload

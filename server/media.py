@@ -22,7 +22,7 @@ from protocol import CameraFrame, ErrorCode, HazardInfo, Message, ObservationMsg
 from runtime import WorkerBusy, WorkerStalled
 from server.analysis import AnalysisRequest
 from server.context import ServerContext
-from server.jpeg import frame_problem
+from server.jpeg import frame_problem, plain_headers
 from server.narrator import Narrator, Utterance
 from server.slot import FrameSlot, NewestTask, PendingFrame
 from vision.change import ChangeDetector, ChangeDetectorError, ChangeOptions
@@ -91,6 +91,9 @@ class MediaPipeline:
         return frame_problem(frame, max_bytes=cfg.max_frame_bytes, max_pixels=cfg.max_frame_pixels)
 
     def put(self, frame: CameraFrame, received_at: float) -> None:
+        """Keep ``frame`` (accepted by ``frame_problem``) as the newest, its metadata
+        dropped before anything decodes it (``plain_headers``)."""
+        frame.payload = plain_headers(frame.payload)
         before = self.slot.dropped
         self.slot.put(PendingFrame(frame=frame, received_at=received_at))
         self.ctx.metrics.frames_received += 1

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import io
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -309,7 +310,9 @@ def signature_from_jpeg(
         img.load()
         gray = upright(img, img if img.mode == "L" else img.convert("L"))
     except Exception as exc:  # Pillow raises many types on corrupt data
-        raise ChangeDetectorError(f"cannot decode frame: {type(exc).__name__}: {exc}") from exc
+        # Pillow names the buffer it read, with its heap address: not for a client
+        reason = re.sub(r" ?<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc))
+        raise ChangeDetectorError(f"cannot decode frame: {type(exc).__name__}: {reason}") from exc
     w, h = gray.size
     if w < 1 or h < 1:
         raise ChangeDetectorError(f"cannot decode frame: empty image {w}x{h}")

@@ -1,0 +1,106 @@
+"""A frame's metadata is dropped before anything decodes it; its orientation is kept.
+
+Found by an attacker pass: a 72 KB frame whose EXIF directory held 5,400 entries, its
+sub-directory pointers aimed back at itself, cost Pillow's pure-Python EXIF parser 930 ms
+a frame while holding the GIL, and starved every other phone's change detector. EXIF
+(and XMP, ICC, the multi-picture index, comments) can also say where the picture was
+taken; none of it reaches a decoder now.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+from PIL import Image
+
+from protocol import CameraFrame
+from server.jpeg import frame_problem, plain_headers
+from vision.change import ChangeDetector, ChangeDetectorError, signature_from_jpeg
+
+
+def picture(mode: str = "RGB") -> Image.Image:
+    rng = np.random.default_rng(3)
+    img = Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    img.paste((30, 30, 220), (0, 0, 80, 120))  # left half blue: which way up is visible
+    return img.convert(mode)
+
+
+def encode(img: Image.Image, *, exif: bytes | None = None, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=85, **({"exif": exif} if exif else {}), **kw)
+    return buf.getvalue()
+
+
+def exif_bomb(orientation: int, entries: int = 5400) -> bytes:
+    """The attacker's EXIF: one big directory, the orientation first, the Exif, GPS and
+    Interop pointers all pointing back at the same directory."""
+    ents = [struct.pack(">HHLHH", 0x0112, 3, 1, orientation, 0)]
+    ents += [struct.pack(">HHLL", t, 4, 1, 8) for t in (0x8769, 0x8825, 0xA005)]
+    ents += [struct.pack(">HHLL", 0x1000 + i, 7, 8, 0) for i in range(entries - 4)]
+    ifd = struct.pack(">H", len(ents)) + b"".join(ents) + b"\x00\x00\x00\x00"
+    return b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08" + ifd
+
+
+def with_exif(jpeg: bytes, exif: bytes) -> bytes:
+    """``jpeg`` with ``exif`` as an APP1 segment right after the start of image."""
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", 2 + len(exif)) + exif + jpeg[2:]
+
+
+def accepted(jpeg: bytes) -> bool:
+    w, h = Image.open(io.BytesIO(jpeg)).size
+    frame = CameraFrame(seq=1, ts=1, width=w, height=h, payload=jpeg)
+    return frame_problem(frame, max_bytes=4_000_000, max_pixels=2_000_000) is None
+
+
+def test_the_exif_bomb_is_reduced_to_its_orientation() -> None:
+    plain = encode(picture())
+    bomb = with_exif(plain, exif_bomb(6))
+    assert len(bomb) > 60_000 and accepted(bomb)  # the header walk lets it through...
+    clean = plain_headers(bomb)
+    assert len(clean) < len(plain) + 100  # ...and none of the 64 KB reaches a decoder
+    img = Image.open(io.BytesIO(clean))
+    assert dict(img.getexif()) == {0x0112: 6}
+    assert np.array_equal(np.asarray(img), np.asarray(Image.open(io.BytesIO(plain))))
+    # the detector sees the turned picture, as it would from the original
+    assert signature_from_jpeg(clean).pixels.shape == signature_from_jpeg(bomb).pixels.shape
+    assert signature_from_jpeg(clean).pixels.shape[0] > signature_from_jpeg(plain).pixels.shape[0]
+
+
+def test_metadata_goes_and_what_decoding_needs_stays() -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"
+    exif[0x0112] = 8
+    exif[0x8825] = {2: (52.0, 22.0, 1.0), 4: (4.0, 42.0, 0.0)}  # where it was taken
+    jpeg = encode(picture(), exif=exif.tobytes(), comment=b"a comment", icc_profile=b"\0" * 600)
+    clean = plain_headers(jpeg)
+    img = Image.open(io.BytesIO(clean))
+    assert dict(img.getexif()) == {0x0112: 8}
+    assert "icc_profile" not in img.info and "comment" not in img.info
+    assert np.array_equal(np.asarray(img), np.asarray(Image.open(io.BytesIO(jpeg))))
+    # upright or no orientation at all: no EXIF of ours
+    for value in (1, 9, 0):
+        exif[0x0112] = value
+        clean = plain_headers(encode(picture(), exif=exif.tobytes()))
+        assert dict(Image.open(io.BytesIO(clean)).getexif()) == {}
+    # CMYK keeps Adobe's segment, which says how its colours are coded
+    cmyk = encode(picture("CMYK"))
+    assert b"Adobe" in plain_headers(cmyk)
+    assert np.array_equal(
+        np.asarray(Image.open(io.BytesIO(plain_headers(cmyk))).convert("RGB")),
+        np.asarray(Image.open(io.BytesIO(cmyk)).convert("RGB")),
+    )
+    # a frame with nothing to drop is passed on as it is (no copy)
+    plain = encode(picture())
+    assert plain_headers(plain) is plain
+
+
+def test_a_decode_error_does_not_name_a_heap_address() -> None:
+    det = ChangeDetector()
+    try:
+        det.observe_jpeg(b"\xff\xd8\xff\xe0" + b"\x00" * 40, t=0.0)
+    except ChangeDetectorError as exc:
+        assert " at 0x" not in str(exc) and "cannot decode frame" in str(exc)
+    else:
+        raise AssertionError("a broken frame was decoded")

@@ -93,7 +93,8 @@ class Reading:
             log.warning("text reading failed: %s", type(exc).__name__)
             if not quiet:
                 await self.send_error(ErrorCode.MODEL_FAILED, "text reading failed", ref=ref)
-                self.offer(self.narrator.notice("unsure"))
+                # said as what it is: "I'm not sure" after 20 s read as an answer about the text
+                self.offer(self.narrator.notice("reading_failed"))
             return None
 
 

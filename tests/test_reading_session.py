@@ -173,3 +173,31 @@ def test_blurred_or_empty_text_is_a_notice_and_no_words() -> None:
     assert _queued(n, TextReading(status="partial", cut_off=["left"])) == [
         ("notice", "There is text, but it is too blurred to read. Hold the phone still.")
     ]
+
+
+class FailingTextReaderDouble:
+    """Test double for the text reader: its reading fails as the real one did on a dense
+    page here (the OCR worker ran past its 20 s and was abandoned)."""
+
+    def load(self) -> None:
+        return None
+
+    def read_jpeg(self, data: bytes) -> TextReading:
+        raise RuntimeError("the text reader failed")
+
+
+async def test_a_failed_reading_is_said_as_a_failure_not_as_an_answer(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    """A blind-user pass heard "I'm not sure." after a dense page's reading failed: it
+    sounded like an answer about the text. It says that reading failed."""
+    reader = FailingTextReaderDouble()
+    server = await make_server(ScriptedAnalyzerDouble([(None, 0.0)]), text=reader)
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    await phone.jpeg(jpeg(page_scene()), 640, 480)
+    await phone.send(p.Question(text="read", intent="read", id="r"))
+    start = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart))
+    assert start.text == "I could not read the text this time. Try again."  # type: ignore[attr-defined]
+    error = await phone.wait_for(lambda m: isinstance(m, p.Error))
+    assert error.code == p.ErrorCode.MODEL_FAILED  # type: ignore[attr-defined]
+    await phone.close()

@@ -114,9 +114,11 @@ def test_a_restarted_server_says_only_what_changed(link: dict[str, Any]) -> None
     status = driver.execute_script("return document.getElementById('status').textContent")
     assert not any(line.endswith("is ready.") or "work now" in line for line in new), new
     assert "loading" not in status, status
+    vision = status.removeprefix("Connected. ")
     if any("loading" in line for line in heard):
         # the status line said vision was still loading: how that ended is said too
-        assert status.removeprefix("Connected. ") in new, (heard, new, status)
+        assert vision in new, (heard, new, status)
+    assert sum(vision in line for line in heard) == 1, heard  # once, not also in the status
     print("\nafter a restart the page said:", heard, new)
 
 
@@ -164,3 +166,35 @@ def test_the_caregiver_page_reconnects_and_a_save_is_never_lost_silently(
     from server.settings import SettingsStore
 
     assert SettingsStore(db_connect(server.db)).get("alice").verbosity == "hazards-only"
+
+
+def test_a_refusal_the_server_says_is_not_said_twice(link: dict[str, Any]) -> None:
+    """With no vision, a question gets the server's spoken "Vision is unavailable right
+    now." A pass also heard the page's own voice say the error's text at the same moment;
+    the page now says a refusal only when no speech from the server follows it."""
+    from selenium.webdriver.common.by import By
+
+    driver, server = link["driver"], link["server"]
+    driver.get(f"{server.base}/?fps=5#token={link['token']}")
+    wait(driver, "window.seealoud && window.seealoud.state === 'live'")
+    server.wait_until(
+        lambda: bool(server.get_json("/readyz")["capabilities"]["speech_out"]),
+        timeout=120,
+        what="speaking",
+    )
+    wait(driver, "window.seealoud.framesSent >= 5")
+    # vision settled (and said, if it changed) before the question
+    wait(driver, "!document.getElementById('status').textContent.includes('loading')")
+    wait(driver, "window.seealoud.voiced.length > 0 && !window.seealoud.playing")
+    before = driver.execute_script("return window.seealoud.voiced.length")
+    driver.find_element(By.ID, "question").send_keys("What is in front of me?")
+    driver.find_element(By.CSS_SELECTOR, "#ask button[type=submit]").click()
+    wait(
+        driver,
+        "window.seealoud.utterances.some(u => u.text === 'Vision is unavailable right now.')",
+    )
+    # past the page's wait for the server's voice (1.5 s): polled on frames sent, 5 a second
+    sent = driver.execute_script("return window.seealoud.framesSent")
+    wait(driver, f"window.seealoud.framesSent >= {sent + 12}", timeout=20)
+    voiced = driver.execute_script(f"return window.seealoud.voiced.slice({before})")
+    assert not any(line.startswith("Vision is unavailable") for line in voiced), voiced

@@ -91,6 +91,7 @@ function voiceWaiting() {
 }
 
 let statusTimer = null;
+let statusPending = false; // the status line is about to be said, as it reads then
 function setStatus(text, state) {
   const changed = stats.state !== state;
   if (statusEl.textContent !== text) statusEl.textContent = text;
@@ -102,8 +103,11 @@ function setStatus(text, state) {
   // off the notices said on connect, such as "Spoken questions are unavailable").
   if (changed && (state === "down" || state === "live") && !(state === "down" && wasDown)) {
     clearTimeout(statusTimer);
-    statusTimer = setTimeout(
-      () => voice(statusEl.textContent, { interrupt: state === "down", now: state === "down" }), 300);
+    statusPending = true;
+    statusTimer = setTimeout(() => {
+      statusPending = false;
+      voice(statusEl.textContent, { interrupt: state === "down", now: state === "down" });
+    }, 300);
   }
   if (state === "down") wasDown = true;
   if (state === "live") wasDown = false;
@@ -213,6 +217,7 @@ function closed(event) {
     const refused = "The token was refused. Ask your caregiver for a new one.";
     setStatus(refused, "down");
     clearTimeout(statusTimer); // said here, once, every time (also when already down)
+    statusPending = false;
     voice(refused, { interrupt: true, now: true });
     localStorage.removeItem("seealoud-token");
     $("login").hidden = false;
@@ -267,6 +272,7 @@ function onMessage(msg) {
       break;
     }
     case "speech-start":
+      speechStarts += 1;
       openUtterances.add(msg.data.utterance);
       flushedUtterances.delete(msg.data.utterance);
       stats.utterances.push({ id: msg.data.utterance, priority: msg.data.priority, text: msg.data.text });
@@ -301,7 +307,7 @@ function onMessage(msg) {
     case "error":
       if (msg.data.code === "auth-failed") tokenRefused = true;
       if (msg.data.fatal) setStatus(msg.data.message, "down");
-      else if (msg.data.code === "capability-unavailable") announceOnce(msg.data.message);
+      else if (msg.data.code === "capability-unavailable") refusedCapability(msg.data.message);
       break;
     case "settings":
       stats.settings = msg.data.values;
@@ -586,6 +592,17 @@ function announceOnce(text) {
   announcedOnce.add(text);
   announce(text);
 }
+// The server says in its own voice why it cannot see or read (in the user's language);
+// the page's voice at the same moment was two sentences at once (a blind-user pass). So
+// the page says a refusal only when no speech from the server follows it (a spoken
+// question refused, or a server that cannot speak).
+let speechStarts = 0;
+const REFUSAL_SPOKEN_MS = 1500;
+function refusedCapability(text) {
+  const before = speechStarts;
+  if (!caps || !caps.speech_out) return announceOnce(text);
+  setTimeout(() => { if (speechStarts === before) announceOnce(text); }, REFUSAL_SPOKEN_MS);
+}
 // One short sentence per capability that changed; the server's reason when it has one.
 const CAPABILITY_READY = {
   vision: "Vision is ready.", speech_in: "Spoken questions work now.",
@@ -607,6 +624,7 @@ function announceCapabilityChanges(after) {
     const now = capabilityState(after, key);
     if (now === "loading" || now === told[key]) continue; // loading: said when it is ready
     told[key] = now;
+    if (key === "vision" && statusPending) continue; // the status line is about to say it
     announce(now === "ready" ? CAPABILITY_READY[key] : now);
   }
   showCapabilityStatus(after);

@@ -252,7 +252,7 @@ def test_caregiver_page_changes_a_live_setting(world: dict[str, Any]) -> None:
     assert driver.find_element(By.ID, "connected").text.startswith("Connected now")
     changes = [c.text for c in driver.find_elements(By.CSS_SELECTOR, "#changes li")]
     change = next(c for c in changes if "how much to say" in c and "carol" in c)
-    assert "from warnings, signs and text to everything" in change  # words, not JSON
+    assert "from warnings and signs to everything" in change  # words, not JSON
     assert "T" not in change.split(": ")[0] and "Z" not in change.split(": ")[0]  # local time
     # "All" and single categories exclude each other.
     driver.find_element(By.CSS_SELECTOR, "input[name=cat][value=steps]").click()

@@ -198,3 +198,43 @@ def test_a_refusal_the_server_says_is_not_said_twice(link: dict[str, Any]) -> No
     wait(driver, f"window.seealoud.framesSent >= {sent + 12}", timeout=20)
     voiced = driver.execute_script(f"return window.seealoud.voiced.slice({before})")
     assert not any(line.startswith("Vision is unavailable") for line in voiced), voiced
+
+
+def test_signing_in_puts_the_focus_on_talk_and_a_refused_token_leaves_only_the_field(
+    link: dict[str, Any],
+) -> None:
+    """Typed in, the token's form goes and the focus with it: a pass found the focus on
+    the page's body, to be hunted for. When the token is later refused (the caregiver made
+    a new one), the controls go too: they would do nothing."""
+    import subprocess
+    import sys
+
+    from selenium.webdriver.common.by import By
+
+    driver, server = link["driver"], link["server"]
+    driver.get(f"{server.base}/?fps=5")
+    driver.execute_script("localStorage.clear()")
+    driver.get(f"{server.base}/caregiver")  # another page, then the phone page afresh
+    driver.get(f"{server.base}/?fps=5")
+    wait(driver, "!document.getElementById('login').hidden")
+    driver.find_element(By.ID, "token").send_keys(link["token"] + "\n")
+    wait(driver, "window.seealoud.state === 'live'")
+    assert driver.switch_to.active_element == driver.find_element(By.ID, "talk")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "users",
+            "--db",
+            str(server.db),
+            "reset-token",
+            "alice",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    wait(driver, "document.getElementById('status').textContent.includes('refused')", timeout=20)
+    assert not driver.find_element(By.ID, "controls").is_displayed()
+    assert driver.switch_to.active_element == driver.find_element(By.ID, "token")
+    shot(driver, "phone-token-refused.png")

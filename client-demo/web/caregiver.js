@@ -137,7 +137,7 @@ function showStatus({ connected, warnings }) {
 }
 
 const LABELS = {
-  verbosity: { "hazards-only": "warnings only", standard: "warnings, signs and text",
+  verbosity: { "hazards-only": "warnings only", standard: "warnings and signs",
                detailed: "everything" },
 };
 const KEYS = {

@@ -220,6 +220,7 @@ function closed(event) {
     statusPending = false;
     voice(refused, { interrupt: true, now: true });
     localStorage.removeItem("seealoud-token");
+    $("controls").hidden = true; // they would do nothing now: only the token field is offered
     $("login").hidden = false;
     $("token").setAttribute("aria-invalid", "true");
     $("token").focus();
@@ -253,8 +254,11 @@ function onMessage(msg) {
       } else {
         announceCapabilityChanges(caps);
       }
+      const signedIn = !$("login").hidden; // the token was just typed in
       $("controls").hidden = false;
       $("login").hidden = true;
+      // the form that had the focus is gone: the screen reader goes to Talk, not the page
+      if (signedIn) $("talk").focus();
       if (handsFree || msg.data.listening === "hands-free") {
         handsFree = true;
         showHandsFree();

@@ -104,3 +104,27 @@ def test_a_decode_error_does_not_name_a_heap_address() -> None:
         assert " at 0x" not in str(exc) and "cannot decode frame" in str(exc)
     else:
         raise AssertionError("a broken frame was decoded")
+
+
+def test_only_a_cameras_codings_are_accepted() -> None:
+    """Baseline and progressive (libjpeg's own scan script) pass; arithmetic coding, which
+    an attacker pass decoded 100 times slower than a camera's frame, is refused before
+    anything decodes it, as are more scans than a camera writes."""
+    from protocol import ErrorCode
+    from server.jpeg import MAX_SCANS
+    from tests.attacker import many_scans
+
+    img = picture()
+    baseline = encode(img)
+    progressive = encode(img, progressive=True)
+    assert accepted(baseline) and accepted(progressive)
+    sof = baseline.index(b"\xff\xc0")
+    arithmetic = baseline[:sof] + b"\xff\xc9" + baseline[sof + 2 :]
+    w, h = img.size
+    frame = CameraFrame(seq=1, ts=1, width=w, height=h, payload=arithmetic)
+    problem = frame_problem(frame, max_bytes=4_000_000, max_pixels=2_000_000)
+    assert problem is not None and problem[0] == ErrorCode.BAD_MESSAGE
+    assert "arithmetic" in problem[1]
+    assert progressive.count(b"\xff\xda") <= MAX_SCANS
+    assert accepted(many_scans(baseline, MAX_SCANS))
+    assert not accepted(many_scans(baseline, MAX_SCANS + 1))

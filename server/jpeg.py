@@ -94,6 +94,9 @@ def jpeg_size(data: bytes, *, max_scan: int = 1 << 20) -> tuple[int, int]:
                 )
             size = (width, height)
         i += 2 + length
+    else:
+        if end < len(data):  # a configured frame limit over max_scan: bounded all the same
+            raise JpegHeaderError(f"corrupt JPEG: headers longer than {max_scan} bytes")
     if size is None:
         raise JpegHeaderError("no JPEG frame header found")
     return size
@@ -149,7 +152,7 @@ frame and starved every other phone's detector), and it can carry where the phot
 taken and the phone's serial number, which the model has no use for."""
 MAX_EXIF_ENTRIES = 64
 """Entries of the first EXIF directory read for the orientation (a phone writes about
-ten, sorted by tag; the orientation, 0x0112, comes among the first)."""
+ten; the orientation, 0x0112, comes among the first, sorted or not)."""
 
 
 def plain_headers(data: bytes) -> bytes:
@@ -158,31 +161,37 @@ def plain_headers(data: bytes) -> bytes:
     is nothing to drop. Call it on a frame ``frame_problem`` accepted: the headers were
     walked and bounded there."""
     keep: list[bytes] = [data[:2]]
-    orientation = 1
+    orientation: int | None = None  # from the first EXIF, as Pillow reads it
     dropped = False
-    i = 2
+    i, segments, fill = 2, 0, 0
     while i + 4 <= len(data):
         if data[i] != 0xFF:
             return data  # not what frame_problem accepted: leave it to the decoder's error
         marker = data[i + 1]
         if marker == 0xFF:
+            fill += 1
+            if fill > MAX_FILL:
+                return data
             keep.append(data[i : i + 1])
             i += 1
             continue
+        segments += 1
+        if segments > MAX_SEGMENTS:
+            return data
         if marker in (0xD9, 0xDA):
             break
         end = i + 2 + int.from_bytes(data[i + 2 : i + 4], "big")
         segment = data[i:end]
         if (0xE0 <= marker <= 0xEF and marker not in KEPT_APP) or marker == 0xFE:
             dropped = True
-            if marker == 0xE1 and segment[4:10] == b"Exif\x00\x00":
-                orientation = _orientation(segment[10:]) or orientation
+            if marker == 0xE1 and segment[4:10] == b"Exif\x00\x00" and orientation is None:
+                orientation = _orientation(segment[10:]) or 1
         else:
             keep.append(segment)
         i = end
     if not dropped:
         return data
-    if orientation != 1:
+    if orientation is not None and orientation != 1:
         keep.insert(1, _exif_orientation(orientation))
     keep.append(data[i:])
     return b"".join(keep)
@@ -208,11 +217,9 @@ def _orientation(tiff: bytes) -> int | None:
         if at + 12 > len(tiff):
             return None
         tag = num(at, 2)
-        if tag == 0x0112:
+        if tag == 0x0112:  # not always sorted: Android's ExifInterface writes hash order
             value = num(at + 8, 2) if num(at + 2, 2) == 3 else 0
             return value if 1 <= value <= 8 else None
-        if tag > 0x0112:  # the entries are sorted by tag
-            return None
     return None
 
 

@@ -128,3 +128,45 @@ def test_only_a_cameras_codings_are_accepted() -> None:
     assert progressive.count(b"\xff\xda") <= MAX_SCANS
     assert accepted(many_scans(baseline, MAX_SCANS))
     assert not accepted(many_scans(baseline, MAX_SCANS + 1))
+
+
+def test_the_orientation_is_found_in_an_unsorted_directory_and_the_first_exif_wins() -> None:
+    """Found by a re-check: Android's ExifInterface writes a directory in hash order
+    (0x0110, 0x010F, 0x8769, 0x0112, ...), and Pillow reads the first EXIF of several."""
+
+    def ent(tag: int, typ: int, cnt: int, val: bytes) -> bytes:
+        return struct.pack("<HHI", tag, typ, cnt) + val
+
+    ents = [
+        ent(0x110, 2, 4, b"M1\0\0"),
+        ent(0x10F, 2, 4, b"Ph\0\0"),
+        ent(0x8769, 4, 1, b"\0" * 4),
+        ent(0x112, 3, 1, struct.pack("<HH", 6, 0)),
+        ent(0x132, 2, 4, b"x\0\0\0"),
+    ]
+    tiff = b"II*\0" + struct.pack("<IH", 8, len(ents)) + b"".join(ents) + b"\0" * 4
+    jpeg = encode(picture(), exif=b"Exif\0\0" + tiff)
+    assert Image.open(io.BytesIO(jpeg)).getexif()[0x112] == 6
+    assert Image.open(io.BytesIO(plain_headers(jpeg))).getexif().get(0x112) == 6
+    second = Image.Exif()
+    second[0x0112] = 3
+    later = second.tobytes()  # b"Exif\0\0" and the TIFF block
+    app1 = b"\xff\xe1" + struct.pack(">H", 2 + len(later)) + later
+    tables = jpeg.index(b"\xff\xdb")
+    two = jpeg[:tables] + app1 + jpeg[tables:]
+    assert Image.open(io.BytesIO(two)).getexif()[0x112] == 6  # Pillow: the first
+    assert Image.open(io.BytesIO(plain_headers(two))).getexif().get(0x112) == 6
+
+
+def test_headers_longer_than_the_walk_reads_are_refused() -> None:
+    """A frame limit configured over 1 MiB must not leave the headers beyond it unchecked
+    (a re-check built 2.8 MB of fill bytes after the frame header)."""
+    import pytest
+
+    from server.jpeg import JpegHeaderError, jpeg_size
+
+    plain = encode(picture())
+    sof = plain.index(b"\xff\xc0")
+    padded = plain[:sof] + (b"\xff\xfe\xff\xff" + b"\0" * 65533) * 20 + plain[sof:]
+    with pytest.raises(JpegHeaderError, match="headers longer"):
+        jpeg_size(padded, max_scan=1 << 20)

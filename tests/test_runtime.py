@@ -170,17 +170,21 @@ async def test_process_worker_fault_a_hung_job_is_killed_and_a_spare_serves_in_o
     order: list[object] = []
     _, late = await run_job(worker, ("echo", "b"), priority=5)
     _, soon = await run_job(worker, ("echo", "a"), priority=1)
+    # In the order they finish: callbacks added before either can (the hung job holds the
+    # worker for 0.5 s). as_completed on two futures already done yields them in list
+    # order, which failed a CI run under load with ['b', 'a'].
+    for job in (late, soon):
+        job.add_done_callback(lambda f: order.extend(f.result()[0]))
     with pytest.raises(WorkerBusy):
         await run_job(worker, ("echo", "c"))
     started = time.monotonic()
     _, error = await asyncio.wait_for(hung, 10)
     stalled_after = time.monotonic() - started
     assert isinstance(error, WorkerStalled)
-    for job in asyncio.as_completed([late, soon]):
-        messages, error = await asyncio.wait_for(job, 10)
+    for job in (late, soon):
+        _, error = await asyncio.wait_for(job, 10)
         assert error is None
-        order.extend(messages)
-    assert order == ["a", "b"]
+    assert order == ["a", "b"]  # each callback ran before the await on its job returned
     assert worker.restarts == 1 and worker.pid != hung_pid
     assert stalled_after < 3, stalled_after
     worker.close()

@@ -10,6 +10,8 @@ microseconds, with every length checked against the buffer.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from protocol import CameraFrame, ErrorCode
 
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -53,10 +55,36 @@ def jpeg_size(data: bytes, *, max_scan: int = 1 << 20) -> tuple[int, int]:
     few fill bytes) before the first scan, at most ``MAX_SEGMENTS`` segments, and
     exactly one frame header (with two, Pillow sized the image by the second while
     this read the first)."""
+    size: tuple[int, int] | None = None
+    for marker, i, _ in header_segments(data, max_scan=max_scan):
+        if marker in _SOF:
+            if size is not None:
+                raise JpegHeaderError("corrupt JPEG: a second frame header")
+            if i + 9 > len(data):
+                raise JpegHeaderError("truncated JPEG frame header")
+            height = int.from_bytes(data[i + 5 : i + 7], "big")
+            width = int.from_bytes(data[i + 7 : i + 9], "big")
+            if width == 0 or height == 0:
+                raise JpegHeaderError("JPEG frame header has a zero size")
+            if marker not in CODINGS:
+                raise JpegHeaderError(
+                    f"JPEG coding 0x{marker:02X} (arithmetic, lossless or hierarchical) is "
+                    "not accepted: send a baseline or progressive JPEG"
+                )
+            size = (width, height)
+    if size is None:
+        raise JpegHeaderError("no JPEG frame header found")
+    return size
+
+
+def header_segments(data: bytes, *, max_scan: int = 1 << 20) -> Iterator[tuple[int, int, int]]:
+    """``(marker, start, end)`` of each segment before the first scan, in order, then
+    ``(-1, i, i)`` with ``i`` where the headers end (the first scan, the end of the image
+    or of the data). The one strict, bounded walk (see ``jpeg_size``) that both reading a
+    frame's size and dropping its metadata go by: raises ``JpegHeaderError``."""
     if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
         raise JpegHeaderError("not a JPEG (no start-of-image marker)")
     i, segments, fill = 2, 0, 0
-    size: tuple[int, int] | None = None
     end = min(len(data), max_scan)
     while i + 4 <= end:
         if data[i] != 0xFF:
@@ -78,28 +106,12 @@ def jpeg_size(data: bytes, *, max_scan: int = 1 << 20) -> tuple[int, int]:
         length = int.from_bytes(data[i + 2 : i + 4], "big")
         if length < 2:
             raise JpegHeaderError("corrupt JPEG: bad segment length")
-        if marker in _SOF:
-            if size is not None:
-                raise JpegHeaderError("corrupt JPEG: a second frame header")
-            if i + 9 > len(data):
-                raise JpegHeaderError("truncated JPEG frame header")
-            height = int.from_bytes(data[i + 5 : i + 7], "big")
-            width = int.from_bytes(data[i + 7 : i + 9], "big")
-            if width == 0 or height == 0:
-                raise JpegHeaderError("JPEG frame header has a zero size")
-            if marker not in CODINGS:
-                raise JpegHeaderError(
-                    f"JPEG coding 0x{marker:02X} (arithmetic, lossless or hierarchical) is "
-                    "not accepted: send a baseline or progressive JPEG"
-                )
-            size = (width, height)
+        yield marker, i, i + 2 + length
         i += 2 + length
     else:
         if end < len(data):  # a configured frame limit over max_scan: bounded all the same
             raise JpegHeaderError(f"corrupt JPEG: headers longer than {max_scan} bytes")
-    if size is None:
-        raise JpegHeaderError("no JPEG frame header found")
-    return size
+    yield -1, i, i
 
 
 def frame_problem(
@@ -158,42 +170,26 @@ ten; the orientation, 0x0112, comes among the first, sorted or not)."""
 def plain_headers(data: bytes) -> bytes:
     """``data`` with only the headers a decoder needs, and the EXIF orientation (which
     every decoder here applies) as a one-entry EXIF of our own; ``data`` itself when there
-    is nothing to drop. Call it on a frame ``frame_problem`` accepted: the headers were
-    walked and bounded there."""
-    keep: list[bytes] = [data[:2]]
+    is nothing to drop. The same walk as ``frame_problem``'s, so it is as bounded; what
+    that walk refuses is passed on as it is."""
+    keep: list[bytes] = []
     orientation: int | None = None  # from the first EXIF, as Pillow reads it
-    dropped = False
-    i, segments, fill = 2, 0, 0
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            return data  # not what frame_problem accepted: leave it to the decoder's error
-        marker = data[i + 1]
-        if marker == 0xFF:
-            fill += 1
-            if fill > MAX_FILL:
-                return data
-            keep.append(data[i : i + 1])
-            i += 1
-            continue
-        segments += 1
-        if segments > MAX_SEGMENTS:
-            return data
-        if marker in (0xD9, 0xDA):
-            break
-        end = i + 2 + int.from_bytes(data[i + 2 : i + 4], "big")
-        segment = data[i:end]
-        if (0xE0 <= marker <= 0xEF and marker not in KEPT_APP) or marker == 0xFE:
-            dropped = True
-            if marker == 0xE1 and segment[4:10] == b"Exif\x00\x00" and orientation is None:
-                orientation = _orientation(segment[10:]) or 1
-        else:
-            keep.append(segment)
-        i = end
-    if not dropped:
+    kept_to = 0  # everything before this is in ``keep`` (fill bytes included)
+    try:
+        for marker, start, end in header_segments(data):
+            if (0xE0 <= marker <= 0xEF and marker not in KEPT_APP) or marker == 0xFE:
+                keep.append(data[kept_to:start])
+                kept_to = end
+                segment = data[start:end]
+                if marker == 0xE1 and segment[4:10] == b"Exif\x00\x00" and orientation is None:
+                    orientation = _orientation(segment[10:]) or 1
+    except JpegHeaderError:
+        return data  # not what frame_problem accepted: leave it to the decoder's error
+    if not keep:
         return data
+    keep.append(data[kept_to:])
     if orientation is not None and orientation != 1:
         keep.insert(1, _exif_orientation(orientation))
-    keep.append(data[i:])
     return b"".join(keep)
 
 

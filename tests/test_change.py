@@ -223,3 +223,60 @@ def test_a_client_sending_a_new_size_every_frame_cannot_grow_the_caches() -> Non
     assert _dft.cache_info().currsize <= SHAPES_KEPT
     assert _cell_matrices.cache_info().currsize <= 4 * SHAPES_KEPT
     assert _dft.cache_info().misses >= 5 * SHAPES_KEPT  # every new shape was one
+
+
+def _jpeg(mode: str = "RGB", size: tuple[int, int] = (640, 480), **save: object) -> bytes:
+    rng = np.random.default_rng(size[0] * 7 + size[1])
+    base = texture(3, (max(size[0], 200), max(size[1], 200)))[: size[1], : size[0]]
+    img = Image.fromarray(base.astype(np.uint8)).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=int(rng.integers(40, 90)), **save)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {},
+        {"subsampling": 0},
+        {"subsampling": 1},
+        {"progressive": True},
+        {"mode": "L"},
+        {"size": (641, 479)},
+        {"size": (90, 1000)},
+        {"size": (9, 9)},
+        {"size": (1, 1)},
+    ],
+    ids=["420", "444", "422", "progressive", "grey", "odd", "tall", "tiny", "1x1"],
+)
+def test_the_direct_decode_gives_the_pixels_pillow_gives(
+    frame: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Most frames are decoded by libjpeg-turbo directly, without Pillow's Python
+    layer; the signature must be the one Pillow's decode gives, to the grey level."""
+    from vision import change
+
+    data = _jpeg(**frame)  # type: ignore[arg-type]
+    assert change._decode_eighth(data) is not None  # the direct path was taken
+    direct = signature_from_jpeg(data, contrast_floor=16.0)
+    monkeypatch.setattr(change, "_decode_eighth", lambda _data: None)
+    pillow = signature_from_jpeg(data, contrast_floor=16.0)
+    assert np.array_equal(direct.raw, pillow.raw)
+    assert np.array_equal(direct.pixels, pillow.pixels)
+
+
+def test_frames_pillow_must_decode_do_not_take_the_direct_path() -> None:
+    """EXIF (its orientation is Pillow's to apply), CMYK (its grey differs by a level
+    or two), and damage (the error must keep Pillow's reason)."""
+    from vision import change
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = _jpeg(exif=exif)
+    assert change._decode_eighth(rotated) is None
+    assert signature_from_jpeg(rotated).pixels.shape == (107, 80)  # shown upright: portrait
+    assert change._decode_eighth(_jpeg(mode="CMYK")) is None
+    whole = _jpeg()
+    assert change._decode_eighth(whole[: len(whole) // 2]) is None
+    with pytest.raises(ChangeDetectorError, match="image file is truncated"):
+        signature_from_jpeg(whole[: len(whole) // 2])

@@ -56,11 +56,12 @@ def jpeg_size(data: bytes, *, max_scan: int = 1 << 20) -> tuple[int, int]:
     exactly one frame header (with two, Pillow sized the image by the second while
     this read the first)."""
     size: tuple[int, int] | None = None
-    for marker, i, _ in header_segments(data, max_scan=max_scan):
+    tables = 0
+    for marker, i, end in header_segments(data, max_scan=max_scan):
         if marker in _SOF:
             if size is not None:
                 raise JpegHeaderError("corrupt JPEG: a second frame header")
-            if i + 9 > len(data):
+            if i + 10 > len(data):
                 raise JpegHeaderError("truncated JPEG frame header")
             height = int.from_bytes(data[i + 5 : i + 7], "big")
             width = int.from_bytes(data[i + 7 : i + 9], "big")
@@ -71,10 +72,58 @@ def jpeg_size(data: bytes, *, max_scan: int = 1 << 20) -> tuple[int, int]:
                     f"JPEG coding 0x{marker:02X} (arithmetic, lossless or hierarchical) is "
                     "not accepted: send a baseline or progressive JPEG"
                 )
+            bits, components = data[i + 4], data[i + 9]
+            if bits != 8 or components not in (1, 3, 4):
+                raise JpegHeaderError(
+                    f"a JPEG of {bits}-bit samples in {components} components is not "
+                    "accepted: send an 8-bit camera JPEG (grey, colour or CMYK)"
+                )
+            if end - i - 2 < 8 + 3 * components:
+                raise JpegHeaderError("corrupt JPEG: frame header too short")
             size = (width, height)
+        elif marker == 0xDB:
+            tables += _quantisation_tables(data, i + 4, end)
+            if tables > MAX_QUANT_TABLES:
+                raise JpegHeaderError(
+                    f"corrupt JPEG: more than {MAX_QUANT_TABLES} quantisation tables"
+                )
+        elif marker in (0xE0, 0xEE) and _short_app(data, i + 4, end):
+            raise JpegHeaderError("corrupt JPEG: a JFIF or Adobe segment too short to read")
     if size is None:
         raise JpegHeaderError("no JPEG frame header found")
     return size
+
+
+MAX_QUANT_TABLES = 8
+"""Quantisation tables before the first scan. A camera writes two to four (one per
+component at most, four slots); Pillow reads each in Python, holding the event loop's
+GIL: 15 segments of 1,000 tables each took it 170-220 ms a frame (an attacker pass)."""
+
+
+def _quantisation_tables(data: bytes, start: int, end: int) -> int:
+    """How many tables a DQT segment's payload ``data[start:end]`` holds; each must be
+    whole (8- or 16-bit, slot 0-3), as libjpeg and Pillow read them."""
+    count, k = 0, start
+    end = min(end, len(data))
+    while k < end:
+        precision, slot = data[k] >> 4, data[k] & 15
+        if precision > 1 or slot > 3:
+            raise JpegHeaderError("corrupt JPEG: a quantisation table of an unknown kind")
+        k += 1 + 64 * (precision + 1)
+        count += 1
+        if count > MAX_QUANT_TABLES:
+            break  # the caller refuses it
+    if k != end and count <= MAX_QUANT_TABLES:
+        raise JpegHeaderError("corrupt JPEG: a quantisation table cut short")
+    return count
+
+
+def _short_app(data: bytes, start: int, end: int) -> bool:
+    """A JFIF (APP0) or Adobe (APP14) segment too short for the fields Pillow reads from
+    it (its version): libjpeg decodes such a frame, Pillow refuses it, so the change
+    detector saw a frame the vision model then failed on, every time (an attacker pass)."""
+    payload = data[start : min(end, len(data))]
+    return (payload[:4] == b"JFIF" or payload[:5] == b"Adobe") and len(payload) < 7
 
 
 def header_segments(data: bytes, *, max_scan: int = 1 << 20) -> Iterator[tuple[int, int, int]]:

@@ -193,23 +193,34 @@ def limit_words(text: str, max_words: int) -> str:
     after the last whole sentence if that keeps at least half of them (a blind-user
     pass heard "...four metres ahead. The picture I." from a cut mid-sentence), else
     at the limit with one full stop (never "please.." after a word that ended one)."""
+    return split_words(text, max_words)[0]
+
+
+def split_words(text: str, max_words: int) -> tuple[str, str]:
+    """``limit_words``, and the rest of ``text`` it left out ("" when nothing was)."""
     if re.search(r"[\u4e00-\u9fff]", text):
         limit = max_words * 2
         if len(text) <= limit:
-            return text
+            return text, ""
         head = text[:limit]
         end = max(head.rfind(c) for c in "。！？!?")  # not ".": 1.5 米 is not two sentences
         if end + 1 >= limit // 2:
-            return head[: end + 1]
-        return head.rstrip(_END_PUNCTUATION) + "。"
+            return head[: end + 1], text[end + 1 :].strip()
+        return head.rstrip(_END_PUNCTUATION) + "。", text[limit:].strip()
     words = text.split()
     if len(words) <= max_words:
-        return text
+        return text, ""
     kept = words[:max_words]
     for k in range(len(kept) - 1, (max_words + 1) // 2 - 2, -1):
         if kept[k].endswith(tuple(_SENTENCE_END)):
-            return " ".join(kept[: k + 1])
-    return " ".join(kept).rstrip(_END_PUNCTUATION) + "."
+            return " ".join(kept[: k + 1]), " ".join(words[k + 1 :])
+    return " ".join(kept).rstrip(_END_PUNCTUATION) + ".", " ".join(words[max_words:])
+
+
+def _sentences(text: str) -> list[str]:
+    """``text`` in sentences (kept whole, with their punctuation), for "go on"."""
+    parts = re.split(r"(?<=[.!?。！？])\s+|(?<=[。！？])", text.strip())
+    return [p for p in parts if p.strip()]
 
 
 def _shorten(text: str, max_words: int) -> str:
@@ -327,9 +338,18 @@ class Narrator:
 
     def answer(self, text: str | None) -> Utterance:
         """Queue an answer; an empty one becomes "I'm not sure" (never silence). Answers are
-        never stale: the user asked and waits for them."""
+        never stale: the user asked and waits for them. An answer longer than
+        ``max_words`` is said up to there, with "say go on for more": the rest is kept
+        for "go on" (a blind-user pass lost "several people, the nearest three metres
+        away" after "Ahead of you is a wide open square.", with no way to hear it)."""
         spoken = text.strip() if text and text.strip() else self.phrase("unsure")
-        return self._make(Lane.ANSWER, f"answer:{next(self._ids)}", spoken, None)
+        said, rest = split_words(spoken, self.settings.max_words)
+        if rest:
+            self._reading = deque(_sentences(rest))
+            self._queue = [u for u in self._queue if u.lane != Lane.READING]
+            sep = "" if language(self.settings.language).cjk else " "
+            said = said + sep + self.phrase("more_follows")
+        return self._make(Lane.ANSWER, f"answer:{next(self._ids)}", said, None, verbatim=True)
 
     def heard(self, text: str | None, *, too_long: bool = False) -> Utterance | None:
         """Queue what the recogniser heard ("I heard: ...", a short version of a long

@@ -200,6 +200,53 @@ def test_a_refusal_the_server_says_is_not_said_twice(link: dict[str, Any]) -> No
     assert not any(line.startswith("Vision is unavailable") for line in voiced), voiced
 
 
+NOT_SENT = "Not connected: your question was not sent. Ask again when I say Connected."
+RESTARTING = "The server is restarting. Reconnecting…"
+
+
+def test_a_question_while_the_server_is_down_is_said_not_sent_and_it_reconnects_soon(
+    link: dict[str, Any],
+) -> None:
+    """A blind-user pass asked three ways while the server was down: a typed question was
+    cleared and listed as asked, Talk recorded into nothing, and nothing was said. Each
+    now says at once that it was not sent (the typed text stays, to send again). The
+    server's "restarting" was replaced by "connection lost" before it was said; and with
+    tries backing off to 15 s the page came back 11 s after the server did."""
+    from selenium.webdriver.common.by import By
+
+    driver, server = link["driver"], link["server"]
+    driver.get(f"{server.base}/?fps=5#token={link['token']}")
+    wait(driver, "window.seealoud && window.seealoud.state === 'live'")
+    server.stop()  # SIGTERM: the server says bye
+    wait(driver, "window.seealoud.state === 'down'", timeout=20)
+    wait(driver, f"window.seealoud.voiced.includes({RESTARTING!r})", timeout=5)
+    assert driver.find_element(By.ID, "status").text == RESTARTING
+    driver.find_element(By.ID, "describe").click()
+    wait(driver, f"window.seealoud.announced.includes({NOT_SENT!r})", timeout=5)
+    driver.find_element(By.ID, "question").send_keys("Where is the door?")
+    driver.find_element(By.CSS_SELECTOR, "#ask button[type=submit]").click()
+    driver.find_element(By.ID, "talk").click()
+    announced = driver.execute_script("return window.seealoud.announced")
+    assert announced.count(NOT_SENT) == 3, announced
+    assert driver.find_element(By.ID, "question").get_attribute("value") == "Where is the door?"
+    assert driver.find_element(By.ID, "talk").get_attribute("aria-pressed") != "true"
+    said = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#said li")]
+    assert not any(line.startswith("You asked") for line in said), said
+    shot(driver, "phone-question-not-sent.png")
+    # Down for six tries (about 11 s at most 4 s apart; about 15 s doubling to 8 s), then
+    # back: the page is live within a try's wait, not the 8-15 s a doubling wait reaches.
+    tries = driver.execute_script("return window.seealoud.connects")
+    wait(driver, f"window.seealoud.connects >= {tries + 6}", timeout=40)
+    server = restart(link)
+    back = time.monotonic()
+    wait(driver, "window.seealoud.state === 'live'", timeout=40)
+    waited = time.monotonic() - back
+    assert waited < 6, f"live {waited:.1f} s after the server was back"
+    voiced = driver.execute_script("return window.seealoud.voiced")
+    assert LOST not in voiced[voiced.index(RESTARTING) :], voiced
+    print(f"\nlive again {waited:.1f} s after the server was back")
+
+
 def test_signing_in_puts_the_focus_on_talk_and_a_refused_token_leaves_only_the_field(
     link: dict[str, Any],
 ) -> None:

@@ -279,7 +279,9 @@ async def test_warning_cuts_an_answer_which_is_then_said_again(
         )
     )
     assert isinstance(again, p.SpeechStart) and again.text == first.text
-    assert long_answer.startswith(first.text[:-1])  # cut to max_words, said again in full
+    # cut to max_words (the rest kept for "go on"), said again in full
+    assert first.text.endswith(" Say go on for more.")
+    assert long_answer.startswith(first.text.removesuffix(" Say go on for more."))
     cut = phone.of(p.SpeechStop)[0]
     assert cut.utterance == first.utterance and cut.reason == "interrupted"
     assert [prio for prio, _ in phone.spoken()] == ["answer", "hazard", "answer"]

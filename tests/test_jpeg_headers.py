@@ -13,6 +13,7 @@ import io
 import struct
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from protocol import CameraFrame
@@ -170,3 +171,51 @@ def test_headers_longer_than_the_walk_reads_are_refused() -> None:
     padded = plain[:sof] + (b"\xff\xfe\xff\xff" + b"\0" * 65533) * 20 + plain[sof:]
     with pytest.raises(JpegHeaderError, match="headers longer"):
         jpeg_size(padded, max_scan=1 << 20)
+
+
+def refusal(jpeg: bytes, size: tuple[int, int] = (160, 120)) -> str | None:
+    frame = CameraFrame(seq=1, ts=1, width=size[0], height=size[1], payload=jpeg)
+    problem = frame_problem(frame, max_bytes=4_000_000, max_pixels=2_000_000)
+    return None if problem is None else problem[1]
+
+
+def test_a_flood_of_quantisation_tables_is_refused_before_pillow_reads_it() -> None:
+    """Found by an attacker pass: 15 DQT segments of about 1,000 tables each (64
+    segments were allowed, of any size) cost Pillow's Python header reader 170-220 ms a
+    frame, holding the GIL, for the model and the text reader every time, and for the
+    change detector when it fell back to Pillow. A camera writes two to four."""
+    base = encode(picture())
+    table = b"\x00" + b"\x01" * 64
+    seg = b"\xff\xdb" + (2 + 65 * 1008).to_bytes(2, "big") + table * 1008
+    bomb = base[:2] + seg * 15 + base[2:]
+    why = refusal(bomb)
+    assert why is not None and "quantisation tables" in why
+    assert refusal(base) is None
+    # a table cut short, or of a kind no decoder knows, is refused too
+    cut = b"\xff\xdb" + (2 + 60).to_bytes(2, "big") + table[:60]
+    assert "cut short" in (refusal(base[:2] + cut + base[2:]) or "")
+    odd = b"\xff\xdb" + (2 + 65).to_bytes(2, "big") + b"\x24" + b"\x01" * 64
+    assert "unknown kind" in (refusal(base[:2] + odd + base[2:]) or "")
+
+
+def test_frames_pillow_cannot_read_are_refused_where_libjpeg_would_have_read_them() -> None:
+    """Found by an attacker pass: a 6-byte JFIF segment, which libjpeg (the change
+    detector's decoder) reads and Pillow (the vision model's) refuses: every look failed
+    as "model-failed", blaming the model. And a 12-bit JPEG got only "cannot identify
+    image file". Both are refused before anything decodes them, saying why."""
+    base = encode(picture())
+    app0_end = 4 + int.from_bytes(base[4:6], "big")
+    short_jfif = base[:2] + b"\xff\xe0\x00\x06JFIF" + base[app0_end:]
+    assert "too short" in (refusal(short_jfif) or "")
+    with pytest.raises(Exception):  # noqa: B017
+        Image.open(io.BytesIO(short_jfif))  # what the vision model would have met
+    grey = encode(picture("L"))
+    sof = grey.index(b"\xff\xc0")
+    twelve = bytearray(grey)
+    twelve[sof + 1], twelve[sof + 4] = 0xC1, 12
+    why = refusal(bytes(twelve))
+    assert why is not None and "12-bit" in why, why
+    two = bytearray(grey)
+    two[sof + 9] = 2
+    assert "2 components" in (refusal(bytes(two)) or "")
+    assert refusal(grey) is None and refusal(encode(picture("CMYK"))) is None

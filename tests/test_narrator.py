@@ -301,9 +301,21 @@ def test_a_long_answer_is_cut_after_its_last_whole_sentence() -> None:
         (
             Lane.ANSWER,
             "You are facing an open square. A person walks from left to right about four "
-            "metres ahead.",
+            "metres ahead. Say go on for more.",
         )
     ]
+    # Found by a later blind-user pass: the rest was lost, "go on" said "nothing more
+    # to read". It is kept for "go on" now, a few sentences at a time.
+    rest = n.continue_reading()
+    assert rest is not None and rest.lane == Lane.READING
+    assert drain(n, T0) == [
+        (Lane.READING, "The picture I got is 360 by 640. There are benches on the left.")
+    ]
+    assert n.continue_reading() is None
+    short = Narrator(UserSettings())
+    short.answer("Yes, the door is open.")
+    assert drain(short, T0) == [(Lane.ANSWER, "Yes, the door is open.")]
+    assert short.continue_reading() is None  # nothing was left out
     # a first sentence too short to stand for the answer is not all that is said
     cut = limit_words("Yes. The door on the left of the corridor is open and the other closed", 10)
     assert cut == "Yes. The door on the left of the corridor is."

@@ -314,7 +314,9 @@ _READ_EN = re.compile(
 _CONTINUE_EN = re.compile(
     r"(?:go on|continue|continue reading|keep reading|keep going|carry on|read on|"
     r"go ahead|next|next sentence|more|and then|then what|what else|what's next|"
-    r"(?:read )?the rest|read more|next line|resume|resume reading)"
+    r"(?:read )?the rest|read more|next line|resume|resume reading|"
+    # the words the other languages' "say ... for more" asks for
+    r"la suite|continue|continuez|weiter|mehr|sigue|continúa|continua|más)"
 )
 _ZH_PARTICLES = re.compile(r"[请吧呀啊吗呢嘛哦]|麻烦你?|帮我|给我|能不能|可以|你能|你")
 _READ_ZH = re.compile(

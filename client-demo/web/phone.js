@@ -186,6 +186,7 @@ function connect() {
     return;
   }
   const scheme = location.protocol === "https:" ? "wss" : "ws";
+  stats.connects = (stats.connects || 0) + 1;
   const socket = new WebSocket(`${scheme}://${location.host}/ws`);
   ws = socket;
   ws.binaryType = "arraybuffer";
@@ -226,10 +227,23 @@ function closed(event) {
     $("token").focus();
     return;
   }
-  setStatus("Connection lost. Reconnecting…", "down");
-  setTimeout(connect, backoff);
-  backoff = Math.min(backoff * 2, 15000);
+  // After a "bye" the status already says why (said once the state has held a moment).
+  if (!serverRestarting) setStatus("Connection lost. Reconnecting…", "down");
+  clearTimeout(reconnectTimer);
+  reconnectTimer = setTimeout(connect, backoff);
+  // At most 4 s between tries: a blind-user pass waited 11 s after the server was back.
+  backoff = Math.min(backoff * 2, RECONNECT_MAX_MS);
 }
+const RECONNECT_MAX_MS = 4000;
+let reconnectTimer = null;
+let serverRestarting = false;
+// The network is back (Wi-Fi rejoined, out of the lift): try now, not at the next timer.
+window.addEventListener("online", () => {
+  if (ready || !token() || (ws && ws.readyState === WebSocket.CONNECTING)) return;
+  clearTimeout(reconnectTimer);
+  backoff = 500;
+  connect();
+});
 
 function onMessage(msg) {
   switch (msg.type) {
@@ -237,6 +251,7 @@ function onMessage(msg) {
       ready = msg.data;
       resumeToken = msg.data.resume;
       backoff = 500;
+      serverRestarting = false;
       const first = caps === null;
       caps = msg.data.capabilities;
       showCapabilityStatus(caps);
@@ -324,6 +339,7 @@ function onMessage(msg) {
       }
       break;
     case "bye":
+      serverRestarting = true;
       setStatus("The server is restarting. Reconnecting…", "down");
       break;
     default:
@@ -506,6 +522,7 @@ let skipClick = false;
 
 function beginTalk() {
   if (talking || handsFree) return;
+  if (!connected()) return; // nothing would hear it
   talkButton.classList.add("talking");
   talkButton.setAttribute("aria-pressed", "true");
   talkButton.textContent = "Listening… tap to send";
@@ -669,11 +686,22 @@ $("camera").addEventListener("click", (e) => {
 // the server, which answers it or says the same.
 function ask(text, extra = {}, { needsCamera = true } = {}) {
   ensureAudio();
+  if (!connected()) return false;
   if (needsCamera && !cameraOn) {
     announce("The camera is off or sends nothing. Turn it on, then ask again.");
-    return;
+    return false;
   }
   send(textMessage("question", { text, ...extra }));
+  return true;
+}
+// A question, typed or spoken, while the connection is down went nowhere, and nothing was
+// said (a blind-user pass): the page says at once that it was not sent.
+const NOT_SENT = "Not connected: your question was not sent. Ask again when I say Connected.";
+function connected() {
+  if (ready && ws && ws.readyState === WebSocket.OPEN) return true;
+  stats.notSent = (stats.notSent || 0) + 1;
+  announce(NOT_SENT);
+  return false;
 }
 
 $("describe").addEventListener("click", () => ask("What is around me?"));
@@ -682,9 +710,9 @@ $("ask").addEventListener("submit", (e) => {
   e.preventDefault();
   const text = $("question").value.trim();
   if (!text) return;
+  if (!ask(text, {}, { needsCamera: false })) return; // kept in the field, to send again
   $("question").value = "";
   say(`You asked: ${text}`, "transcript");
-  ask(text, {}, { needsCamera: false });
 });
 
 $("login").addEventListener("submit", (e) => {

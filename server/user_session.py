@@ -219,6 +219,13 @@ class UserSession(BaseSession):
     async def handle_control(self, message: Message) -> None:
         match message:
             case Question():
+                if message.intent not in (None, "read", "continue"):
+                    await self.send_error(
+                        ErrorCode.BAD_MESSAGE,
+                        "question intent must be read or continue (or left out)",
+                        ref=message.id,
+                    )
+                    return
                 # narrator: a typed "stop" is Stop, as cheap as `interrupt`: never rate-limited
                 stop = message.intent is None and is_stop_request(message.text)
                 if stop or await self.admitted("questions", ref=message.id):

@@ -260,10 +260,14 @@ class SpeechRecognizer:
         """For the user or operator when ``can_hear`` is False: what to install; else ``None``."""
         if self.can_hear(language):
             return None
+        # Read by a caregiver (why a language was not saved) and by the operator (the fix):
+        # plain words first, then the setting that exists (a pass was told of a flag that
+        # does not).
         return (
-            f"the speech model {self.options.model} hears English only, not {language}: "
-            "install a multilingual Whisper model (small or base, not .en) and pass "
-            "--asr-model PATH"
+            f"spoken questions in {language} cannot be understood on this server yet: its "
+            f"speech model ({Path(self.options.model.rstrip('/')).name}) hears English "
+            'only. Whoever runs the server can set asr_model = "small" (a multilingual '
+            "Whisper model, or a path to one) in its [server] settings file (--config)"
         )
 
     def speech_spans(self, samples: np.ndarray) -> list[dict[str, int]]:

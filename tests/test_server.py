@@ -186,6 +186,8 @@ async def test_bad_messages_get_errors_and_the_session_goes_on(
             ErrorCode.UNEXPECTED_MESSAGE,
         ),
         ('{"type":"question","data":{"text":"' + "x" * 70_000 + '"}}', ErrorCode.TOO_LARGE),
+        # found by an attacker pass: an intent nobody knows was taken as a question
+        ('{"type":"question","data":{"text":"hi","intent":"evil"}}', ErrorCode.BAD_MESSAGE),
     ]
     for raw, code in cases:
         await ws.send(raw)

@@ -210,3 +210,18 @@ class ScriptedBackendDouble:
 
     async def close(self) -> None:
         pass
+
+
+def test_metrics_name_a_local_model_by_its_folder_not_its_path(tmp_path: Path) -> None:
+    """Found by an attacker pass: the unauthenticated ``/metrics`` labelled the backend
+    ``transformers:/home/someone/models/...``; an engine URL can carry a password."""
+    from vision.vlm import HttpOptions, OpenAIBackend
+
+    local = tmp_path / "models" / "Qwen3-VL-2B-Instruct"
+    local.mkdir(parents=True)
+    backend = TransformersBackend(TransformersOptions(model=str(local)))
+    assert backend.name == "transformers:Qwen3-VL-2B-Instruct"
+    hub = TransformersBackend(TransformersOptions(model="Qwen/Qwen3-VL-2B-Instruct"))
+    assert hub.name == "transformers:Qwen/Qwen3-VL-2B-Instruct"
+    engine = OpenAIBackend(HttpOptions(base_url="http://ops:s3cret@gpu:8000/v1?key=abc"))
+    assert engine.name == "openai:http://gpu:8000/v1"

@@ -54,6 +54,27 @@ DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
 TextCallback = Callable[[str], None]
 
 
+def shown_model(model: str) -> str:
+    """A model as the unauthenticated ``/metrics`` may show it: a hub id as it is, a local
+    path by its last part only (an attacker pass read a user's directory there)."""
+    if model.startswith(("/", ".", "~")) or (os.sep in model and os.path.exists(model)):
+        return os.path.basename(model.rstrip("/" + os.sep)) or "local"
+    return model
+
+
+def shown_url(url: str) -> str:
+    """An engine's URL without what may be secret in it (user, password, query)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "engine"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
 @dataclass(kw_only=True)
 class GenerationOptions:
     """Per-call limits.
@@ -171,7 +192,7 @@ class TransformersBackend:
         inventory: Callable[[], DeviceInventory] = DeviceInventory.detect,
     ) -> None:
         self.options = options or TransformersOptions()
-        self.name = f"transformers:{self.options.model or 'auto'}"
+        self.name = f"transformers:{shown_model(self.options.model or 'auto')}"
         self.progress = LoadProgress()
         self.choice: ModelChoice | None = None
         self._inventory = inventory
@@ -221,7 +242,7 @@ class TransformersBackend:
             models_dir=models_dir,
             hub=hub,
         )
-        self.choice, self.name = choice, f"transformers:{choice.model}"
+        self.choice, self.name = choice, f"transformers:{shown_model(choice.model)}"
         self.progress.model = choice.model
         log.info("vision model: %s", choice.reason)
         path = choice.local_path or fetch(
@@ -545,7 +566,7 @@ class OpenAIBackend:
 
     def __init__(self, options: HttpOptions | None = None) -> None:
         self.options = options or HttpOptions()
-        self.name = f"openai:{self.options.base_url}"
+        self.name = f"openai:{shown_url(self.options.base_url)}"
         self.progress = LoadProgress(model=self.options.model or DEFAULT_MODEL)
         self._client: Any = None
         self._slots: asyncio.Semaphore | None = None

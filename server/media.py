@@ -151,7 +151,7 @@ class MediaPipeline:
             if self.questions:
                 if self.judged is None:  # asked in the dark: never sent to the model
                     self.questions.clear()
-                    self.offer(self.narrator.notice("sees_nothing_dark"))
+                    self.offer(self.narrator.dark_answer(time.monotonic()))
                 else:
                     self._work.set()
             if decision.view_changed:  # "the camera sees nothing" is said once, on entering

@@ -128,6 +128,8 @@ class _Memory:
 
 READING_CHUNK_WORDS = 40
 """A reading is spoken a few sentences at a time, so Stop and "go on" work between them."""
+DARK_REPEAT_S = 30.0
+"""Asked again within this long of hearing "the camera sees nothing...", the short form."""
 
 SIGN_AGE_BUDGET_S = 5.0
 """A sign about a frame older than this is not said (warnings: ``frame_age_budget_s``)."""
@@ -246,6 +248,7 @@ class Narrator:
         self._ids = itertools.count(1)
         self.recent_scenes: deque[str] = deque(maxlen=5)
         self._reading: deque[str] = deque()
+        self._notices_heard: dict[str, float] = {}  # notice key -> when last heard in full
         self._view = "ok"
         self._current: Utterance | None = None
         """The utterance being spoken (from ``next()`` until ``spoken`` or ``cut``)."""
@@ -381,6 +384,21 @@ class Narrator:
         u.kind = "notice"
         return u
 
+    def dark_answer(self, now: float) -> Utterance | None:
+        """The answer to a question asked while the camera sees nothing (a dark frame is
+        never sent to the model). The long sentence once; asked again within
+        ``DARK_REPEAT_S`` of hearing it, the short "Still nothing to see."; nothing more
+        while either is queued or being said (a blind-user pass heard the 12-word
+        sentence three times back to back, 10 s of it, after two questions)."""
+        keys = ("notice:sees_nothing_dark", "notice:still_dark")
+        waiting = [*self._queue, *([self._current] if self._current is not None else [])]
+        if any(u.key in keys for u in waiting):
+            return None
+        heard = self._notices_heard.get(keys[0])
+        if heard is not None and now - heard < DARK_REPEAT_S:
+            return self.notice("still_dark")
+        return self.notice("sees_nothing_dark")
+
     def view(self, view: str, reason: str | None) -> Utterance | None:
         """The camera's view changed state. Entering "nothing to see" is said once; the
         end of it is said by the first look that finds something, not by a notice."""
@@ -440,6 +458,8 @@ class Narrator:
         of a reading."""
         self.stats.spoken += 1
         self._done(u)
+        if u.kind == "notice":
+            self._notices_heard[u.key] = now
         if u.lane in (Lane.HAZARD, Lane.SIGN, Lane.SCENE):
             self._memory[u.key] = _Memory(
                 said_at=now, text=u.text, distance=u.distance, urgency=u.urgency

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -293,7 +294,7 @@ class UserSession(BaseSession):
             self.speaker.offer(self.narrator.notice("no_vision"))
             return
         if self.media.detector.dark:  # a black frame is never sent to the model
-            self.speaker.offer(self.narrator.notice("sees_nothing_dark"))
+            self.speaker.offer(self.narrator.dark_answer(time.monotonic()))
             return
         if self.media.recent() is None:
             # No frame, or none for a while (the camera is off): an answer about an old

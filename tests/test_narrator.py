@@ -515,3 +515,25 @@ def test_an_answer_cut_by_a_dropped_network_is_said_again_only_for_a_minute() ->
         n.dropped(playing, T0 + 1)  # the network dropped while it was being said
         again = n.next(T0 + 1 + back_after)  # the phone resumed
         assert (again is not None and again.text == "The door is open.") == said_again
+
+
+def test_asking_again_in_the_dark_gets_the_short_answer() -> None:
+    """Found by a blind-user pass: with the camera covered, the 12-word "The camera sees
+    nothing..." was said on entering the dark and again as the answer to each question,
+    three times back to back. While one is queued or playing, a question adds nothing;
+    within 30 s of hearing it, the answer is "Still nothing to see."; later, in full."""
+    n = Narrator(UserSettings())
+    long = "The camera sees nothing: it may be covered or it is too dark."
+    n.view("nothing-to-see", "dark")  # said on entering
+    assert n.dark_answer(T0) is None  # queued already: that is the answer
+    assert drain(n, T0) == [(Lane.ANSWER, long)]
+    assert n.dark_answer(T0 + 5) is not None
+    assert n.dark_answer(T0 + 5) is None  # a second question while the first is queued
+    assert drain(n, T0 + 5) == [(Lane.ANSWER, "Still nothing to see.")]
+    n.dark_answer(T0 + 40)
+    assert drain(n, T0 + 40) == [(Lane.ANSWER, long)]
+    fr = Narrator(UserSettings(language="fr"))
+    fr.dark_answer(T0)
+    drain(fr, T0)
+    fr.dark_answer(T0 + 1)
+    assert drain(fr, T0 + 1) == [(Lane.ANSWER, "Toujours rien à voir.")]

@@ -128,6 +128,8 @@ class _Memory:
 
 READING_CHUNK_WORDS = 40
 """A reading is spoken a few sentences at a time, so Stop and "go on" work between them."""
+STOP_QUIET_S = 5.0
+"""After Stop, this long without a description of the scene."""
 DARK_REPEAT_S = 30.0
 """Asked again within this long of hearing "the camera sees nothing...", the short form."""
 
@@ -249,6 +251,7 @@ class Narrator:
         self.recent_scenes: deque[str] = deque(maxlen=5)
         self._reading: deque[str] = deque()
         self._notices_heard: dict[str, float] = {}  # notice key -> when last heard in full
+        self._hushed_until = 0.0  # no description before this (Stop was pressed)
         self._view = "ok"
         self._current: Utterance | None = None
         """The utterance being spoken (from ``next()`` until ``spoken`` or ``cut``)."""
@@ -278,7 +281,8 @@ class Narrator:
             self.stats.filtered += len(obs.signs)
         if obs.scene:
             self.recent_scenes.append(obs.scene)
-            if talkative and s.verbosity == "detailed" and not question:
+            hushed = now < self._hushed_until
+            if talkative and s.verbosity == "detailed" and not question and not hushed:
                 u = self._offer(Lane.SCENE, "scene", obs.scene, frame_time, now, threshold=0.6)
                 if u is not None:
                     queued.append(u)
@@ -383,6 +387,12 @@ class Narrator:
         u = self._make(Lane.ANSWER, f"notice:{which}", self.phrase(which, **values), None)
         u.kind = "notice"
         return u
+
+    def hush(self, now: float) -> None:
+        """Stop was pressed: no description for ``STOP_QUIET_S`` (a blind-user pass heard
+        one start 130 ms after Stop). Warnings, signs and answers to what is asked next
+        still come."""
+        self._hushed_until = now + STOP_QUIET_S
 
     def dark_answer(self, now: float) -> Utterance | None:
         """The answer to a question asked while the camera sees nothing (a dark frame is

@@ -213,6 +213,7 @@ class UserSession(BaseSession):
         asked: the answer to one already with the model is not spoken when it comes
         (its warnings are: they are not the question's)."""
         self._user_talks()
+        self.narrator.hush(time.monotonic())
         self.media.stop_questions()
 
     # --- control -----------------------------------------------------------------

@@ -245,9 +245,10 @@ def _jpeg(mode: str = "RGB", size: tuple[int, int] = (640, 480), **save: object)
         {"size": (641, 479)},
         {"size": (90, 1000)},
         {"size": (9, 9)},
-        {"size": (1, 1)},
+        {"size": (8, 8)},
+        {"size": (640, 8)},
     ],
-    ids=["420", "444", "422", "progressive", "grey", "odd", "tall", "tiny", "1x1"],
+    ids=["420", "444", "422", "progressive", "grey", "odd", "tall", "tiny", "8x8", "strip"],
 )
 def test_the_direct_decode_gives_the_pixels_pillow_gives(
     frame: dict[str, object], monkeypatch: pytest.MonkeyPatch
@@ -276,6 +277,10 @@ def test_frames_pillow_must_decode_do_not_take_the_direct_path() -> None:
     assert change._decode_eighth(rotated) is None
     assert signature_from_jpeg(rotated).pixels.shape == (107, 80)  # shown upright: portrait
     assert change._decode_eighth(_jpeg(mode="CMYK")) is None
+    # under 8 px a side Pillow does not scale by 8 (found by an attacker pass: 7x7 was
+    # 2x2 through Pillow, 1x1 directly; 8192x1 was 8192x1 and 1024x1)
+    for size in ((7, 7), (1, 1), (640, 4)):
+        assert change._decode_eighth(_jpeg(size=size)) is None
     whole = _jpeg()
     assert change._decode_eighth(whole[: len(whole) // 2]) is None
     with pytest.raises(ChangeDetectorError, match="image file is truncated"):

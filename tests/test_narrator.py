@@ -537,3 +537,17 @@ def test_asking_again_in_the_dark_gets_the_short_answer() -> None:
     drain(fr, T0)
     fr.dark_answer(T0 + 1)
     assert drain(fr, T0 + 1) == [(Lane.ANSWER, "Toujours rien à voir.")]
+
+
+def test_after_stop_no_description_for_a_while_but_warnings_still_come() -> None:
+    """Found by a blind-user pass: a description of the scene started 130 ms after Stop.
+    For 5 s after Stop the scene is not described; a warning is still said."""
+    n = Narrator(UserSettings(verbosity="detailed"))
+    n.interrupt()
+    n.hush(T0)
+    n.observe(obs(scene="A long corridor."), frame_time=T0 + 0.1, now=T0 + 0.2)
+    assert drain(n, T0 + 0.2) == []
+    n.observe(obs(chair(), scene="A long corridor."), frame_time=T0 + 1, now=T0 + 1.1)
+    assert drain(n, T0 + 1.1) == [(Lane.HAZARD, "Chair, 2 metres, ahead.")]
+    n.observe(obs(scene="A long corridor."), frame_time=T0 + 6, now=T0 + 6.1)
+    assert drain(n, T0 + 6.1) == [(Lane.SCENE, "A long corridor.")]

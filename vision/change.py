@@ -347,13 +347,15 @@ def _decode_eighth(data: bytes) -> np.ndarray | None:
     time (Pillow reads the headers in Python and feeds the decoder through its
     file layer). ``None`` where Pillow must decode it: a frame with EXIF (Pillow
     applies its orientation), CMYK or YCCK (Pillow's conversion to grey differs by
-    a level or two), one over Pillow's decompression-bomb limit, or one this
-    decoder refuses (Pillow then decodes it or gives its own reason)."""
+    a level or two), one under 8 px a side, one over Pillow's decompression-bomb
+    limit, or one this decoder refuses (Pillow then decodes it or gives its own
+    reason)."""
     if _EXIF in data:
         return None
     try:
         h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-        if colorspace not in ("Gray", "YCbCr") or w < 1 or h < 1:
+        # under 8 px a side Pillow's draft does not scale by 8 (a 7x7 frame is 2x2)
+        if colorspace not in ("Gray", "YCbCr") or w < 8 or h < 8:
             return None
         limit = Image.MAX_IMAGE_PIXELS
         if limit is not None and w * h > limit:

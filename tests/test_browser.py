@@ -193,6 +193,7 @@ def test_phone_page_end_to_end(world: dict[str, Any]) -> None:
     wait(driver, "window.seealoud.buffersScheduled > 0")
     assert driver.execute_script("return window.seealoud.chunksReceived") > 0
 
+    assert driver.execute_script("return window.seealoud.micEchoCancellation") is False
     # A tap (or Enter, or a screen reader's double-tap: all clicks) toggles talking.
     talk.click()
     assert talk.get_attribute("aria-pressed") == "true"
@@ -205,6 +206,10 @@ def test_phone_page_end_to_end(world: dict[str, Any]) -> None:
     handsfree.click()
     assert handsfree.get_attribute("aria-pressed") == "true" and handsfree.text == "Hands-free on"
     assert talk.text.startswith("Listening")
+    # Push-to-talk listened with the browser's voice processing off (it smears speech for
+    # the recogniser; playback is flushed first). Hands-free listens while SeeAloud
+    # speaks: with echo cancellation, or it would hear its own voice as a question.
+    wait(driver, "window.seealoud.micEchoCancellation === true")
     assert handsfree.value_of_css_property("outline-style") in (
         "none",
         "",

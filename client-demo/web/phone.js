@@ -46,6 +46,7 @@ let video = $("preview");
 let canvas = $("canvas");
 let micNode = null;
 let micStream = null;
+let micEcho = false; // whether micStream was opened with echo cancellation
 let audioCtx = null;
 let nextPlayTime = 0;
 const sources = new Set();
@@ -486,12 +487,22 @@ async function startMic(mode, { silence = true } = {}) {
   }
   send(textMessage("audio-start", { rate: 16000, format: "pcm16", channels: 1, mode }));
   talking = true; // chunks flow as soon as the microphone is up (the first time takes a moment)
+  // The browser's voice processing is for calls; it smears speech for the recogniser. For
+  // push-to-talk playback is flushed before listening, so there is no echo to cancel; in
+  // hands-free the microphone stays open while SeeAloud speaks, and without echo
+  // cancellation it would hear SeeAloud's own voice as a question.
+  const cancelEcho = mode === "hands-free";
+  if (micNode && micEcho !== cancelEcho) {
+    micStream.getTracks().forEach((t) => t.stop());
+    micNode.disconnect();
+    micNode = null;
+  }
   if (!micNode) {
+    micEcho = cancelEcho;
     micStream = await navigator.mediaDevices.getUserMedia({
-      // The browser's voice processing is for calls; it smears speech for the recogniser.
-      // Playback is flushed before listening, so there is no echo to cancel.
-      audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false,
+      audio: { channelCount: 1, echoCancellation: cancelEcho, noiseSuppression: false,
                autoGainControl: false } });
+    stats.micEchoCancellation = micStream.getAudioTracks()[0].getSettings().echoCancellation;
     await ctx.audioWorklet.addModule("/static/capture-worklet.js");
     const source = ctx.createMediaStreamSource(micStream);
     micNode = new AudioWorkletNode(ctx, "pcm-capture", { processorOptions: { rate: 16000 } });

@@ -215,6 +215,7 @@ def test_a_question_while_the_server_is_down_is_said_not_sent_and_it_reconnects_
     from selenium.webdriver.common.by import By
 
     driver, server = link["driver"], link["server"]
+    driver.get("about:blank")  # the same URL again would only change the hash: a fresh page
     driver.get(f"{server.base}/?fps=5#token={link['token']}")
     wait(driver, "window.seealoud && window.seealoud.state === 'live'")
     server.stop()  # SIGTERM: the server says bye
@@ -245,6 +246,59 @@ def test_a_question_while_the_server_is_down_is_said_not_sent_and_it_reconnects_
     voiced = driver.execute_script("return window.seealoud.voiced")
     assert LOST not in voiced[voiced.index(RESTARTING) :], voiced
     print(f"\nlive again {waited:.1f} s after the server was back")
+
+
+SPEECH_DOUBLE = """
+(() => {
+  // Test double for the phone's own voice (headless Chromium has none): "speaking" for
+  // 10 s after each speak(), as a real voice saying a long notice is.
+  const double = {
+    speaking: false, spoken: [], cancelled: 0, timer: null,
+    getVoices() { return [{ name: "double" }]; },
+    speak(u) {
+      this.spoken.push(u.text); this.speaking = true; clearTimeout(this.timer);
+      this.timer = setTimeout(() => { this.speaking = false; }, 10000);
+    },
+    cancel() { this.cancelled += 1; this.speaking = false; clearTimeout(this.timer); },
+  };
+  Object.defineProperty(window, "speechSynthesis", { value: double, configurable: true });
+  window.SpeechSynthesisUtterance = function (text) { this.text = text; };
+})();
+"""
+
+
+def test_the_servers_voice_is_not_said_over_by_the_pages(link: dict[str, Any]) -> None:
+    """Found by a blind-user pass: the page's own "Connected. Watching." began 20 ms
+    before the server's first sentence, two voices at once. SeeAloud's voice wins: the
+    page's notice is cut when the server's audio starts, and said again after it."""
+    from selenium.webdriver.common.by import By
+
+    driver, server = link["driver"], link["server"]
+    server.wait_until(
+        lambda: bool(server.get_json("/readyz")["capabilities"]["speech_out"]),
+        timeout=120,
+        what="speaking",
+    )
+    script = driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": SPEECH_DOUBLE}
+    )
+    try:
+        driver.get("about:blank")  # a fresh page, with the double in it
+        driver.get(f"{server.base}/?fps=5#token={link['token']}")
+        wait(driver, "window.seealoud && window.seealoud.state === 'live'")
+        wait(driver, "speechSynthesis.speaking && window.seealoud.voiced.length > 0")
+        notice = driver.execute_script("return window.seealoud.voiced.at(-1)")
+        driver.find_element(By.ID, "question").send_keys("What is in front of me?")
+        driver.find_element(By.CSS_SELECTOR, "#ask button[type=submit]").click()
+        wait(driver, "window.seealoud.buffersScheduled > 0")  # the server's voice plays
+        assert driver.execute_script("return speechSynthesis.cancelled") >= 1
+        assert notice in driver.execute_script("return window.seealoud.voiceCut")
+        wait(driver, f"window.seealoud.voiced.filter(v => v === {notice!r}).length === 2")
+        assert driver.execute_script("return window.seealoud.playing") == 0  # after it
+    finally:
+        driver.execute_cdp_cmd(
+            "Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]}
+        )
 
 
 def test_signing_in_puts_the_focus_on_talk_and_a_refused_token_leaves_only_the_field(

@@ -429,6 +429,15 @@ function play(payload, rate, utterance) {
   const source = ctx.createBufferSource();
   source.buffer = buffer;
   source.connect(TEST ? earFor(utterance, samples.length, rate) : ctx.destination);
+  // SeeAloud's own voice wins over the page's: a page notice said just before it ("Connected.
+  // Watching." 20 ms before "The camera sees nothing", a blind-user pass) was two voices
+  // at once. The notice is in the list; a cut one is said again when the audio is done.
+  if (!sources.size && "speechSynthesis" in window && speechSynthesis.speaking) {
+    speechSynthesis.cancel();
+    const cut = stats.voiced[stats.voiced.length - 1];
+    stats.voiceCut.push(cut);
+    if (cut !== undefined) voiceQueue.unshift(cut);
+  }
   speaking(true);
   const start = Math.max(ctx.currentTime + 0.02, nextPlayTime);
   source.start(start);

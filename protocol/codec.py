@@ -23,7 +23,7 @@ import typing
 from functools import cache
 from typing import Any, TypeVar, Union
 
-from protocol.errors import MalformedMessage, MessageTooLarge, UnknownMessageType
+from protocol.errors import MalformedMessage, MessageTooLarge, ProtocolError, UnknownMessageType
 from protocol.messages import MESSAGE_TYPES, Message
 
 MAX_HEADER_BYTES = 4096
@@ -31,6 +31,8 @@ MAX_HEADER_BYTES = 4096
 
 _HEADER_LEN = struct.Struct(">H")
 _RESERVED = ("type", "id", "data")
+MAX_SAFE_INTEGER = 2**53 - 1
+"""The largest integer a JavaScript number holds exactly (``Number.MAX_SAFE_INTEGER``)."""
 
 T = TypeVar("T")
 
@@ -168,7 +170,11 @@ def _hints(cls: type) -> dict[str, Any]:
 def _build(cls: type[T], data: dict[str, Any], msg_id: object, *, payload: bytes | None) -> T:
     if msg_id is not None and not isinstance(msg_id, str):
         raise MalformedMessage("'id' must be a string")
-    kwargs = _fields_from(cls, data, cls.__name__)
+    try:
+        kwargs = _fields_from(cls, data, cls.__name__)
+    except ProtocolError as exc:  # the error says which message it is about
+        exc.ref = msg_id
+        raise
     if payload is not None:
         kwargs["payload"] = payload
     if issubclass(cls, Message):
@@ -226,6 +232,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise MalformedMessage(f"{where}: expected an integer")
+        if abs(value) > MAX_SAFE_INTEGER:  # a JavaScript client could not read it back
+            raise MalformedMessage(f"{where}: integer beyond +-2^53 - 1")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):

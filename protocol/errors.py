@@ -51,6 +51,8 @@ class ProtocolError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.ref: str | None = None
+        """The message's own ``id`` when it had a valid one (the error's ``ref``)."""
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"

@@ -158,7 +158,7 @@ class BaseSession:
                 message = decode(raw, max_bytes=text_limit if isinstance(raw, str) else None)
             except ProtocolError as exc:
                 self.ctx.metrics.bad_messages += 1
-                await self.send_error(exc.code, exc.message)
+                await self.send_error(exc.code, exc.message, ref=exc.ref)
                 continue
             if isinstance(message, Bye):
                 # Everything the client sent before its bye is answered first: the

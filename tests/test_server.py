@@ -186,6 +186,8 @@ async def test_bad_messages_get_errors_and_the_session_goes_on(
             ErrorCode.UNEXPECTED_MESSAGE,
         ),
         ('{"type":"question","data":{"text":"' + "x" * 70_000 + '"}}', ErrorCode.TOO_LARGE),
+        # found by an attacker pass: a seq a JavaScript client cannot hold exactly
+        ('{"type":"ping","data":{"t":' + str(2**70) + "}}", ErrorCode.BAD_MESSAGE),
         # found by an attacker pass: an intent nobody knows was taken as a question
         ('{"type":"question","data":{"text":"hi","intent":"evil"}}', ErrorCode.BAD_MESSAGE),
     ]
@@ -193,6 +195,11 @@ async def test_bad_messages_get_errors_and_the_session_goes_on(
         await ws.send(raw)
         error = await recv(ws)
         assert isinstance(error, p.Error) and error.code == code and not error.fatal, raw[:40]
+    # found by an attacker pass: a message with a valid id but bad data got no ref
+    await ws.send('{"type":"ping","id":"X","data":{"t":"bad"}}')
+    error = await recv(ws)
+    assert isinstance(error, p.Error) and error.code == ErrorCode.BAD_MESSAGE
+    assert error.ref == "X"
     await ws.send(encode(p.Ping(t=1)))
     assert isinstance(await recv(ws), p.Pong)
 

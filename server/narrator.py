@@ -128,8 +128,6 @@ class _Memory:
 
 READING_CHUNK_WORDS = 40
 """A reading is spoken a few sentences at a time, so Stop and "go on" work between them."""
-STOP_QUIET_S = 5.0
-"""After Stop, this long without a description of the scene."""
 DARK_REPEAT_S = 30.0
 """Asked again within this long of hearing "the camera sees nothing...", the short form."""
 
@@ -251,7 +249,7 @@ class Narrator:
         self.recent_scenes: deque[str] = deque(maxlen=5)
         self._reading: deque[str] = deque()
         self._notices_heard: dict[str, float] = {}  # notice key -> when last heard in full
-        self._hushed_until = 0.0  # no description before this (Stop was pressed)
+        self._hushed_at = float("-inf")  # when Stop was last pressed
         self._view = "ok"
         self._current: Utterance | None = None
         """The utterance being spoken (from ``next()`` until ``spoken`` or ``cut``)."""
@@ -281,7 +279,7 @@ class Narrator:
             self.stats.filtered += len(obs.signs)
         if obs.scene:
             self.recent_scenes.append(obs.scene)
-            hushed = now < self._hushed_until
+            hushed = frame_time < self._hushed_at
             if talkative and s.verbosity == "detailed" and not question and not hushed:
                 u = self._offer(Lane.SCENE, "scene", obs.scene, frame_time, now, threshold=0.6)
                 if u is not None:
@@ -389,10 +387,11 @@ class Narrator:
         return u
 
     def hush(self, now: float) -> None:
-        """Stop was pressed: no description for ``STOP_QUIET_S`` (a blind-user pass heard
-        one start 130 ms after Stop). Warnings, signs and answers to what is asked next
-        still come."""
-        self._hushed_until = now + STOP_QUIET_S
+        """Stop was pressed: "never mind" covers the description of a look already with
+        the model, as it covers the answer to a question (a blind-user pass heard one
+        start 130 ms after Stop). Its warnings and signs still come, and so do
+        descriptions of what the camera sees after Stop."""
+        self._hushed_at = now
 
     def dark_answer(self, now: float) -> Utterance | None:
         """The answer to a question asked while the camera sees nothing (a dark frame is

@@ -66,16 +66,12 @@ def decode(raw: str | bytes, *, max_bytes: int | None = None) -> Message:
         envelope = _loads(raw)
         if not isinstance(envelope, dict):
             raise MalformedMessage("a text message must be a JSON object")
-        extra = set(envelope) - set(_RESERVED)
-        if extra:
-            raise MalformedMessage(f"unknown envelope keys: {sorted(extra)[:3]}")
-        cls = _message_class(envelope.get("type"))
-        if cls._BINARY:
-            raise MalformedMessage(f"{cls.wire_type()} must be sent as a binary message")
-        data = envelope.get("data", {})
-        if not isinstance(data, dict):
-            raise MalformedMessage("'data' must be a JSON object")
-        return _build(cls, data, envelope.get("id"), payload=None)
+        try:
+            return _text_message(envelope)
+        except ProtocolError as exc:  # the error says which message it is about
+            msg_id = envelope.get("id")
+            exc.ref = msg_id if isinstance(msg_id, str) else None
+            raise
     if isinstance(raw, (bytes, bytearray, memoryview)):
         raw = bytes(raw)
         if max_bytes is not None and len(raw) > max_bytes:
@@ -103,6 +99,19 @@ def decode(raw: str | bytes, *, max_bytes: int | None = None) -> Message:
             raise MalformedMessage("'payload' is not a header field")
         return _build(cls, header, msg_id, payload=raw[end:])
     raise MalformedMessage(f"cannot decode a {type(raw).__name__}")
+
+
+def _text_message(envelope: dict[str, Any]) -> Message:
+    extra = set(envelope) - set(_RESERVED)
+    if extra:
+        raise MalformedMessage(f"unknown envelope keys: {sorted(extra)[:3]}")
+    cls = _message_class(envelope.get("type"))
+    if cls._BINARY:
+        raise MalformedMessage(f"{cls.wire_type()} must be sent as a binary message")
+    data = envelope.get("data", {})
+    if not isinstance(data, dict):
+        raise MalformedMessage("'data' must be a JSON object")
+    return _build(cls, data, envelope.get("id"), payload=None)
 
 
 def as_data(message: Message) -> dict[str, Any]:
@@ -238,6 +247,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise MalformedMessage(f"{where}: expected a number")
+        # a 400-digit integer does not fit a float at all (OverflowError: the session died)
+        if isinstance(value, int) and abs(value) > MAX_SAFE_INTEGER:
+            raise MalformedMessage(f"{where}: number beyond +-2^53 - 1")
         if not math.isfinite(value):
             raise MalformedMessage(f"{where}: expected a finite number")
         return float(value)

@@ -221,6 +221,10 @@ def test_metrics_name_a_local_model_by_its_folder_not_its_path(tmp_path: Path) -
     local.mkdir(parents=True)
     backend = TransformersBackend(TransformersOptions(model=str(local)))
     assert backend.name == "transformers:Qwen3-VL-2B-Instruct"
+    # and /readyz, on the same open port (a second attacker pass)
+    from vision.weights import LoadProgress
+
+    assert LoadProgress(model=str(local)).to_dict()["model"] == "Qwen3-VL-2B-Instruct"
     hub = TransformersBackend(TransformersOptions(model="Qwen/Qwen3-VL-2B-Instruct"))
     assert hub.name == "transformers:Qwen/Qwen3-VL-2B-Instruct"
     engine = OpenAIBackend(HttpOptions(base_url="http://ops:s3cret@gpu:8000/v1?key=abc"))

@@ -45,6 +45,7 @@ from vision.weights import (
     hub_unreachable,
     missing_weights_message,
     no_model_message,
+    shown_model,
 )
 from vision.worker import ModelWorker, image_worker
 
@@ -52,14 +53,6 @@ log = logging.getLogger("seealoud.vlm")
 
 DEFAULT_MODEL = "Qwen/Qwen3-VL-8B-Instruct"
 TextCallback = Callable[[str], None]
-
-
-def shown_model(model: str) -> str:
-    """A model as the unauthenticated ``/metrics`` may show it: a hub id as it is, a local
-    path by its last part only (an attacker pass read a user's directory there)."""
-    if model.startswith(("/", ".", "~")) or (os.sep in model and os.path.exists(model)):
-        return os.path.basename(model.rstrip("/" + os.sep)) or "local"
-    return model
 
 
 def shown_url(url: str) -> str:

@@ -55,14 +55,22 @@ class LoadProgress:
         return min(1.0, self.done_bytes / self.total_bytes)
 
     def to_dict(self) -> dict[str, Any]:
-        """For ``/readyz``: plain JSON values."""
-        out: dict[str, Any] = {"stage": self.stage, "model": self.model}
+        """For ``/readyz``: plain JSON values (a local model by its folder only)."""
+        out: dict[str, Any] = {"stage": self.stage, "model": shown_model(self.model)}
         if self.stage == "downloading":
             out["done_bytes"] = self.done_bytes
             out["total_bytes"] = self.total_bytes
             fraction = self.fraction
             out["percent"] = None if fraction is None else round(fraction * 100, 1)
         return out
+
+
+def shown_model(model: str) -> str:
+    """A model as the unauthenticated ``/metrics`` may show it: a hub id as it is, a local
+    path by its last part only (an attacker pass read a user's directory there)."""
+    if model.startswith(("/", ".", "~")) or (os.sep in model and os.path.exists(model)):
+        return os.path.basename(model.rstrip("/" + os.sep)) or "local"
+    return model
 
 
 def hub_offline() -> bool:

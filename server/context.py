@@ -106,7 +106,7 @@ class Services:
         asr = self.asr_model if self.asr is not None else None
         if not isinstance(language, str) or asr is None or language not in LANGUAGES:
             return None  # an unknown code is the settings check's to refuse
-        return asr.cannot_hear_reason(language)
+        return asr.cannot_hear_reason(language, LANGUAGES[language].name)
 
     def warnings(self, user: str, language: str | None = None) -> list[str]:
         """What the caregiver should know about ``user``'s settings on this server: a

@@ -100,6 +100,9 @@ class Utterance:
     distance: float | None = None
     urgency: str = "normal"
     put_back: bool = False
+    resume_text: str | None = None
+    """An answer said in part ("say go on for more"): what "go on" says again first if
+    this part is cut short (Stop), before the rest."""
     expires: float | None = None
     """Not said after this (monotonic): an answer said again after a dropped network is
     about where the user was then."""
@@ -198,8 +201,10 @@ def limit_words(text: str, max_words: int) -> str:
     return split_words(text, max_words)[0]
 
 
-def split_words(text: str, max_words: int) -> tuple[str, str]:
-    """``limit_words``, and the rest of ``text`` it left out ("" when nothing was)."""
+def split_words(text: str, max_words: int, *, cut_mark: str | None = None) -> tuple[str, str]:
+    """``limit_words``, and the rest of ``text`` it left out ("" when nothing was).
+    ``cut_mark``: what ends a part cut mid-sentence instead of a full stop (an answer
+    that goes on: "with a door." sounded like the end of the sentence)."""
     if re.search(r"[\u4e00-\u9fff]", text):
         limit = max_words * 2
         if len(text) <= limit:
@@ -208,7 +213,7 @@ def split_words(text: str, max_words: int) -> tuple[str, str]:
         end = max(head.rfind(c) for c in "。！？!?")  # not ".": 1.5 米 is not two sentences
         if end + 1 >= limit // 2:
             return head[: end + 1], text[end + 1 :].strip()
-        return head.rstrip(_END_PUNCTUATION) + "。", text[limit:].strip()
+        return head.rstrip(_END_PUNCTUATION) + (cut_mark or "。"), text[limit:].strip()
     words = text.split()
     if len(words) <= max_words:
         return text, ""
@@ -216,7 +221,7 @@ def split_words(text: str, max_words: int) -> tuple[str, str]:
     for k in range(len(kept) - 1, (max_words + 1) // 2 - 2, -1):
         if kept[k].endswith(tuple(_SENTENCE_END)):
             return " ".join(kept[: k + 1]), " ".join(words[k + 1 :])
-    return " ".join(kept).rstrip(_END_PUNCTUATION) + ".", " ".join(words[max_words:])
+    return " ".join(kept).rstrip(_END_PUNCTUATION) + (cut_mark or "."), " ".join(words[max_words:])
 
 
 def _sentences(text: str) -> list[str]:
@@ -348,13 +353,21 @@ class Narrator:
         for "go on" (a blind-user pass lost "several people, the nearest three metres
         away" after "Ahead of you is a wide open square.", with no way to hear it)."""
         spoken = text.strip() if text and text.strip() else self.phrase("unsure")
-        said, rest = split_words(spoken, self.settings.max_words)
-        if rest:
-            self._reading = deque(_sentences(rest))
-            self._queue = [u for u in self._queue if u.lane != Lane.READING]
-            sep = "" if language(self.settings.language).cjk else " "
-            said = said + sep + self.phrase("more_follows")
-        return self._make(Lane.ANSWER, f"answer:{next(self._ids)}", said, None, verbatim=True)
+        said, rest = split_words(spoken, self.settings.max_words, cut_mark="…")
+        if not rest:
+            return self._make(Lane.ANSWER, f"answer:{next(self._ids)}", said, None, verbatim=True)
+        self._reading = deque(_sentences(rest))
+        self._queue = [u for u in self._queue if u.lane != Lane.READING]
+        sep = "" if language(self.settings.language).cjk else " "
+        u = self._make(
+            Lane.ANSWER,
+            f"answer:{next(self._ids)}",
+            said + sep + self.phrase("more_follows"),
+            None,
+            verbatim=True,
+        )
+        u.resume_text = said
+        return u
 
     def heard(self, text: str | None, *, too_long: bool = False) -> Utterance | None:
         """Queue what the recogniser heard ("I heard: ...", a short version of a long
@@ -469,6 +482,8 @@ class Narrator:
         self._done(u)
         if u.kind == "notice":
             self._notices_heard[u.key] = now
+        if u.resume_text is not None and self._reading and self._reading[0] == u.resume_text:
+            self._reading.popleft()  # put back when cut, and then heard in full after all
         if u.lane in (Lane.HAZARD, Lane.SIGN, Lane.SCENE):
             self._memory[u.key] = _Memory(
                 said_at=now, text=u.text, distance=u.distance, urgency=u.urgency
@@ -525,7 +540,8 @@ class Narrator:
             return
         if u.lane == Lane.ANSWER and all(q.key != u.key for q in self._queue):
             again = self._make(u.lane, u.key, u.text, u.frame_time, verbatim=True)
-            again.kind = u.kind
+            again.kind, again.resume_text = u.kind, u.resume_text
+            u.put_back = True  # it is said again in full: "go on" need not repeat it
 
     def pending(self) -> int:
         return len(self._queue)
@@ -540,10 +556,15 @@ class Narrator:
             self._current = None
 
     def _put_back(self, u: Utterance) -> None:
-        """A reading part not heard to its end goes back to the front, exactly once."""
-        if u.lane == Lane.READING and not u.put_back:
-            u.put_back = True
-            self._reading.appendleft(u.text)
+        """A reading part not heard to its end goes back to the front, exactly once; so
+        does the part of a long answer that was being said (a blind-user pass stopped
+        one, said "go on", and never heard the rest of the cut sentence)."""
+        text = u.text if u.lane == Lane.READING else u.resume_text
+        if text is None or u.put_back:
+            return
+        u.put_back = True
+        if not self._reading or self._reading[0] != text:
+            self._reading.appendleft(text)
 
     def _as_said(self, u: Utterance) -> _Memory:
         """The utterance being spoken, as if already heard (for dedup while it plays)."""

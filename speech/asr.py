@@ -256,18 +256,20 @@ class SpeechRecognizer:
             return True
         return language.lower().split("-")[0] == "en"
 
-    def cannot_hear_reason(self, language: str) -> str | None:
-        """For the user or operator when ``can_hear`` is False: what to install; else ``None``."""
+    def cannot_hear_reason(self, language: str, name: str | None = None) -> str | None:
+        """For the caregiver and the operator when ``can_hear`` is False: what to install;
+        else ``None``. ``name``: the language as the caregiver knows it (else its code)."""
         if self.can_hear(language):
             return None
         # Read by a caregiver (why a language was not saved) and by the operator (the fix):
         # plain words first, then the setting that exists (a pass was told of a flag that
         # does not).
         return (
-            f"spoken questions in {language} cannot be understood on this server yet: its "
-            f"speech model ({Path(self.options.model.rstrip('/')).name}) hears English "
-            'only. Whoever runs the server can set asr_model = "small" (a multilingual '
-            "Whisper model, or a path to one) in its [server] settings file (--config)"
+            f"This server cannot understand spoken questions in {name or language} yet "
+            "(typed questions work): its speech model "
+            f"({Path(self.options.model.rstrip('/')).name}) hears English only. Whoever runs "
+            'the server can set asr_model = "small", a multilingual Whisper model, in its '
+            "settings file."
         )
 
     def speech_spans(self, samples: np.ndarray) -> list[dict[str, int]]:

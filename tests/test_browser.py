@@ -218,6 +218,20 @@ def test_phone_page_end_to_end(world: dict[str, Any]) -> None:
     shot(driver, "phone-handsfree.png")
     handsfree.click()
     assert handsfree.text == "Hands-free off" and talk.text == "Talk"
+    # A question after switching back is heard as well as the first (a second pass found
+    # the old capture still posting silence beside the new one: every question was lost).
+    heard = driver.execute_script("return window.seealoud.transcripts.length")
+    sent = driver.execute_script("return window.seealoud.audioChunksSent")
+    ActionChains(driver).click_and_hold(talk).perform()
+    wait(driver, f"window.seealoud.audioChunksSent >= {sent + chunks_needed}", timeout=30)
+    ActionChains(driver).release(talk).perform()
+    again = wait(
+        driver,
+        f"window.seealoud.transcripts.length > {heard} && window.seealoud.transcripts.at(-1)",
+    )
+    errors, words = word_errors(QUESTION, again)
+    assert errors / words <= 0.5, again
+    assert driver.execute_script("return window.seealoud.micEchoCancellation") is False
 
     # Stop flushes playback at once (and the server acknowledges with interrupt).
     scheduled = driver.execute_script("return window.seealoud.buffersScheduled")
@@ -265,6 +279,17 @@ def test_caregiver_page_changes_a_live_setting(world: dict[str, Any]) -> None:
     driver.find_element(By.CSS_SELECTOR, "input[name=cat][value=all]").click()
     assert not driver.find_element(By.CSS_SELECTOR, "input[name=cat][value=steps]").is_selected()
     assert driver.find_element(By.ID, "volume-out").text.endswith("%")
+    # Out of range: the page says it was not saved (a pass found the browser's own check
+    # blocking the Save, and the result line still saying "Saved").
+    words = driver.find_element(By.ID, "max_words")
+    kept = words.get_attribute("value")
+    words.clear()
+    words.send_keys("2")
+    driver.find_element(By.ID, "save").click()
+    assert driver.find_element(By.ID, "result").text.startswith("Not saved: a value is out of")
+    assert driver.switch_to.active_element == words  # the field to fix has the focus
+    words.clear()
+    words.send_keys(kept or "20")
     shot(driver, "caregiver.png")
     driver.switch_to.window(phone)
     settings = wait(

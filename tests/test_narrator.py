@@ -553,3 +553,41 @@ def test_after_stop_a_look_already_with_the_model_is_not_described() -> None:
     assert drain(n, T0 + 0.2) == [(Lane.HAZARD, "Chair, 2 metres, ahead.")]
     n.observe(obs(scene="A long corridor."), frame_time=T0 + 0.5, now=T0 + 0.9)
     assert drain(n, T0 + 0.9) == [(Lane.SCENE, "A long corridor.")]
+
+
+def test_go_on_after_stopping_a_long_answer_says_the_cut_part_first() -> None:
+    """Found by a second blind-user pass: Stop in the middle of "The path ahead is ...
+    on your right. Say go on for more.", then "go on", went straight to the next
+    sentence; the cut one was never heard."""
+    n = Narrator(UserSettings(max_words=12))
+    n.answer(
+        "The path ahead is a wide paved sidewalk with a low wall on your right. "
+        "About three metres ahead there is a green bench."
+    )
+    u = n.next(T0)
+    assert u is not None and u.text.endswith("Say go on for more.")
+    n.interrupt()
+    n.cut(u)  # Stop while it plays
+    rest = n.continue_reading()
+    assert rest is not None
+    assert rest.text.startswith("The path ahead is a wide paved sidewalk")
+    assert "green bench" in rest.text
+    # heard to its end, the part is not said again on "go on"
+    n2 = Narrator(UserSettings(max_words=12))
+    n2.answer(
+        "The path ahead is a wide paved sidewalk with a low wall on your right. "
+        "About three metres ahead there is a green bench."
+    )
+    drain(n2, T0)
+    first = n2.next(T0)  # (drained above; the part said was cut mid-sentence)
+    assert first is None
+    again = n2.continue_reading()
+    assert again is not None
+    assert again.text == "on your right. About three metres ahead there is a green bench."
+    # cut mid-sentence, the part ends with a pause mark, not a full stop (a pass heard
+    # "with a door." as the end of a sentence)
+    n3 = Narrator(UserSettings(max_words=8))
+    n3.answer("There is a hallway ahead with a door at the end.")
+    assert drain(n3, T0) == [
+        (Lane.ANSWER, "There is a hallway ahead with a door… Say go on for more.")
+    ]

@@ -194,7 +194,10 @@ def test_which_languages_the_model_hears(asr: SpeechRecognizer) -> None:
     assert asr.english_only and asr.can_hear("en") and asr.can_hear("en-GB")
     assert not asr.can_hear("zh") and not asr.can_hear("fr")
     reason = asr.cannot_hear_reason("zh")
-    assert reason is not None and reason.startswith("spoken questions in zh cannot be")
+    assert reason is not None
+    assert reason.startswith("This server cannot understand spoken questions in zh yet")
+    named = asr.cannot_hear_reason("fr", "Français")
+    assert named is not None and "in Français yet" in named and named.endswith(".")
     assert 'asr_model = "small"' in reason and "--asr-model" not in reason  # no such flag
     assert asr.cannot_hear_reason("en") is None
     multilingual = SpeechRecognizer(AsrOptions(model="small"))  # not loaded: by its name

@@ -47,6 +47,7 @@ let canvas = $("canvas");
 let micNode = null;
 let micStream = null;
 let micEcho = false; // whether micStream was opened with echo cancellation
+let micSource = null;
 let audioCtx = null;
 let nextPlayTime = 0;
 const sources = new Set();
@@ -82,7 +83,9 @@ function voice(text, { interrupt = false, now = false } = {}) {
   // A browser can have the API and no voice at all (a blind-user pass found "Connection
   // lost" said by nobody): then the live region, which a screen reader says.
   if (!("speechSynthesis" in window) || speechSynthesis.getVoices().length === 0) {
-    $("notices").textContent = text;
+    // The same text again is not news to some screen readers: made to differ by a space.
+    const region = $("notices");
+    region.textContent = region.textContent === text ? `${text}\u00a0` : text;
   }
 }
 function voiceWaiting() {
@@ -502,9 +505,14 @@ async function startMic(mode, { silence = true } = {}) {
   // cancellation it would hear SeeAloud's own voice as a question.
   const cancelEcho = mode === "hands-free";
   if (micNode && micEcho !== cancelEcho) {
-    micStream.getTracks().forEach((t) => t.stop());
+    // All of the old capture goes: a node left connected to its source kept posting
+    // silence beside the new one's audio, and every question after a switch was lost
+    // (a blind-user pass).
+    micNode.port.onmessage = null;
+    micSource.disconnect();
     micNode.disconnect();
-    micNode = null;
+    micStream.getTracks().forEach((t) => t.stop());
+    micNode = micSource = null;
   }
   if (!micNode) {
     micEcho = cancelEcho;
@@ -513,8 +521,9 @@ async function startMic(mode, { silence = true } = {}) {
                autoGainControl: false } });
     stats.micEchoCancellation = micStream.getAudioTracks()[0].getSettings().echoCancellation;
     await ctx.audioWorklet.addModule("/static/capture-worklet.js");
-    const source = ctx.createMediaStreamSource(micStream);
+    const source = (micSource = ctx.createMediaStreamSource(micStream));
     micNode = new AudioWorkletNode(ctx, "pcm-capture", { processorOptions: { rate: 16000 } });
+    stats.captureNodes = (stats.captureNodes || 0) + 1;
     micNode.port.onmessage = (event) => {
       if (!talking) return;
       send(binaryMessage({ type: "audio-chunk", seq: audioSeq++, ts: Date.now(), rate: 16000 },
@@ -612,8 +621,12 @@ function showHandsFree() {
 $("handsfree").addEventListener("click", async () => {
   handsFree = !handsFree;
   showHandsFree();
-  if (handsFree) await startMic("hands-free");
-  else { talking = false; send(textMessage("audio-stop", {})); }
+  // Offline, the mode is kept and listening starts once connected; said, as the other
+  // controls say it (a pass turned it on while down and heard nothing).
+  if (handsFree && !ready) announce("Not connected: hands-free starts listening when I say Connected.");
+  // Turning it on does not cut SeeAloud off: hands-free never talks over by itself.
+  if (handsFree && ready) await startMic("hands-free", { silence: false });
+  else if (!handsFree) { talking = false; send(textMessage("audio-stop", {})); }
 });
 
 $("read").addEventListener("click", () => ask("read this", { intent: "read" }));

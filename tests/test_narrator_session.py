@@ -40,7 +40,7 @@ class UnsureRecognizerDouble:
     def can_hear(self, language: str | None) -> bool:
         return True
 
-    def cannot_hear_reason(self, language: str) -> str | None:
+    def cannot_hear_reason(self, language: str, name: str | None = None) -> str | None:
         return None
 
     async def transcribe_async(

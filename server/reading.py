@@ -13,6 +13,7 @@ runs on its own worker thread, never on the event loop.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from protocol import ErrorCode
@@ -36,8 +37,10 @@ class Reading:
         offer: Callable[[Utterance | None], None],
         send_error: Callable[..., Awaitable[None]],
         latest: Callable[[], PendingFrame | None],  # the newest recent frame, or None
+        dark: Callable[[], bool] = lambda: False,  # the camera sees nothing (too dark)
     ) -> None:
         self.ctx = ctx
+        self.dark = dark
         self.narrator = narrator
         self.offer = offer
         self.send_error = send_error
@@ -55,6 +58,9 @@ class Reading:
                 ErrorCode.NO_FRAME, "no recent camera frame; start the camera", ref=ref
             )
             self.offer(self.narrator.notice("camera_off"))
+            return
+        if self.dark():  # "I see no text" said of a covered lens is wrong (a blind-user pass)
+            self.offer(self.narrator.dark_answer(time.monotonic()))
             return
         reading = await self._read(frame, ref)
         if reading is None:

@@ -135,6 +135,7 @@ class UserSession(BaseSession):
             offer=self.speaker.offer,
             send_error=self.send_error,
             latest=self.media.recent,
+            dark=lambda: self.media.detector.dark,
         )
         self.media.signs = self.reading.signs
         self._caps = ctx.services.capabilities()

@@ -201,3 +201,29 @@ async def test_a_failed_reading_is_said_as_a_failure_not_as_an_answer(
     error = await phone.wait_for(lambda m: isinstance(m, p.Error))
     assert error.code == p.ErrorCode.MODEL_FAILED  # type: ignore[attr-defined]
     await phone.close()
+
+
+async def test_read_this_with_the_lens_covered_says_the_camera_sees_nothing(
+    make_server: ServerFactory, accounts: Accounts, text_reader: Any
+) -> None:
+    """Found by a blind-user pass: "read this" with the camera covered said "I see no
+    text", as if there were a page with nothing on it."""
+    import asyncio
+
+    server = await make_server(ScriptedAnalyzerDouble([(None, 0.0)]), text=text_reader)
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    for _ in range(15):  # 1.5 s of a covered lens, at a camera's 10 fps
+        await phone.frame(colour=(2, 2, 2))
+        await asyncio.sleep(0.1)  # the camera's frame interval
+    notice = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart))
+    assert notice.text.startswith("The camera sees nothing")  # type: ignore[attr-defined]
+    await phone.wait_for(
+        lambda m: isinstance(m, p.SpeechStop) and m.utterance == notice.utterance  # type: ignore[attr-defined]
+    )
+    await phone.send(p.Question(text="read", intent="read", id="r"))
+    answer = await phone.wait_for(
+        lambda m: isinstance(m, p.SpeechStart) and m.utterance != notice.utterance  # type: ignore[attr-defined]
+    )
+    assert answer.text == "Still nothing to see."  # type: ignore[attr-defined]
+    assert said(phone, "reading") == []
+    await phone.close()

@@ -14,12 +14,14 @@ decoded message always has the types it declares.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import struct
 import types
 import typing
+from collections.abc import Iterator
 from functools import cache
 from typing import Any, TypeVar, Union
 
@@ -66,12 +68,8 @@ def decode(raw: str | bytes, *, max_bytes: int | None = None) -> Message:
         envelope = _loads(raw)
         if not isinstance(envelope, dict):
             raise MalformedMessage("a text message must be a JSON object")
-        try:
+        with _about(envelope.get("id")):
             return _text_message(envelope)
-        except ProtocolError as exc:  # the error says which message it is about
-            msg_id = envelope.get("id")
-            exc.ref = msg_id if isinstance(msg_id, str) else None
-            raise
     if isinstance(raw, (bytes, bytearray, memoryview)):
         raw = bytes(raw)
         if max_bytes is not None and len(raw) > max_bytes:
@@ -97,8 +95,20 @@ def decode(raw: str | bytes, *, max_bytes: int | None = None) -> Message:
         msg_id = header.pop("id", None)
         if "payload" in header:
             raise MalformedMessage("'payload' is not a header field")
-        return _build(cls, header, msg_id, payload=raw[end:])
+        with _about(msg_id):
+            return _build(cls, header, msg_id, payload=raw[end:])
     raise MalformedMessage(f"cannot decode a {type(raw).__name__}")
+
+
+@contextlib.contextmanager
+def _about(msg_id: object) -> Iterator[None]:
+    """A ``ProtocolError`` raised inside says which message it is about: its ``ref`` is
+    the message's ``id``, when that is a string."""
+    try:
+        yield
+    except ProtocolError as exc:
+        exc.ref = msg_id if isinstance(msg_id, str) else None
+        raise
 
 
 def _text_message(envelope: dict[str, Any]) -> Message:
@@ -179,11 +189,7 @@ def _hints(cls: type) -> dict[str, Any]:
 def _build(cls: type[T], data: dict[str, Any], msg_id: object, *, payload: bytes | None) -> T:
     if msg_id is not None and not isinstance(msg_id, str):
         raise MalformedMessage("'id' must be a string")
-    try:
-        kwargs = _fields_from(cls, data, cls.__name__)
-    except ProtocolError as exc:  # the error says which message it is about
-        exc.ref = msg_id
-        raise
+    kwargs = _fields_from(cls, data, cls.__name__)
     if payload is not None:
         kwargs["payload"] = payload
     if issubclass(cls, Message):

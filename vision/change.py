@@ -360,9 +360,7 @@ def _decode_eighth(data: bytes) -> np.ndarray | None:
         limit = Image.MAX_IMAGE_PIXELS
         if limit is not None and w * h > limit:
             return None
-        out = simplejpeg.decode_jpeg(
-            data, colorspace="GRAY", min_height=max(1, h // 8), min_width=max(1, w // 8)
-        )
+        out = simplejpeg.decode_jpeg(data, colorspace="GRAY", min_height=h // 8, min_width=w // 8)
     except Exception:  # any refusal: Pillow decides, and gives the reason
         return None
     return out.reshape(out.shape[0], out.shape[1])

@@ -19,7 +19,10 @@ N steps up (``--steps``) until a criterion fails (ingest p95 >= 5 ms, a session
 more than 3 heartbeats without a look, or a session not held) or the search has
 used ``--search-budget`` seconds. At half the largest N held the same load runs
 plain, with 16 clients polling ``/metrics`` as fast as they can, and with one
-client that stops reading (the server must close it, not wait); then, with
+client that stops reading (the server must close it, not wait), and with one
+account at its session cap sending the heaviest frames the server accepts and
+"read this" every 2 s (``--extras heavy``: its decode budget must keep the others'
+figures); then, with
 ``--soak``, a long run at half that N sampling RSS and open files every second.
 ``--openai-steps`` runs the vision path for real: the tiny random-weight Qwen3-VL
 checkpoint (``tests/tiny_vlm.py``) in process and behind ``transformers serve`` on
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import itertools
 import multiprocessing as mp
 import os
@@ -165,6 +169,7 @@ def _serve(db: str, pipe: Any, vision: Vision) -> None:
     from server.db import connect as db_connect
     from speech.asr import AsrOptions, SpeechRecognizer
     from speech.tts import SpeechSynthesizer
+    from vision.text import TextReader
 
     async def main() -> None:
         cfg = ServerConfig(
@@ -186,13 +191,14 @@ def _serve(db: str, pipe: Any, vision: Vision) -> None:
             engine=engine,
             tts=SpeechSynthesizer(),
             asr=SpeechRecognizer(AsrOptions(model="tiny.en", device="cpu")),
+            text=TextReader(),  # as the real job runs: "read this" uses the OCR
         )
         inner = server.ctx.services.analyzer
         assert inner is not None
         recorder = LookRecorder(inner)
         server.ctx.services.analyzer = recorder
         await server.start()
-        for loader in (server.tts, server.asr, server.vision):
+        for loader in (server.tts, server.asr, server.vision, server.text):
             if loader is not None:
                 await asyncio.wait_for(loader.loaded.wait(), 300)
         if server.vision is not None and not server.vision.ready:
@@ -399,6 +405,67 @@ async def stuck_client(url: str, token: str, frames: list[bytes], seconds: float
         ws.transport.abort()
 
 
+def heavy_frames() -> list[bytes]:
+    """Frames as heavy as the server accepts: 2000x2000 progressive JPEG (4 MP, the
+    pixel cap; about 25x a 640x480 frame's decode), from the footage."""
+    from seealoud_client.frames import iter_images
+
+    out = []
+    for img in itertools.islice(iter_images(SHARED_DATA / "video" / "vtest.avi"), 0, 40, 10):
+        buf = io.BytesIO()
+        img.convert("RGB").resize((2000, 2000)).save(buf, "JPEG", quality=85, progressive=True)
+        out.append(buf.getvalue())
+    return out
+
+
+async def heavy_client(url: str, token: str, sessions: int, seconds: float) -> str:
+    """One account at its session cap, each session sending the heaviest frames the
+    server accepts as fast as it will take them, and "read this" every 2 s: how much
+    of the machine one account can take from everybody else."""
+    frames = heavy_frames()
+    sent = [0] * sessions
+    refused: dict[str, int] = {}
+
+    async def one(k: int) -> None:
+        try:
+            async with connect(url, max_size=None, open_timeout=20) as ws:
+                await ws.send(p.encode(p.Hello(protocol=1, token=token)))
+
+                async def drain() -> None:
+                    with contextlib.suppress(ConnectionClosed):
+                        async for raw in ws:
+                            if isinstance(raw, str) and '"error"' in raw:
+                                msg = p.decode(raw)
+                                if isinstance(msg, p.Error):
+                                    refused[msg.code] = refused.get(msg.code, 0) + 1
+
+                reader = asyncio.create_task(drain())
+                start = time.monotonic()
+                asked = start
+                n = 0
+                while time.monotonic() - start < seconds:
+                    jpeg = frames[n % len(frames)]
+                    msg = p.CameraFrame(seq=n, ts=n, width=2000, height=2000, payload=jpeg)
+                    await asyncio.wait_for(ws.send(p.encode(msg)), 5)
+                    n += 1
+                    sent[k] += 1
+                    if time.monotonic() - asked >= 2.0:
+                        asked = time.monotonic()
+                        q = p.Question(text="read this", intent="read")
+                        await asyncio.wait_for(ws.send(p.encode(q)), 5)
+                    await asyncio.sleep(0.02)  # 50 a second: past every frame limit
+                reader.cancel()
+        except (ConnectionClosed, OSError, TimeoutError) as exc:
+            refused[type(exc).__name__] = refused.get(type(exc).__name__, 0) + 1
+
+    await asyncio.gather(*(one(k) for k in range(sessions)))
+    said = ", ".join(f"{code} {n}" for code, n in sorted(refused.items())) or "none"
+    return (
+        f"one account, {sessions} sessions, sent {sum(sent):,} 2000x2000 progressive frames "
+        f"and 'read this' every 2 s (told: {said})"
+    )
+
+
 def load_frames(count: int) -> list[bytes]:
     from seealoud_client.frames import encode_jpeg, iter_images
 
@@ -516,6 +583,10 @@ def run_step(
             polls = await asyncio.to_thread(lambda: here.recv() if here.poll(60) else -1)
             await asyncio.to_thread(pollers.join, 10)
             note = f"16 clients polled /metrics {polls:,} times"
+        elif extra == "heavy":
+            heavy = asyncio.create_task(heavy_client(url, server.tokens[n], 3, seconds))
+            phones = await asyncio.gather(*jobs)
+            note = await heavy
         elif extra == "stuck":
             stuck = asyncio.create_task(stuck_client(url, server.tokens[n], frames, seconds))
             phones = await asyncio.gather(*jobs)
@@ -792,7 +863,7 @@ def main() -> None:
     for extra in args.extras.split(","):
         if extra == "plain" and any(r["n"] == half and r["extra"] == "-" for r in results):
             continue
-        if extra in ("plain", "metrics"):
+        if extra in ("plain", "metrics", "heavy"):
             record(run_step(half, args, frames, question, extra="" if extra == "plain" else extra))
         elif extra == "stuck":
             record(

@@ -34,7 +34,7 @@ from server.hub import Hub
 from server.link import LinkClosed
 from server.metrics import ServerMetrics
 from server.pages import Pages
-from server.ratelimit import LoginLimiter, client_address
+from server.ratelimit import AccountBudgets, LoginLimiter, client_address
 from server.registry import Registry
 from server.session import BaseSession, SessionClosed
 from server.settings import SettingsStore, UserSettings
@@ -101,6 +101,9 @@ class SeeAloudServer:
                 "detector", size=os.cpu_count() or 2, max_pending=256, stall_s=10.0
             ),
             login_limiter=LoginLimiter(),
+            frame_budgets=AccountBudgets.for_frames(
+                config.account_frame_rate, config.max_frame_pixels
+            ),
         )
         for loader in (self.vision, self.tts, self.asr, self.text):
             if loader is not None:

@@ -77,6 +77,14 @@ class ServerConfig:
             websocket upgrades); IP addresses, ``localhost`` and this machine's
             name are always allowed.
         max_frame_pixels: Frames with more pixels are refused before decoding.
+        account_frame_rate: Camera frames one account may have decoded a second,
+            all its sessions together, counted in 640x480 frames by decode cost
+            (pixels, times 4 for a progressive JPEG, which costs that much more to
+            decode: a 4 MP progressive frame counts as 52). A phone sends 5-15
+            640x480 frames a second; without this one account's three sessions of
+            4 MP progressive frames doubled everybody else's time to a warning
+            (``benchmarks/load.py --extras heavy``). Frames past it are dropped
+            (the newest wins anyway) and the client is told ``rate-limited``.
         send_timeout_s: A client that does not take a message within this long
             is closed (it stopped reading).
         max_sessions_per_account: Live sessions one token may hold.
@@ -119,6 +127,7 @@ class ServerConfig:
     describe_port: int | None = None
     hosts: list[str] = field(default_factory=list)
     max_frame_pixels: int = 4_000_000
+    account_frame_rate: float = 48.0
     send_timeout_s: float = 10.0
     max_sessions_per_account: int = 3
     max_sessions_per_address: int = 20
@@ -136,6 +145,8 @@ class ServerConfig:
             )
         if self.vision_backend == "openai" and not self.vlm_url:
             raise ConfigError("vision_backend 'openai' needs vlm_url, e.g. http://gpu:8000/v1")
+        if not self.account_frame_rate > 0:
+            raise ConfigError("account_frame_rate must be positive (640x480 frames a second)")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
 

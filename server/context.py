@@ -42,6 +42,7 @@ from server.config import ServerConfig
 from server.hub import Hub
 from server.languages import LANGUAGES
 from server.metrics import ServerMetrics
+from server.ratelimit import AccountBudgets
 from server.settings import SettingsStore
 from speech.asr import SpeechRecognizer
 from speech.errors import SpeechError
@@ -187,6 +188,8 @@ class ServerContext:
     db: Worker
     detector_pool: WorkerPool
     login_limiter: LoginLimiter
+    frame_budgets: AccountBudgets
+    """Per account, all its sessions together: the decode cost of its camera frames."""
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:

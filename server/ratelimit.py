@@ -12,6 +12,8 @@ object is meant to be used from one thread (the event loop); none blocks.
 - :class:`RateLimiter` -- a token bucket (``allow(now)``); :class:`SessionLimits`
   and :class:`SessionLimiters` bundle one per kind of client message.
 - :class:`SessionCap` -- sessions per account and per source address.
+- :class:`AccountBudgets` -- one bucket per account shared by its sessions, for
+  what costs the whole server (decoding camera frames, see :func:`frame_cost`).
 
 Exceptions::
 
@@ -22,6 +24,7 @@ Exceptions::
 from __future__ import annotations
 
 import ipaddress
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -443,3 +446,56 @@ class SessionCap:
                 table[key] = left
             else:
                 table.pop(key, None)
+
+
+# --- per-account budgets ---------------------------------------------------------
+
+FRAME_UNIT_PIXELS = 640 * 480
+"""The frame a phone is asked to send; frame costs are counted in these."""
+PROGRESSIVE_COST = 4.0
+"""A progressive JPEG costs about this many times a baseline one of its size to
+decode, even at 1/8 scale (libjpeg-turbo entropy-decodes every scan in full): 39
+against 9 ms for 2000x2000 on this project's 2-core machine."""
+
+
+def frame_cost(width: int, height: int, *, progressive: bool) -> float:
+    """A frame's decode cost in 640x480 baseline frames (the detector decodes every
+    frame; the model and the reader decode the ones they look at)."""
+    return width * height / FRAME_UNIT_PIXELS * (PROGRESSIVE_COST if progressive else 1.0)
+
+
+class AccountBudgets:
+    """A token bucket per account, shared by all its sessions, so opening more
+    sessions does not buy more of the machine.
+
+    ``take(account)`` gives the account's bucket (made full on first use); a session
+    keeps it for its lifetime. The table holds weak references: when an account's
+    last session ends its bucket goes too, and a bucket made anew is full, which a
+    kept one would be again ``burst / rate`` seconds later (a second or so): memory
+    is one bucket per account with a live session, and reconnecting buys nothing
+    the login limits do not already bound.
+    """
+
+    def __init__(self, rate_per_s: float, burst: float) -> None:
+        if rate_per_s <= 0 or burst <= 0:
+            raise ValueError("rate_per_s and burst must be positive")
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._buckets: weakref.WeakValueDictionary[str, RateLimiter] = weakref.WeakValueDictionary()
+
+    @classmethod
+    def for_frames(cls, rate_per_s: float, max_pixels: int) -> AccountBudgets:
+        """Frame budgets: ``rate_per_s`` 640x480 frames a second, with room for one of
+        the largest frames the pixel cap lets in (else it could never pass)."""
+        largest = frame_cost(max_pixels, 1, progressive=True)
+        return cls(rate_per_s, max(rate_per_s, largest))
+
+    def take(self, account: str) -> RateLimiter:
+        bucket = self._buckets.get(account)
+        if bucket is None:
+            bucket = RateLimiter(self.rate_per_s, self.burst)
+            self._buckets[account] = bucket
+        return bucket
+
+    def __len__(self) -> int:
+        return len(self._buckets)

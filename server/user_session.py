@@ -39,11 +39,13 @@ from protocol import (
 )
 from server.auth import Account
 from server.context import ServerContext
+from server.jpeg import jpeg_scans
 from server.languages import is_stop_request, settings_summary
 from server.link import Link
 from server.listening import Listening
 from server.media import Asked, MediaPipeline
 from server.narrator import Narrator
+from server.ratelimit import frame_cost
 from server.reading import Reading
 from server.session import BaseSession
 from server.settings import UserSettings
@@ -141,6 +143,7 @@ class UserSession(BaseSession):
         self._caps = ctx.services.capabilities()
         self._unsubscribe: list[Callable[[], None]] = []
         self._reading_task: asyncio.Task[None] | None = None
+        self._frame_budget = ctx.frame_budgets.take(account.name)
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -180,6 +183,8 @@ class UserSession(BaseSession):
                     return
                 problem = self.media.frame_problem(message)
                 if problem is None:
+                    if not await self._affordable(message):
+                        return
                     self.media.put(message, received_at)
                 else:
                     self.media.frames_rejected += 1
@@ -203,6 +208,26 @@ class UserSession(BaseSession):
                 await self.send(Interrupt(reason="user", id=message.id))
             case _:
                 await super().route(message, received_at)
+
+    async def _affordable(self, frame: CameraFrame) -> bool:
+        """Whether the account's frame budget (all its sessions together) covers this
+        frame's decode cost; if not, it is dropped and the client told, at most once a
+        second. Checked after ``frame_problem``: the size is the JPEG's own."""
+        cost = frame_cost(frame.width, frame.height, progressive=jpeg_scans(frame.payload) > 1)
+        now = time.monotonic()
+        if self._frame_budget.allow(now, cost):
+            return True
+        self.ctx.metrics.rate_limited_by("frame-cost")
+        if now - self._limit_reported.get("frame-cost", 0.0) >= 1.0:
+            self._limit_reported["frame-cost"] = now
+            rate = self._frame_budget.rate_per_s
+            await self.send_error(
+                ErrorCode.RATE_LIMITED,
+                f"this account's frames cost more to decode than {rate:g} 640x480 frames a "
+                f"second (this one counts as {cost:.1f}); some were dropped: send 640x480",
+                ref=frame.id,
+            )
+        return False
 
     def _user_talks(self) -> None:
         """Stop, or the user started talking: silence now, drop what was queued."""

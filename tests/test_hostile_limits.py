@@ -4,10 +4,18 @@ audio, questions or settings loses only its own excess, is told once with
 
 from __future__ import annotations
 
+import gc
+import io
 import time
+
+import numpy as np
+import pytest
+from PIL import Image
 
 import protocol as p
 from protocol import ErrorCode, encode
+from server.config import ConfigError, ServerConfig
+from server.ratelimit import PROGRESSIVE_COST, AccountBudgets, frame_cost
 from tests.conftest import Accounts, ServerFactory, jpeg_bytes, ws_url
 from tests.doubles import ScriptedAnalyzerDouble
 from tests.phone import Phone, observation
@@ -101,3 +109,71 @@ async def test_a_message_flood_is_read_at_a_phones_pace(
     assert took >= 1.5, took  # (1200 - 600) / 300 s = 2 s, less a little refill
     assert server.metrics.count("rate").get("messages") == 1  # counted once per session
     await flooder.close()
+
+
+def _heavy_jpeg(width: int, height: int, *, progressive: bool) -> bytes:
+    """The heaviest frame the pixel cap lets in: costly to decode at any scale."""
+    rng = np.random.default_rng(5)
+    small = rng.integers(0, 255, size=(height // 16, width // 16, 3), dtype=np.uint8)
+    img = Image.fromarray(small, "RGB").resize((width, height), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=70, progressive=progressive)
+    return buf.getvalue()
+
+
+async def test_one_accounts_heavy_frames_are_limited_across_its_sessions_not_anyone_elses(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    """Alice's two sessions share one decode budget: a 4 MP progressive frame spends
+    it (it counts as 52 640x480 frames), the next ones from either session are
+    dropped and each session is told; Bob's frames, sent meanwhile, all go through."""
+    server = await make_server(ScriptedAnalyzerDouble([(None, 0.0)]), change_detection=False)
+    heavy = _heavy_jpeg(2000, 2000, progressive=True)
+    first = await Phone.open(ws_url(server), accounts.user_token)
+    second = await Phone.open(ws_url(server), accounts.user_token)
+    bob = await Phone.open(ws_url(server), accounts.other_token)
+    normal = jpeg_bytes(640, 480)
+    for seq in range(3):
+        for phone in (first, second):
+            frame = p.CameraFrame(seq=seq, ts=seq, width=2000, height=2000, payload=heavy)
+            await phone.send(frame)
+        await bob.send(p.CameraFrame(seq=seq, ts=seq, width=640, height=480, payload=normal))
+    for phone, tag in ((first, "a"), (second, "b"), (bob, "c")):
+        await _settle(phone, tag)
+    told = _limited(first) + _limited(second)
+    assert len(_limited(first)) == 1 and len(_limited(second)) == 1, told
+    assert all("counts as 52.1" in e.message and "send 640x480" in e.message for e in told)
+    assert server.metrics.count("rate").get("frame-cost") == 5  # six heavy, one taken
+    assert _limited(bob) == [] and not bob.of(p.Error)
+    for phone in (first, second, bob):
+        await phone.close()
+
+
+async def test_the_frame_budget_covers_a_phone_at_full_rate() -> None:
+    """A phone's 640x480 frames at the per-session cap (30 a second) never meet the
+    account budget; 720p at 15 fps fits too; 1080p at 10 fps does not, in steady state."""
+    budgets = AccountBudgets.for_frames(ServerConfig().account_frame_rate, 4_000_000)
+    for (w, h), fps, fits in (
+        ((640, 480), 30, True),
+        ((1280, 720), 15, True),
+        ((1920, 1080), 10, False),
+    ):
+        bucket = budgets.take(f"{w}x{h}")
+        cost = frame_cost(w, h, progressive=False)
+        taken = sum(bucket.allow(n / fps, cost) for n in range(fps * 20))
+        assert (taken == fps * 20) is fits, (w, h, taken)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="account_frame_rate"):
+            ServerConfig(account_frame_rate=bad)
+
+
+def test_an_accounts_budget_is_shared_by_its_sessions_and_goes_with_the_last() -> None:
+    budgets = AccountBudgets.for_frames(48.0, 4_000_000)
+    one, two = budgets.take("alice"), budgets.take("alice")
+    assert one is two and budgets.take("bob") is not one
+    assert budgets.burst >= frame_cost(4_000_000, 1, progressive=True)  # the largest can pass
+    del one, two
+    gc.collect()
+    assert len(budgets) == 0  # bob's was never kept either
+    assert frame_cost(640, 480, progressive=False) == 1.0
+    assert frame_cost(640, 480, progressive=True) == PROGRESSIVE_COST

@@ -13,6 +13,7 @@ import logging
 import secrets
 import sqlite3
 from collections import Counter
+from collections.abc import Callable
 
 from websockets.asyncio.server import ServerConnection
 
@@ -115,18 +116,36 @@ class Registry:
             return None
         self._opening_by_account[account.name] += 1
         self._opening_by_peer[peer] += 1
+        opening = True
+
+        def live() -> None:
+            """No longer opening: live (counted in ``sessions`` from now) or refused.
+            Counted in both while ``ready`` went out, a slow send let two hellos at
+            once refuse a third within the cap (a load benchmark on a busy machine)."""
+            nonlocal opening
+            if not opening:
+                return
+            opening = False
+            for table, key in (
+                (self._opening_by_account, account.name),
+                (self._opening_by_peer, peer),
+            ):
+                table[key] -= 1
+                if table[key] <= 0:
+                    del table[key]
+
         try:
-            return await self._open(ws, account, hello, peer)
+            return await self._open(ws, account, hello, peer, live)
         finally:
-            self._opening_by_account[account.name] -= 1
-            self._opening_by_peer[peer] -= 1
-            if self._opening_by_account[account.name] <= 0:
-                del self._opening_by_account[account.name]
-            if self._opening_by_peer[peer] <= 0:
-                del self._opening_by_peer[peer]
+            live()
 
     async def _open(
-        self, ws: ServerConnection, account: Account, hello: Hello, peer: str
+        self,
+        ws: ServerConnection,
+        account: Account,
+        hello: Hello,
+        peer: str,
+        live: Callable[[], None],
     ) -> BaseSession | None:
         cfg = self.ctx.config
         resumed = self.resumable.take(hello.resume, account.name)
@@ -174,6 +193,7 @@ class Registry:
             capabilities=self.ctx.services.capabilities(),
             id=hello.id,
         )
+        live()
         self.sessions[session_id] = session
         self.ctx.metrics.sessions_active += 1
         self.ctx.metrics.sessions_total += 1

@@ -12,11 +12,13 @@ import sys
 import time
 from collections.abc import Callable
 
+import pytest
 from PIL import Image
 from websockets.asyncio.client import connect
 
 import protocol as p
 from protocol import ErrorCode, HazardInfo, ObservationMsg, encode
+from server.session import BaseSession
 from tests.attacker import many_scans, smuggled_size, with_size
 from tests.conftest import Accounts, ServerFactory, jpeg_bytes, ws_url
 from tests.doubles import ScriptedAnalyzerDouble
@@ -139,6 +141,41 @@ async def test_many_hellos_at_once_on_one_token_do_not_pass_the_cap(
     assert len(ready) == 3 and len(server.sessions) == 3
     assert len(refused) == 7 and all(e.code == ErrorCode.TOO_MANY_SESSIONS for e in refused)
     for ws in sockets:
+        await ws.close()
+
+
+async def test_sessions_whose_ready_is_slow_to_go_out_do_not_count_twice(
+    make_server: ServerFactory, accounts: Accounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two phones' ``ready`` held up on the way out (a slow network, here a gate on the
+    session's send: the double) must not make a third, within the cap, be refused."""
+    server = await make_server(max_sessions_per_account=3)
+    gate, held = asyncio.Event(), asyncio.Event()
+    waiting = 0
+    real_send = BaseSession.send
+
+    async def slow_send(self: BaseSession, message: p.Message) -> None:
+        nonlocal waiting
+        if isinstance(message, p.Ready) and waiting < 2:
+            waiting += 1
+            if waiting == 2:
+                held.set()
+            await gate.wait()
+        await real_send(self, message)
+
+    monkeypatch.setattr(BaseSession, "send", slow_send)
+    first, second = await connect(ws_url(server)), await connect(ws_url(server))
+    for ws in (first, second):
+        await ws.send(encode(p.Hello(protocol=1, token=accounts.user_token)))
+    await asyncio.wait_for(held.wait(), 5)  # both live, both ready still on their way
+    third = await connect(ws_url(server))
+    await third.send(encode(p.Hello(protocol=1, token=accounts.user_token)))
+    answer = await recv(third)  # while the other two are still held
+    gate.set()
+    answers = [await recv(ws) for ws in (first, second)] + [answer]
+    assert all(isinstance(a, p.Ready) for a in answers), answers
+    assert len(server.sessions) == 3
+    for ws in (first, second, third):
         await ws.close()
 
 

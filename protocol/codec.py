@@ -142,9 +142,21 @@ def _reject_constant(name: str) -> Any:
     raise MalformedMessage(f"JSON constant {name} is not allowed")
 
 
+def _one_of_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object with a key twice is refused: Python keeps the last, other readers the
+    first, so a proxy or logger in front of the server would see another message (a
+    ``type`` of ``ping`` then ``bye`` was a ``bye`` here: an attacker pass)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise MalformedMessage(f"key {twice[:40]!r} appears twice")
+    return out
+
+
 def _loads(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_one_of_each)
     except MalformedMessage:
         raise
     except (ValueError, RecursionError) as exc:

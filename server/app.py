@@ -102,7 +102,7 @@ class SeeAloudServer:
             ),
             login_limiter=LoginLimiter(),
             frame_budgets=AccountBudgets.for_frames(
-                config.account_frame_rate, config.max_frame_pixels
+                config.account_frame_rate, config.max_frame_pixels, config.max_frame_bytes
             ),
         )
         for loader in (self.vision, self.tts, self.asr, self.text):

@@ -458,10 +458,19 @@ decode, even at 1/8 scale (libjpeg-turbo entropy-decodes every scan in full): 39
 against 9 ms for 2000x2000 on this project's 2-core machine."""
 
 
-def frame_cost(width: int, height: int, *, progressive: bool) -> float:
-    """A frame's decode cost in 640x480 baseline frames (the detector decodes every
-    frame; the model and the reader decode the ones they look at)."""
-    return width * height / FRAME_UNIT_PIXELS * (PROGRESSIVE_COST if progressive else 1.0)
+FRAME_UNIT_BYTES = 100_000
+"""... or in this many bytes, whichever is more: the entropy decoding (which the 1/8
+scale cannot skip) goes with the bytes. A phone's 640x480 frame is 30-90 KB; 925 KB of
+noise at 640x480 (quality 98, 4:4:4, a restart marker after every block) cost 2.5-4x
+a camera frame to decode and was counted as one (an attacker pass)."""
+
+
+def frame_cost(width: int, height: int, *, progressive: bool, size: int = 0) -> float:
+    """A frame's decode cost in 640x480 baseline camera frames, from its pixels (times
+    ``PROGRESSIVE_COST`` if progressive) or its ``size`` in bytes, whichever is more
+    (the detector decodes every frame; the model and the reader the ones they use)."""
+    pixels = width * height / FRAME_UNIT_PIXELS * (PROGRESSIVE_COST if progressive else 1.0)
+    return max(pixels, size / FRAME_UNIT_BYTES)
 
 
 class AccountBudgets:
@@ -484,10 +493,10 @@ class AccountBudgets:
         self._buckets: weakref.WeakValueDictionary[str, RateLimiter] = weakref.WeakValueDictionary()
 
     @classmethod
-    def for_frames(cls, rate_per_s: float, max_pixels: int) -> AccountBudgets:
+    def for_frames(cls, rate_per_s: float, max_pixels: int, max_bytes: int) -> AccountBudgets:
         """Frame budgets: ``rate_per_s`` 640x480 frames a second, with room for one of
-        the largest frames the pixel cap lets in (else it could never pass)."""
-        largest = frame_cost(max_pixels, 1, progressive=True)
+        the costliest frames the caps let in (else it could never pass)."""
+        largest = frame_cost(max_pixels, 1, progressive=True, size=max_bytes)
         return cls(rate_per_s, max(rate_per_s, largest))
 
     def take(self, account: str) -> RateLimiter:

@@ -213,7 +213,9 @@ class UserSession(BaseSession):
         """Whether the account's frame budget (all its sessions together) covers this
         frame's decode cost; if not, it is dropped and the client told, at most once a
         second. Checked after ``frame_problem``: the size is the JPEG's own."""
-        cost = frame_cost(frame.width, frame.height, progressive=jpeg_scans(frame.payload) > 1)
+        payload = frame.payload
+        progressive = jpeg_scans(payload) > 1
+        cost = frame_cost(frame.width, frame.height, progressive=progressive, size=len(payload))
         now = time.monotonic()
         if self._frame_budget.allow(now, cost):
             return True

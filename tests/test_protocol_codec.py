@@ -156,6 +156,14 @@ def test_repr_never_shows_payload_or_token() -> None:
         (b"\x00\x02\xff\xfe", MalformedMessage, ErrorCode.BAD_MESSAGE),
         (b"\x00\x0f" + b'{"type":"ping"}', MalformedMessage, ErrorCode.BAD_MESSAGE),
         (b"\xff\xff" + b"{" * 70000, MalformedMessage, ErrorCode.BAD_MESSAGE),
+        # a key twice: JSON readers disagree on which counts (an attacker pass)
+        ('{"type":"ping","type":"bye","data":{"t":1}}', MalformedMessage, ErrorCode.BAD_MESSAGE),
+        ('{"type":"ping","data":{"t":1,"t":2}}', MalformedMessage, ErrorCode.BAD_MESSAGE),
+        (
+            b"\x00\x2f" + b'{"type":"camera-frame","type":"ping","data":{}}',
+            MalformedMessage,
+            ErrorCode.BAD_MESSAGE,
+        ),
     ],
 )
 def test_decode_errors(raw: str | bytes, error: type[ProtocolError], code: ErrorCode) -> None:

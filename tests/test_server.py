@@ -190,6 +190,8 @@ async def test_bad_messages_get_errors_and_the_session_goes_on(
         ('{"type":"ping","data":{"t":' + str(2**70) + "}}", ErrorCode.BAD_MESSAGE),
         # found by an attacker pass: an intent nobody knows was taken as a question
         ('{"type":"question","data":{"text":"hi","intent":"evil"}}', ErrorCode.BAD_MESSAGE),
+        # found by an attacker pass: the last "type" won, so this closed the session
+        ('{"type":"ping","type":"bye","data":{"t":1}}', ErrorCode.BAD_MESSAGE),
     ]
     for raw, code in cases:
         await ws.send(raw)

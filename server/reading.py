@@ -12,6 +12,7 @@ runs on its own worker thread, never on the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,11 @@ from server.slot import PendingFrame
 from vision.reading import TextReading, match_sign, sentences
 
 log = logging.getLogger("seealoud.reading")
+
+READING_CUE_S = 1.0
+"""A "read this" with no words for this long says "Reading." first: a blind-user pass
+pressed Read text and heard nothing for 12 s (a dense page on a busy 2-core machine),
+could not tell the press had worked, and pressed Stop."""
 
 
 class Reading:
@@ -62,7 +68,14 @@ class Reading:
         if self.dark():  # "I see no text" said of a covered lens is wrong (a blind-user pass)
             self.offer(self.narrator.dark_answer(time.monotonic()))
             return
-        reading = await self._read(frame, ref)
+        task = asyncio.ensure_future(self._read(frame, ref))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=READING_CUE_S)
+            if not done:  # a page takes the reader seconds on a CPU: say it was heard
+                self.offer(self.narrator.notice("reading"))
+            reading = await task
+        finally:
+            task.cancel()  # the session ended meanwhile: the reading is not wanted
         if reading is None:
             return
         for u in read_aloud(self.narrator, reading):

@@ -206,6 +206,9 @@ def test_phone_page_end_to_end(world: dict[str, Any]) -> None:
     handsfree.click()
     assert handsfree.get_attribute("aria-pressed") == "true" and handsfree.text == "Hands-free on"
     assert talk.text.startswith("Listening")
+    # said, not only shown (a blind-user pass heard nothing either way)
+    said = "return window.seealoud.announced.at(-1)"
+    assert driver.execute_script(said) == "Hands-free on: just ask."
     # Push-to-talk listened with the browser's voice processing off (it smears speech for
     # the recogniser; playback is flushed first). Hands-free listens while SeeAloud
     # speaks: with echo cancellation, or it would hear its own voice as a question.
@@ -218,6 +221,7 @@ def test_phone_page_end_to_end(world: dict[str, Any]) -> None:
     shot(driver, "phone-handsfree.png")
     handsfree.click()
     assert handsfree.text == "Hands-free off" and talk.text == "Talk"
+    assert driver.execute_script(said) == "Hands-free off: tap Talk to ask."
     # A question after switching back is heard as well as the first (a second pass found
     # the old capture still posting silence beside the new one: every question was lost).
     heard = driver.execute_script("return window.seealoud.transcripts.length")

@@ -301,6 +301,38 @@ def test_the_servers_voice_is_not_said_over_by_the_pages(link: dict[str, Any]) -
         )
 
 
+def test_in_hands_free_the_pages_own_voice_is_not_sent_as_a_question(
+    link: dict[str, Any],
+) -> None:
+    """The page says "Hands-free on: just ask." with the microphone open; echo
+    cancellation may not cover the page's own voice, and the recogniser would take the
+    notice for a question. While the page speaks, silence is sent in its place."""
+    from selenium.webdriver.common.by import By
+
+    driver, server = link["driver"], link["server"]
+    script = driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": SPEECH_DOUBLE}
+    )
+    try:
+        driver.get("about:blank")  # a fresh page, with the double in it
+        driver.get(f"{server.base}/?fps=5#token={link['token']}")
+        wait(driver, "window.seealoud && window.seealoud.state === 'live'")
+        driver.execute_script("speechSynthesis.cancel()")  # "Connected..." said
+        driver.find_element(By.ID, "handsfree").click()
+        wait(driver, "speechSynthesis.spoken.includes('Hands-free on: just ask.')")
+        wait(driver, "window.seealoud.ownVoiceSilenced >= 10")  # 10 chunks: 0.2 s or more
+        driver.execute_script("speechSynthesis.cancel()")  # the notice is over
+        silenced = driver.execute_script("return window.seealoud.ownVoiceSilenced")
+        sent = driver.execute_script("return window.seealoud.audioChunksSent")
+        wait(driver, f"window.seealoud.audioChunksSent >= {sent + 10}")
+        assert driver.execute_script("return window.seealoud.ownVoiceSilenced") == silenced
+        driver.find_element(By.ID, "handsfree").click()
+    finally:
+        driver.execute_cdp_cmd(
+            "Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]}
+        )
+
+
 def test_signing_in_puts_the_focus_on_talk_and_a_refused_token_leaves_only_the_field(
     link: dict[str, Any],
 ) -> None:

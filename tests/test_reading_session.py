@@ -5,6 +5,8 @@ what one reading queues (``read_aloud``) in each language."""
 from __future__ import annotations
 
 import io
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -82,7 +84,7 @@ async def test_blurred_text_is_refused_with_no_words(
     blurred = SignScene(**{**vars(page_scene()), "name": "blurred", "blur": 6.0})
     await phone.jpeg(jpeg(blurred), 640, 480)
     await phone.send(p.Question(text="read", intent="read", id="r"))
-    start = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart))
+    start = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart) and m.text != "Reading.")
     assert start.text == (  # type: ignore[attr-defined]
         "There is text, but it is too blurred to read. Hold the phone still."
     )
@@ -226,4 +228,47 @@ async def test_read_this_with_the_lens_covered_says_the_camera_sees_nothing(
     )
     assert answer.text == "Still nothing to see."  # type: ignore[attr-defined]
     assert said(phone, "reading") == []
+    await phone.close()
+
+
+class GatedTextReaderDouble:
+    """Test double for the text reader: the real reader, held until the test lets it
+    go (a dense page on a slow machine); after that, that reading again at once (a
+    quick reader), so no machine's speed decides what the test sees."""
+
+    def __init__(self, reader: Any) -> None:
+        self.reader = reader
+        self.go = threading.Event()
+        self.done: TextReading | None = None
+
+    def load(self) -> None:
+        self.reader.load()
+
+    def read_jpeg(self, data: bytes) -> TextReading:
+        if self.done is None:
+            self.go.wait(10)
+            self.done = self.reader.read_jpeg(data)
+        return self.done
+
+
+async def test_a_slow_reading_says_reading_first_and_a_quick_one_does_not(
+    make_server: ServerFactory, accounts: Accounts, text_reader: Any
+) -> None:
+    """Found by a blind-user pass: Read text was silent for 12 s on a busy machine."""
+    reader = GatedTextReaderDouble(text_reader)
+    server = await make_server(ScriptedAnalyzerDouble([(None, 0.0)]), text=reader)
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    await phone.jpeg(jpeg(page_scene()), 640, 480)
+    asked = time.monotonic()
+    await phone.send(p.Question(text="read", intent="read", id="r"))
+    cue = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart))
+    assert cue.text == "Reading." and time.monotonic() - asked < 2.0  # type: ignore[attr-defined]
+    reader.go.set()
+    text = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart) and m.priority == "reading")
+    assert text.text.startswith("Take one tablet")  # type: ignore[attr-defined]
+    phone.seen.clear()
+    await phone.send(p.Question(text="read", intent="read", id="r2"))  # a quick reading now
+    again = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart) and m.priority == "reading")
+    assert again.text.startswith("Take one tablet")  # type: ignore[attr-defined]
+    assert "Reading." not in [m.text for m in phone.of(p.SpeechStart)]
     await phone.close()

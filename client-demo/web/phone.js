@@ -18,6 +18,7 @@ const said = $("said");
 const stats = (window.seealoud = {
   framesSent: 0, chunksReceived: 0, buffersScheduled: 0, flushes: 0,
   transcripts: [], utterances: [], state: "idle", playing: 0, audioChunksSent: 0,
+  ownVoiceSilenced: 0,
   settings: null, announced: [], stops: {}, interrupts: [],
   summaries: [], voiced: [], voiceCut: [], linkDropped: 0,
   // ?test=1 only: what reached the speaker, per utterance (samples sent vs heard).
@@ -526,8 +527,14 @@ async function startMic(mode, { silence = true } = {}) {
     stats.captureNodes = (stats.captureNodes || 0) + 1;
     micNode.port.onmessage = (event) => {
       if (!talking) return;
+      // Hands-free hears the room while the page's own voice says a notice ("Hands-free
+      // on", "Connection lost"), which echo cancellation may not know of: that would be
+      // taken for a question. Silence goes in its place, so the timing stays true.
+      const own = handsFree && "speechSynthesis" in window && speechSynthesis.speaking;
+      const pcm = own ? new Uint8Array(event.data.byteLength) : new Uint8Array(event.data);
+      if (own) stats.ownVoiceSilenced += 1;
       send(binaryMessage({ type: "audio-chunk", seq: audioSeq++, ts: Date.now(), rate: 16000 },
-                         new Uint8Array(event.data)));
+                         pcm));
       stats.audioChunksSent += 1;
     };
     source.connect(micNode);
@@ -622,8 +629,10 @@ $("handsfree").addEventListener("click", async () => {
   handsFree = !handsFree;
   showHandsFree();
   // Offline, the mode is kept and listening starts once connected; said, as the other
-  // controls say it (a pass turned it on while down and heard nothing).
+  // controls say it (a pass turned it on while down and heard nothing), and as Camera
+  // on/off is said (a pass heard nothing either way: the button's look is for the eyes).
   if (handsFree && !ready) announce("Not connected: hands-free starts listening when I say Connected.");
+  else announce(handsFree ? "Hands-free on: just ask." : "Hands-free off: tap Talk to ask.");
   // Turning it on does not cut SeeAloud off: hands-free never talks over by itself.
   if (handsFree && ready) await startMic("hands-free", { silence: false });
   else if (!handsFree) { talking = false; send(textMessage("audio-stop", {})); }

@@ -40,7 +40,7 @@ from protocol import (
 from server.auth import Account
 from server.context import ServerContext
 from server.jpeg import jpeg_scans
-from server.languages import is_stop_request, settings_summary
+from server.languages import is_stop_request, phrase, settings_summary
 from server.link import Link
 from server.listening import Listening
 from server.media import Asked, MediaPipeline
@@ -347,6 +347,10 @@ class UserSession(BaseSession):
         self.narrator.settings = settings
         self.media.detector.options = detector_options(settings)
         summary = settings_summary(settings.to_dict(), changed, settings.language)
+        if "language" in changed and self.ctx.services.language_problem(settings.language):
+            # Told now, not first when they talk and are not understood (a blind-user pass
+            # set French on an English-only recogniser and heard only "Langue : Français.").
+            summary = f"{summary} {phrase(settings.language, 'cannot_hear')}".strip()
         message = Settings(
             user=self.account.name, values=settings.to_dict(), changed=changed, summary=summary
         )

@@ -38,3 +38,24 @@ async def test_a_language_the_speech_model_cannot_hear(
     assert not phone.of(p.TranscriptMsg)  # nothing was transcribed as English nonsense
     await carer.close()
     await phone.close()
+
+
+async def test_a_phone_switched_to_a_language_it_cannot_hear_is_told_at_once(
+    make_server: ServerFactory, accounts: Accounts, asr_model: SpeechRecognizer
+) -> None:
+    """Found by a blind-user pass: French set from the command line, on tiny.en, was
+    said only as "Langue : Français."; the user learnt that speaking would not work
+    only by not being understood. Said with the change, in the new language."""
+    server = await make_server(ScriptedAnalyzerDouble([(None, 0.0)]), asr=asr_model)
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    await server.settings_store_update("alice", {"language": "fr"})
+    pushed = await phone.wait_for(lambda m: isinstance(m, p.Settings))
+    assert pushed.summary.startswith("Langue : Français.")  # type: ignore[attr-defined]
+    assert pushed.summary.endswith(  # type: ignore[attr-defined]
+        "Les questions parlées dans cette langue demandent un autre modèle vocal ; "
+        "tapez votre question."
+    )
+    await server.settings_store_update("alice", {"language": "en"})  # back to one it hears
+    back = await phone.wait_for(lambda m: isinstance(m, p.Settings) and m is not pushed)
+    assert "speech model" not in back.summary  # type: ignore[attr-defined]
+    await phone.close()

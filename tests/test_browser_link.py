@@ -333,6 +333,55 @@ def test_in_hands_free_the_pages_own_voice_is_not_sent_as_a_question(
         )
 
 
+def _set_language(server: Any, code: str) -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "server.cli", "settings", "--db", str(server.db)]
+    subprocess.run(
+        [*command, "set", "alice", f'language="{code}"'],
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_a_french_users_page_speaks_and_shows_french(link: dict[str, Any]) -> None:
+    """Found by a blind-user pass: with French chosen, the server spoke French and the
+    page's own notices, buttons and status stayed English (and its lang said "en", so a
+    screen reader read the French list with English sounds)."""
+    from selenium.webdriver.common.by import By
+
+    driver, server = link["driver"], link["server"]
+    _set_language(server, "fr")
+    try:
+        driver.get(f"{server.base}/?fps=5#token={link['token']}")
+        wait(driver, "window.seealoud && window.seealoud.state === 'live'")
+        wait(driver, "document.documentElement.lang === 'fr'")
+        assert driver.find_element(By.ID, "talk").text == "Parler"
+        assert driver.find_element(By.ID, "read").text == "Lire le texte"
+        assert driver.find_element(By.ID, "stop").get_attribute("aria-label") == (
+            "Arrêter de parler maintenant"
+        )
+        camera = driver.find_element(By.ID, "camera")
+        camera.click()
+        said = "return window.seealoud.announced.at(-1)"
+        assert driver.execute_script(said) == "Caméra éteinte : je ne vois plus rien."
+        assert driver.find_element(By.ID, "status").text == "Connecté. Caméra éteinte."
+        assert camera.text == "Caméra éteinte"
+        driver.find_element(By.ID, "describe").click()
+        assert driver.execute_script(said) == (
+            "La caméra est éteinte ou n'envoie rien. Allumez-la, puis redemandez."
+        )
+        camera.click()
+        assert driver.execute_script(said) == "Caméra allumée."
+        shot(driver, "phone-french.png")
+        # The next start is French before any connection: the language is kept.
+        assert driver.execute_script("return localStorage.getItem('seealoud-language')") == "fr"
+    finally:
+        _set_language(server, "en")
+        wait(driver, "document.documentElement.lang === 'en'", timeout=20)
+
+
 def test_signing_in_puts_the_focus_on_talk_and_a_refused_token_leaves_only_the_field(
     link: dict[str, Any],
 ) -> None:

@@ -1,5 +1,6 @@
 // The phone page: camera frames and microphone audio out, speech in. See protocol/README.md.
 import { PROTOCOL_VERSION, binaryMessage, decode, textMessage } from "./protocol.js";
+import { SPEECH_LANG, WORDS, phrase } from "./words.js";
 
 const params = new URLSearchParams(location.search);
 const settings = {
@@ -11,6 +12,10 @@ const settings = {
 const HAZARD_VIBRATION = [200, 100, 200, 100, 400];
 
 const $ = (id) => document.getElementById(id);
+// The user's language (their setting, kept from the last connection): what the page
+// says and shows is in it, from the first "Connecting…".
+let lang = WORDS[localStorage.getItem("seealoud-language")] ? localStorage.getItem("seealoud-language") : "en";
+const tr = (key, values) => phrase(lang, key, values);
 const statusEl = $("status");
 const said = $("said");
 
@@ -79,7 +84,9 @@ function voice(text, { interrupt = false, now = false } = {}) {
   stats.voiced.push(text);
   if ("speechSynthesis" in window) {
     if (interrupt) speechSynthesis.cancel();
-    speechSynthesis.speak(new SpeechSynthesisUtterance(text));
+    const utterance = new SpeechSynthesisUtterance(text);
+    utterance.lang = SPEECH_LANG[lang] || "en";
+    speechSynthesis.speak(utterance);
   }
   // A browser can have the API and no voice at all (a blind-user pass found "Connection
   // lost" said by nobody): then the live region, which a screen reader says.
@@ -186,7 +193,7 @@ function connect() {
   const t = token();
   if (!t) {
     $("login").hidden = false;
-    setStatus("Enter your token to connect", "down");
+    setStatus(tr("enter_token"), "down");
     $("token").focus();
     return;
   }
@@ -195,7 +202,7 @@ function connect() {
   const socket = new WebSocket(`${scheme}://${location.host}/ws`);
   ws = socket;
   ws.binaryType = "arraybuffer";
-  if (stats.state !== "down") setStatus("Connecting…", "connecting");
+  if (stats.state !== "down") setStatus(tr("connecting"), "connecting");
   ws.onopen = () => {
     const hello = { protocol: PROTOCOL_VERSION, token: t, client: "seealoud-web/0.1",
                     capabilities: ["speech-out", "vibrate"] };
@@ -220,7 +227,7 @@ function closed(event) {
   // a rate limit or a malformed hello leaves it alone: reconnect and try again.
   if (event.code === 4001 || tokenRefused) {
     tokenRefused = false;
-    const refused = "The token was refused. Ask your caregiver for a new one.";
+    const refused = tr("token_refused");
     setStatus(refused, "down");
     clearTimeout(statusTimer); // said here, once, every time (also when already down)
     statusPending = false;
@@ -233,7 +240,7 @@ function closed(event) {
     return;
   }
   // After a "bye" the status already says why (said once the state has held a moment).
-  if (!serverRestarting) setStatus("Connection lost. Reconnecting…", "down");
+  if (!serverRestarting) setStatus(tr("lost"), "down");
   clearTimeout(reconnectTimer);
   reconnectTimer = setTimeout(connect, backoff);
   // At most 4 s between tries: a blind-user pass waited 11 s after the server was back.
@@ -266,7 +273,7 @@ function onMessage(msg) {
       // the user was last told (a restarted server loads its models again: "ready" once
       // more is not news, "unavailable" after "still loading" is).
       if (first) {
-        for (const key of Object.keys(CAPABILITY_READY)) {
+        for (const key of CAPABILITIES) {
           told[key] = capabilityState(caps, key);
           if (key === "vision" || told[key] === "ready" || told[key] === "loading") continue;
           announce(told[key]);
@@ -284,10 +291,11 @@ function onMessage(msg) {
         showHandsFree();
         // Listening goes on after a reconnect; a warning waiting to be said is not cut.
         startMic("hands-free", { silence: false })
-          .catch((err) => announce(`Microphone unavailable: ${err.message}`));
+          .catch((err) => announce(tr("mic_unavailable", { why: err.message })));
       }
       startFrames();
       requestWakeLock();
+      send(textMessage("settings-get", {})); // the language the page speaks in
       break;
     }
     case "capabilities": {
@@ -326,15 +334,18 @@ function onMessage(msg) {
       break;
     case "transcript":
       stats.transcripts.push(msg.data.text);
-      if (msg.data.text) say(`You asked: ${msg.data.text}`, "transcript");
+      if (msg.data.text) say(tr("you_asked", { text: msg.data.text }), "transcript");
       break;
     case "error":
       if (msg.data.code === "auth-failed") tokenRefused = true;
       if (msg.data.fatal) setStatus(msg.data.message, "down");
-      else if (msg.data.code === "capability-unavailable") refusedCapability(msg.data.message);
+      else if (msg.data.code === "capability-unavailable") {
+        refusedCapability(inLanguage(msg.data.message));
+      }
       break;
     case "settings":
       stats.settings = msg.data.values;
+      setLanguage(msg.data.values.language);
       // A caregiver's change says what changed, once; the reply to our own settings-get
       // has an empty summary and is not announced.
       // The server also says it, in the user's own voice (so it is in the list already).
@@ -345,7 +356,7 @@ function onMessage(msg) {
       break;
     case "bye":
       serverRestarting = true;
-      setStatus("The server is restarting. Reconnecting…", "down");
+      setStatus(tr("restarting"), "down");
       break;
     default:
       break;
@@ -371,7 +382,7 @@ function startFrames() {
   if (!cameraOn || document.hidden || !ready) return;
   startCamera().then(() => {
     frameTimer = setInterval(sendFrame, 1000 / settings.fps);
-  }).catch((err) => say(`Camera unavailable: ${err.message}`, "notice"));
+  }).catch((err) => say(tr("camera_unavailable", { why: err.message }), "notice"));
 }
 
 function stopFrames() {
@@ -549,7 +560,6 @@ function stopMic() {
 }
 
 const talkButton = $("talk");
-const TALK_LABEL = "Talk";
 const HOLD_MS = 400;
 let pressedAt = 0;
 let holdTimer = null;
@@ -561,14 +571,14 @@ function beginTalk() {
   if (!connected()) return; // nothing would hear it
   talkButton.classList.add("talking");
   talkButton.setAttribute("aria-pressed", "true");
-  talkButton.textContent = "Listening… tap to send";
-  startMic("push-to-talk").catch((err) => announce(`Microphone unavailable: ${err.message}`));
+  talkButton.textContent = tr("talk_send");
+  startMic("push-to-talk").catch((err) => announce(tr("mic_unavailable", { why: err.message })));
 }
 function endTalk() {
   if (handsFree || !talking) return;
   talkButton.classList.remove("talking");
   talkButton.setAttribute("aria-pressed", "false");
-  talkButton.textContent = TALK_LABEL;
+  talkButton.textContent = tr("talk");
   stopMic();
 }
 // A tap, Enter, or a screen reader's double-tap (all a click) starts talking and the next
@@ -615,13 +625,11 @@ function showHandsFree() {
   const button = $("handsfree");
   button.setAttribute("aria-pressed", String(handsFree));
   // The word on/off is for the eyes; a screen reader hears aria-pressed.
-  button.querySelector(".state").textContent = handsFree ? "on" : "off";
+  button.querySelector(".state").textContent = tr(`hands_free_state_${handsFree ? "on" : "off"}`);
   localStorage.setItem("seealoud-hands-free", handsFree ? "1" : "0");
-  $("talk-help").textContent = handsFree
-    ? "Listening all the time: just ask. Turn hands-free off to talk by tapping."
-    : "Tap to ask, tap again to send. Or hold, and release to send.";
+  $("talk-help").textContent = handsFree ? tr("talk_help_hands_free") : tr("talk_help");
   talkButton.disabled = handsFree;
-  talkButton.textContent = handsFree ? "Listening…" : TALK_LABEL;
+  talkButton.textContent = handsFree ? tr("listening") : tr("talk");
   talkButton.classList.toggle("listening", handsFree);
 }
 
@@ -631,14 +639,14 @@ $("handsfree").addEventListener("click", async () => {
   // Offline, the mode is kept and listening starts once connected; said, as the other
   // controls say it (a pass turned it on while down and heard nothing), and as Camera
   // on/off is said (a pass heard nothing either way: the button's look is for the eyes).
-  if (handsFree && !ready) announce("Not connected: hands-free starts listening when I say Connected.");
-  else announce(handsFree ? "Hands-free on: just ask." : "Hands-free off: tap Talk to ask.");
+  if (handsFree && !ready) announce(tr("hands_free_offline"));
+  else announce(handsFree ? tr("hands_free_on") : tr("hands_free_off"));
   // Turning it on does not cut SeeAloud off: hands-free never talks over by itself.
   if (handsFree && ready) await startMic("hands-free", { silence: false });
   else if (!handsFree) { talking = false; send(textMessage("audio-stop", {})); }
 });
 
-$("read").addEventListener("click", () => ask("read this", { intent: "read" }));
+$("read").addEventListener("click", () => ask(tr("read_question"), { intent: "read" }));
 
 // --- what the user is told -------------------------------------------------------
 
@@ -666,36 +674,44 @@ function refusedCapability(text) {
   if (!caps || !caps.speech_out) return announceOnce(text);
   setTimeout(() => { if (speechStarts === before) announceOnce(text); }, REFUSAL_SPOKEN_MS);
 }
-// One short sentence per capability that changed; the server's reason when it has one.
-const CAPABILITY_READY = {
-  vision: "Vision is ready.", speech_in: "Spoken questions work now.",
-  speech_out: "Speech is ready.", text_reading: "Text reading is ready.",
-};
-const CAPABILITY_OFF = {
-  vision: "Vision is unavailable.", speech_in: "Spoken questions are unavailable.",
-  speech_out: "Speech is unavailable.", text_reading: "Text reading is unavailable.",
-};
+// One short sentence per capability that changed; the server's reason when it has one
+// (in English: another language gets the page's own sentence, loading or off).
+const CAPABILITIES = ["vision", "speech_in", "speech_out", "text_reading"];
+const capabilityReady = (key) => tr(`ready_${key}`);
+function capabilityWhy(c, key) {
+  const why = (c.reasons || {})[key];
+  if (why && lang === "en") return why;
+  return tr(why && why.includes("loading") ? `loading_${key}` : `off_${key}`);
+}
 // What the user was last told of each capability: "ready", "loading", or why it is off.
 const told = {};
 function capabilityState(c, key) {
   if (c[key]) return "ready";
-  const why = (c.reasons || {})[key] || CAPABILITY_OFF[key];
-  return why.includes("loading") ? "loading" : why;
+  const why = (c.reasons || {})[key] || "";
+  return why.includes("loading") ? "loading" : capabilityWhy(c, key);
+}
+// The server's English refusals, in the page's own words for another language.
+function inLanguage(serverText) {
+  if (lang === "en") return serverText;
+  for (const [key, text] of Object.entries(WORDS.en)) {
+    if (text === serverText) return tr(key);
+  }
+  return serverText;
 }
 function announceCapabilityChanges(after) {
-  for (const key of Object.keys(CAPABILITY_READY)) {
+  for (const key of CAPABILITIES) {
     const now = capabilityState(after, key);
     if (now === "loading" || now === told[key]) continue; // loading: said when it is ready
     told[key] = now;
     if (key === "vision" && statusPending) continue; // the status line is about to say it
-    announce(now === "ready" ? CAPABILITY_READY[key] : now);
+    announce(now === "ready" ? capabilityReady(key) : now);
   }
   showCapabilityStatus(after);
 }
 function showCapabilityStatus(c) {
-  const why = (c.reasons || {}).vision || CAPABILITY_OFF.vision;
-  if (!cameraOn) setStatus("Connected. Camera off.", "live");
-  else setStatus(c.vision ? "Connected. Watching." : `Connected. ${why}`, "live");
+  const why = capabilityWhy(c, "vision");
+  if (!cameraOn) setStatus(tr("connected_camera_off"), "live");
+  else setStatus(c.vision ? tr("connected_watching") : tr("connected_why", { why }), "live");
 }
 // The line at the top: what is being said right now (the list below has the history).
 function showNow(text, priority) {
@@ -710,17 +726,17 @@ function speaking(on) {
   const label = $("speaking");
   label.dataset.on = String(on);
   if (on) cutShort = false;
-  label.textContent = on ? "Speaking"
-    : !$("now").textContent ? "Nothing said yet" : cutShort ? "Stopped" : "Last said";
+  label.textContent = on ? tr("speaking")
+    : !$("now").textContent ? tr("nothing_yet") : cutShort ? tr("stopped") : tr("last_said");
 }
 
 $("camera").addEventListener("click", (e) => {
   cameraOn = !cameraOn;
   e.currentTarget.setAttribute("aria-pressed", String(cameraOn));
-  e.currentTarget.querySelector(".state").textContent = cameraOn ? "on" : "off";
+  e.currentTarget.querySelector(".state").textContent = tr(`camera_state_${cameraOn ? "on" : "off"}`);
   if (cameraOn) startFrames(); else stopFrames();
   if (caps) showCapabilityStatus(caps);
-  announce(cameraOn ? "Camera on." : "Camera off: I cannot see anything now.");
+  announce(cameraOn ? tr("camera_on") : tr("camera_off"));
 });
 
 // The two buttons ask about the view: with the camera off there is nothing to ask about,
@@ -730,7 +746,7 @@ function ask(text, extra = {}, { needsCamera = true } = {}) {
   ensureAudio();
   if (!connected()) return false;
   if (needsCamera && !cameraOn) {
-    announce("The camera is off or sends nothing. Turn it on, then ask again.");
+    announce(tr("camera_off_ask"));
     return false;
   }
   send(textMessage("question", { text, ...extra }));
@@ -738,15 +754,14 @@ function ask(text, extra = {}, { needsCamera = true } = {}) {
 }
 // A question, typed or spoken, while the connection is down went nowhere, and nothing was
 // said (a blind-user pass): the page says at once that it was not sent.
-const NOT_SENT = "Not connected: your question was not sent. Ask again when I say Connected.";
 function connected() {
   if (ready && ws && ws.readyState === WebSocket.OPEN) return true;
   stats.notSent = (stats.notSent || 0) + 1;
-  announce(NOT_SENT);
+  announce(tr("not_sent"));
   return false;
 }
 
-$("describe").addEventListener("click", () => ask("What is around me?"));
+$("describe").addEventListener("click", () => ask(tr("describe_question")));
 
 $("ask").addEventListener("submit", (e) => {
   e.preventDefault();
@@ -754,7 +769,7 @@ $("ask").addEventListener("submit", (e) => {
   if (!text) return;
   if (!ask(text, {}, { needsCamera: false })) return; // kept in the field, to send again
   $("question").value = "";
-  say(`You asked: ${text}`, "transcript");
+  say(tr("you_asked", { text }), "transcript");
 });
 
 $("login").addEventListener("submit", (e) => {
@@ -773,6 +788,39 @@ async function requestWakeLock() {
     }
   } catch (_) { /* not allowed now (page hidden or no permission) */ }
 }
+
+// The page in the user's language: what it shows (the words, the page's lang, so a screen
+// reader pronounces them right) and, from here on, what it says.
+function setLanguage(code) {
+  if (!WORDS[code]) return;
+  if (code !== lang) {
+    lang = code;
+    localStorage.setItem("seealoud-language", code);
+  }
+  applyLabels();
+}
+function applyLabels() {
+  document.documentElement.lang = lang;
+  if (!ready && !stats.connects) statusEl.textContent = tr("not_connected");
+  document.querySelector('label[for="token"]').textContent = tr("token_label");
+  $("login").querySelector("button").textContent = tr("connect");
+  $("controls").setAttribute("aria-label", tr("controls"));
+  $("stop").textContent = tr("stop");
+  $("stop").setAttribute("aria-label", tr("stop_label"));
+  $("handsfree").firstChild.textContent = `${tr("hands_free")} `;
+  $("camera").firstChild.textContent = `${tr("camera")} `;
+  $("camera").querySelector(".state").textContent = tr(`camera_state_${cameraOn ? "on" : "off"}`);
+  $("describe").textContent = tr("describe");
+  $("read").textContent = tr("read");
+  document.querySelector('label[for="question"]').textContent = tr("question_label");
+  $("ask").querySelector("button").textContent = tr("ask");
+  $("said-title").textContent = tr("said_title");
+  showHandsFree();
+  if (talking && !handsFree) talkButton.textContent = tr("talk_send");
+  speaking(document.body.classList.contains("is-speaking"));
+  if (ready && caps) showCapabilityStatus(caps);
+}
+applyLabels();
 
 // The first touch anywhere unlocks audio on phones that need a gesture.
 document.addEventListener("pointerdown", ensureAudio, { once: true });

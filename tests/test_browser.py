@@ -294,6 +294,15 @@ def test_caregiver_page_changes_a_live_setting(world: dict[str, Any]) -> None:
     assert driver.switch_to.active_element == words  # the field to fix has the focus
     words.clear()
     words.send_keys(kept or "20")
+    # A language this server cannot hear (tiny.en) is refused, and with it the whole
+    # save: said, so the other changes do not look kept (a blind-user pass).
+    language = Select(driver.find_element(By.ID, "language"))
+    was = language.first_selected_option.get_attribute("value")
+    language.select_by_value("zh")
+    driver.find_element(By.ID, "save").click()
+    wait(driver, "document.getElementById('result').textContent.startsWith('Not saved')")
+    assert driver.find_element(By.ID, "result").text.endswith("None of the changes were saved.")
+    language.select_by_value(was)
     shot(driver, "caregiver.png")
     driver.switch_to.window(phone)
     settings = wait(

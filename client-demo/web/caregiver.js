@@ -103,7 +103,10 @@ function onMessage(msg) {
     }
   } else if (msg.type === "error") {
     state.errors.push(msg.data.code);
-    result(`Not saved: ${msg.data.message}`);
+    // A save is all or nothing: say so, or the other changes look kept (a blind-user
+    // pass changed two settings, one was refused, and both were lost unsaid).
+    const all = msg.data.code === "invalid-settings" ? " None of the changes were saved." : "";
+    result(`Not saved: ${msg.data.message}${all}`);
   }
 }
 

@@ -99,6 +99,10 @@ class Worker:
         except asyncio.CancelledError:
             if cancel is not None:
                 cancel.set()
+            with self._lock:  # a job nobody waits for gives its place in the queue back
+                if job in self._heap:  # (a reading asked for again kept the old one's)
+                    self._heap.remove(job)
+                    heapq.heapify(self._heap)
             raise
         finally:
             if watchdog is not None:

@@ -31,6 +31,7 @@ from server.config import ServerConfig
 from server.context import ServerContext, Services
 from server.handshake import HandshakeGate, handshake, refuse
 from server.hub import Hub
+from server.jpeg import MAX_SCANS
 from server.link import LinkClosed
 from server.metrics import ServerMetrics
 from server.pages import Pages
@@ -102,7 +103,10 @@ class SeeAloudServer:
             ),
             login_limiter=LoginLimiter(),
             frame_budgets=AccountBudgets.for_frames(
-                config.account_frame_rate, config.max_frame_pixels, config.max_frame_bytes
+                config.account_frame_rate,
+                config.max_frame_pixels,
+                config.max_frame_bytes,
+                MAX_SCANS,
             ),
         )
         for loader in (self.vision, self.tts, self.asr, self.text):

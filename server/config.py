@@ -79,9 +79,9 @@ class ServerConfig:
         max_frame_pixels: Frames with more pixels are refused before decoding.
         account_frame_rate: Camera frames one account may have decoded a second,
             all its sessions together, counted in 640x480 frames by decode cost
-            (pixels, times 4 for a progressive JPEG, which costs that much more to
-            decode: a 4 MP progressive frame counts as 52; or bytes, 100 KB a frame,
-            if that is more: a 1 MB frame counts as 10). A phone sends 5-15
+            (pixels or bytes, 100 KB a frame, whichever is more, times 4 or more for
+            a progressive JPEG, at least 1: ``server.ratelimit.frame_cost``; a 4 MP
+            progressive frame counts as 52, a 1 MB one as 10). A phone sends 5-15
             640x480 frames a second; without this one account's three sessions of
             4 MP progressive frames doubled everybody else's time to a warning
             (``benchmarks/load.py --extras heavy``). Frames past it are dropped

@@ -116,7 +116,7 @@ class Services:
         if problem := self.voice_problems.get(user):
             out.append(problem)
         if language is not None and (problem := self.language_problem(language)):
-            out.append(f"Spoken questions will not be understood: {problem}.")
+            out.append(f"Spoken questions will not be understood: {problem.rstrip('.')}.")
         return out
 
     def details(self) -> dict[str, str]:
@@ -190,6 +190,8 @@ class ServerContext:
     login_limiter: LoginLimiter
     frame_budgets: AccountBudgets
     """Per account, all its sessions together: the decode cost of its camera frames."""
+    reading_accounts: set[str] = field(default_factory=set)
+    """Accounts with a text reading on the reader now (one at a time each)."""
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:

@@ -455,22 +455,29 @@ FRAME_UNIT_PIXELS = 640 * 480
 PROGRESSIVE_COST = 4.0
 """A progressive JPEG costs about this many times a baseline one of its size to
 decode, even at 1/8 scale (libjpeg-turbo entropy-decodes every scan in full): 39
-against 9 ms for 2000x2000 on this project's 2-core machine."""
-
-
+against 9 ms for 2000x2000 with libjpeg's 10 scans, on this project's 2-core machine..."""
+SCANS_PER_COST = 2.5
+"""... and more with more scans: ``scans / 2.5`` when that is more (16 scans of
+successive approximation at 4:4:4 cost 3.3x what 4 was charging: an attacker pass)."""
 FRAME_UNIT_BYTES = 100_000
 """... or in this many bytes, whichever is more: the entropy decoding (which the 1/8
 scale cannot skip) goes with the bytes. A phone's 640x480 frame is 30-90 KB; 925 KB of
 noise at 640x480 (quality 98, 4:4:4, a restart marker after every block) cost 2.5-4x
 a camera frame to decode and was counted as one (an attacker pass)."""
+MIN_FRAME_COST = 1.0
+"""Every frame costs at least one camera frame: most of the detector's work is the
+same for any size (an 8x8 frame took 0.9 ms, a 640x480 one 1.2 ms), and an attacker
+pass sent 8x8 and 8x8192 frames that were charged almost nothing."""
 
 
-def frame_cost(width: int, height: int, *, progressive: bool, size: int = 0) -> float:
-    """A frame's decode cost in 640x480 baseline camera frames, from its pixels (times
-    ``PROGRESSIVE_COST`` if progressive) or its ``size`` in bytes, whichever is more
+def frame_cost(width: int, height: int, *, scans: int = 1, size: int = 0) -> float:
+    """A frame's decode cost in 640x480 baseline camera frames: its pixels or its
+    ``size`` in bytes (over ``FRAME_UNIT_BYTES``), whichever is more, times the
+    progressive factor when it has more than one scan, and at least ``MIN_FRAME_COST``
     (the detector decodes every frame; the model and the reader the ones they use)."""
-    pixels = width * height / FRAME_UNIT_PIXELS * (PROGRESSIVE_COST if progressive else 1.0)
-    return max(pixels, size / FRAME_UNIT_BYTES)
+    factor = max(PROGRESSIVE_COST, scans / SCANS_PER_COST) if scans > 1 else 1.0
+    work = max(width * height / FRAME_UNIT_PIXELS, size / FRAME_UNIT_BYTES) * factor
+    return max(MIN_FRAME_COST, work)
 
 
 class AccountBudgets:
@@ -493,10 +500,12 @@ class AccountBudgets:
         self._buckets: weakref.WeakValueDictionary[str, RateLimiter] = weakref.WeakValueDictionary()
 
     @classmethod
-    def for_frames(cls, rate_per_s: float, max_pixels: int, max_bytes: int) -> AccountBudgets:
+    def for_frames(
+        cls, rate_per_s: float, max_pixels: int, max_bytes: int, max_scans: int
+    ) -> AccountBudgets:
         """Frame budgets: ``rate_per_s`` 640x480 frames a second, with room for one of
         the costliest frames the caps let in (else it could never pass)."""
-        largest = frame_cost(max_pixels, 1, progressive=True, size=max_bytes)
+        largest = frame_cost(max_pixels, 1, scans=max_scans, size=max_bytes)
         return cls(rate_per_s, max(rate_per_s, largest))
 
     def take(self, account: str) -> RateLimiter:

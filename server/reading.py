@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from protocol import ErrorCode
+from runtime import WorkerBusy
 from server.context import ServerContext
 from server.languages import join_words, language
 from server.narrator import Narrator, Utterance
@@ -44,8 +45,10 @@ class Reading:
         send_error: Callable[..., Awaitable[None]],
         latest: Callable[[], PendingFrame | None],  # the newest recent frame, or None
         dark: Callable[[], bool] = lambda: False,  # the camera sees nothing (too dark)
+        account: str = "",
     ) -> None:
         self.ctx = ctx
+        self.account = account
         self.dark = dark
         self.narrator = narrator
         self.offer = offer
@@ -106,8 +109,21 @@ class Reading:
                 )
                 self.offer(self.narrator.notice("no_reader"))
             return None
+        # One reading at a time per account: the reader is one thread for everybody, and
+        # an attacker pass kept its queue full from three sessions of one account, so
+        # another user's "read this" was refused.
+        accounts = self.ctx.reading_accounts
+        if self.account in accounts:
+            if not quiet:
+                await self._busy(ref)
+            return None
+        accounts.add(self.account)
         try:
             return await services.ocr.submit(lambda: reader.read_jpeg(frame.frame.payload))
+        except WorkerBusy:  # everybody's queue is full: nothing failed, ask again
+            if not quiet:
+                await self._busy(ref)
+            return None
         except Exception as exc:  # OCR's native code may raise anything; the session goes on
             log.warning("text reading failed: %s", type(exc).__name__)
             if not quiet:
@@ -115,6 +131,14 @@ class Reading:
                 # said as what it is: "I'm not sure" after 20 s read as an answer about the text
                 self.offer(self.narrator.notice("reading_failed"))
             return None
+        finally:
+            accounts.discard(self.account)
+
+    async def _busy(self, ref: str | None) -> None:
+        await self.send_error(
+            ErrorCode.BUSY, "the text reader is busy; ask again in a moment", ref=ref
+        )
+        self.offer(self.narrator.notice("busy"))
 
 
 def read_aloud(narrator: Narrator, reading: TextReading) -> list[Utterance]:

@@ -138,6 +138,7 @@ class UserSession(BaseSession):
             send_error=self.send_error,
             latest=self.media.recent,
             dark=lambda: self.media.detector.dark,
+            account=account.name,
         )
         self.media.signs = self.reading.signs
         self._caps = ctx.services.capabilities()
@@ -214,8 +215,7 @@ class UserSession(BaseSession):
         frame's decode cost; if not, it is dropped and the client told, at most once a
         second. Checked after ``frame_problem``: the size is the JPEG's own."""
         payload = frame.payload
-        progressive = jpeg_scans(payload) > 1
-        cost = frame_cost(frame.width, frame.height, progressive=progressive, size=len(payload))
+        cost = frame_cost(frame.width, frame.height, scans=jpeg_scans(payload), size=len(payload))
         now = time.monotonic()
         if self._frame_budget.allow(now, cost):
             return True

@@ -152,14 +152,14 @@ async def test_one_accounts_heavy_frames_are_limited_across_its_sessions_not_any
 async def test_the_frame_budget_covers_a_phone_at_full_rate() -> None:
     """A phone's 640x480 frames at the per-session cap (30 a second) never meet the
     account budget; 720p at 15 fps fits too; 1080p at 10 fps does not, in steady state."""
-    budgets = AccountBudgets.for_frames(ServerConfig().account_frame_rate, 4_000_000, 1_000_000)
+    budgets = AccountBudgets.for_frames(ServerConfig().account_frame_rate, 4_000_000, 1_000_000, 16)
     for (w, h), fps, fits in (
         ((640, 480), 30, True),
         ((1280, 720), 15, True),
         ((1920, 1080), 10, False),
     ):
         bucket = budgets.take(f"{w}x{h}")
-        cost = frame_cost(w, h, progressive=False)
+        cost = frame_cost(w, h)
         taken = sum(bucket.allow(n / fps, cost) for n in range(fps * 20))
         assert (taken == fps * 20) is fits, (w, h, taken)
     for bad in (0.0, -1.0, float("nan")):
@@ -168,16 +168,19 @@ async def test_the_frame_budget_covers_a_phone_at_full_rate() -> None:
 
 
 def test_an_accounts_budget_is_shared_by_its_sessions_and_goes_with_the_last() -> None:
-    budgets = AccountBudgets.for_frames(48.0, 4_000_000, 1_000_000)
+    budgets = AccountBudgets.for_frames(48.0, 4_000_000, 1_000_000, 16)
     one, two = budgets.take("alice"), budgets.take("alice")
     assert one is two and budgets.take("bob") is not one
-    assert budgets.burst >= frame_cost(4_000_000, 1, progressive=True)  # the largest can pass
-    assert AccountBudgets.for_frames(48.0, 4_000_000, 10_000_000).burst == 100.0
+    assert budgets.burst >= frame_cost(4_000_000, 1, scans=16)  # the largest can pass
+    assert AccountBudgets.for_frames(48.0, 4_000_000, 10_000_000, 16).burst == 640.0
     del one, two
     gc.collect()
     assert len(budgets) == 0  # bob's was never kept either
-    assert frame_cost(640, 480, progressive=False) == 1.0
-    assert frame_cost(640, 480, progressive=True) == PROGRESSIVE_COST
-    # 925 KB of noise at 640x480 cost 2.5-4x a camera frame to decode (an attacker pass)
-    assert frame_cost(640, 480, progressive=False, size=925_000) == 9.25
-    assert frame_cost(640, 480, progressive=False, size=60_000) == 1.0  # a camera's frame
+    assert frame_cost(640, 480) == 1.0
+    assert frame_cost(640, 480, scans=10) == PROGRESSIVE_COST  # libjpeg's progressive
+    # found by attacker passes: 925 KB of noise at 640x480 cost 2.5-4x a camera frame to
+    # decode; 16 scans of successive approximation more than 4x; tiny frames almost nothing
+    assert frame_cost(640, 480, size=925_000) == 9.25
+    assert frame_cost(640, 480, size=60_000) == 1.0  # a camera's frame
+    assert frame_cost(640, 480, scans=16, size=236_000) == 2.36 * 16 / 2.5
+    assert frame_cost(8, 8) == frame_cost(1, 1) == frame_cost(8, 2048) == 1.0

@@ -272,3 +272,37 @@ async def test_a_slow_reading_says_reading_first_and_a_quick_one_does_not(
     assert again.text.startswith("Take one tablet")  # type: ignore[attr-defined]
     assert "Reading." not in [m.text for m in phone.of(p.SpeechStart)]
     await phone.close()
+
+
+async def test_one_reading_at_a_time_per_account_and_nobody_elses_is_refused(
+    make_server: ServerFactory, accounts: Accounts, text_reader: Any
+) -> None:
+    """Found by an attacker pass: three sessions of one account asking "read" every half
+    second kept the reader's queue full, and another user's "read this" failed. An
+    account has one reading at a time (its second session is told busy, in words);
+    Bob's reading waits its turn and is read."""
+    reader = GatedTextReaderDouble(text_reader)
+    server = await make_server(ScriptedAnalyzerDouble([(None, 0.0)]), text=reader)
+    first = await Phone.open(ws_url(server), accounts.user_token)
+    second = await Phone.open(ws_url(server), accounts.user_token)
+    bob = await Phone.open(ws_url(server), accounts.other_token)
+    for phone in (first, second, bob):
+        await phone.jpeg(jpeg(page_scene()), 640, 480)
+    await first.send(p.Question(text="read", intent="read", id="r1"))
+    await first.wait_for(lambda m: isinstance(m, p.SpeechStart))  # "Reading.": it is on
+    await second.send(p.Question(text="read", intent="read", id="r2"))
+    busy = await second.wait_for(lambda m: isinstance(m, p.Error) and m.ref == "r2")
+    assert busy.code == p.ErrorCode.BUSY  # type: ignore[attr-defined]
+    told = await second.wait_for(lambda m: isinstance(m, p.SpeechStart))
+    assert told.text == "I'm busy; ask again in a moment."  # type: ignore[attr-defined]
+    await bob.send(p.Question(text="read", intent="read", id="r3"))
+    await bob.wait_for(lambda m: isinstance(m, p.SpeechStart))  # "Reading.": waiting, not refused
+    reader.go.set()
+    for phone in (first, bob):
+        text = await phone.wait_for(
+            lambda m: isinstance(m, p.SpeechStart) and m.priority == "reading"
+        )
+        assert text.text.startswith("Take one tablet")  # type: ignore[attr-defined]
+    assert not bob.of(p.Error)
+    for phone in (first, second, bob):
+        await phone.close()

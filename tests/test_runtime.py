@@ -56,6 +56,31 @@ async def test_lower_priority_runs_first_and_the_queue_is_bounded() -> None:
     worker.close()
 
 
+async def test_a_job_nobody_waits_for_gives_its_place_in_the_queue_back() -> None:
+    """An attacker pass filled the text reader's queue with readings it had asked for
+    again (each new one cancels the last): the cancelled ones kept their places until the
+    thread reached them, and another user's reading was refused as busy."""
+    worker = Worker("t", max_pending=2)
+    gate, first = await occupy(worker)
+    ran: list[str] = []
+    waiting = [
+        asyncio.ensure_future(worker.submit(lambda n=n: ran.append(n)))  # type: ignore[misc]
+        for n in ("old", "other")
+    ]
+    await asyncio.sleep(0)  # both queued
+    assert worker.pending == 2
+    waiting[0].cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting[0]
+    assert worker.pending == 1
+    again = asyncio.ensure_future(worker.submit(lambda: ran.append("new")))  # not busy
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(first, waiting[1], again)
+    assert ran == ["other", "new"]
+    worker.close()
+
+
 async def test_deadline_and_cancel_before_start_skip_the_job() -> None:
     worker = Worker("t")
     gate, first = await occupy(worker)

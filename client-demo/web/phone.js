@@ -267,8 +267,11 @@ function onMessage(msg) {
       const first = caps === null;
       caps = msg.data.capabilities;
       showCapabilityStatus(caps);
-      // Vision is in the status line, which is said as the page comes back "live".
-      told.vision = capabilityState(caps, "vision");
+      // Vision is in the status line, which is said as the page comes back "live". A
+      // restarted server loading its model again is not news to a user told it is off:
+      // "unavailable" once it has loaded would be said a second time (a blind-user pass).
+      const vision = capabilityState(caps, "vision");
+      if (first || vision !== "loading") told.vision = vision;
       // Short sentences, said once: on the first connect, or when they changed from what
       // the user was last told (a restarted server loads its models again: "ready" once
       // more is not news, "unavailable" after "still loading" is).
@@ -639,11 +642,13 @@ $("handsfree").addEventListener("click", async () => {
   // Offline, the mode is kept and listening starts once connected; said, as the other
   // controls say it (a pass turned it on while down and heard nothing), and as Camera
   // on/off is said (a pass heard nothing either way: the button's look is for the eyes).
+  if (!handsFree) { talking = false; send(textMessage("audio-stop", {})); }
+  // Said after the microphone is closed: said while it was still open, "off" waited for
+  // the end of a talk that was over, and was never said (a second blind-user pass).
   if (handsFree && !ready) announce(tr("hands_free_offline"));
   else announce(handsFree ? tr("hands_free_on") : tr("hands_free_off"));
   // Turning it on does not cut SeeAloud off: hands-free never talks over by itself.
   if (handsFree && ready) await startMic("hands-free", { silence: false });
-  else if (!handsFree) { talking = false; send(textMessage("audio-stop", {})); }
 });
 
 $("read").addEventListener("click", () => ask(tr("read_question"), { intent: "read" }));
@@ -709,7 +714,13 @@ function announceCapabilityChanges(after) {
   showCapabilityStatus(after);
 }
 function showCapabilityStatus(c) {
-  const why = capabilityWhy(c, "vision");
+  // A restarted server loading its model again: the status keeps what the user was told
+  // ("unavailable"), until it changes; "still loading" and then "unavailable" again was
+  // two sentences of no news (a blind-user pass). "Ready" is said when it comes.
+  const before = told.vision;
+  const reloading = capabilityState(c, "vision") === "loading" && before && before !== "ready"
+    && before !== "loading";
+  const why = reloading ? before : capabilityWhy(c, "vision");
   if (!cameraOn) setStatus(tr("connected_camera_off"), "live");
   else setStatus(c.vision ? tr("connected_watching") : tr("connected_why", { why }), "live");
 }

@@ -121,7 +121,7 @@ export const WORDS = {
     question_label: "Tapez une question",
     ask: "Demander",
     said_title: "Ce que SeeAloud a dit",
-    speaking: "Parle",
+    speaking: "En train de parler",
     nothing_yet: "Rien dit pour l'instant",
     stopped: "Arrêté",
     last_said: "Dernière phrase",

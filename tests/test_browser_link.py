@@ -8,6 +8,7 @@ this machine: vision is "unavailable", which the page shows); the hang is SIGSTO
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -267,6 +268,25 @@ SPEECH_DOUBLE = """
 """
 
 
+@contextlib.contextmanager
+def speech_double(link: dict[str, Any]) -> Iterator[None]:
+    """The phone page, live, with ``SPEECH_DOUBLE`` as its voice; the double is gone from
+    the pages loaded after."""
+    driver, server = link["driver"], link["server"]
+    script = driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": SPEECH_DOUBLE}
+    )
+    try:
+        driver.get("about:blank")  # a fresh page, with the double in it
+        driver.get(f"{server.base}/?fps=5#token={link['token']}")
+        wait(driver, "window.seealoud && window.seealoud.state === 'live'")
+        yield
+    finally:
+        driver.execute_cdp_cmd(
+            "Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]}
+        )
+
+
 def test_the_servers_voice_is_not_said_over_by_the_pages(link: dict[str, Any]) -> None:
     """Found by a blind-user pass: the page's own "Connected. Watching." began 20 ms
     before the server's first sentence, two voices at once. SeeAloud's voice wins: the
@@ -279,13 +299,7 @@ def test_the_servers_voice_is_not_said_over_by_the_pages(link: dict[str, Any]) -
         timeout=120,
         what="speaking",
     )
-    script = driver.execute_cdp_cmd(
-        "Page.addScriptToEvaluateOnNewDocument", {"source": SPEECH_DOUBLE}
-    )
-    try:
-        driver.get("about:blank")  # a fresh page, with the double in it
-        driver.get(f"{server.base}/?fps=5#token={link['token']}")
-        wait(driver, "window.seealoud && window.seealoud.state === 'live'")
+    with speech_double(link):
         wait(driver, "speechSynthesis.speaking && window.seealoud.voiced.length > 0")
         notice = driver.execute_script("return window.seealoud.voiced.at(-1)")
         driver.find_element(By.ID, "question").send_keys("What is in front of me?")
@@ -295,10 +309,6 @@ def test_the_servers_voice_is_not_said_over_by_the_pages(link: dict[str, Any]) -
         assert notice in driver.execute_script("return window.seealoud.voiceCut")
         wait(driver, f"window.seealoud.voiced.filter(v => v === {notice!r}).length === 2")
         assert driver.execute_script("return window.seealoud.playing") == 0  # after it
-    finally:
-        driver.execute_cdp_cmd(
-            "Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]}
-        )
 
 
 def test_in_hands_free_the_pages_own_voice_is_not_sent_as_a_question(
@@ -309,14 +319,8 @@ def test_in_hands_free_the_pages_own_voice_is_not_sent_as_a_question(
     notice for a question. While the page speaks, silence is sent in its place."""
     from selenium.webdriver.common.by import By
 
-    driver, server = link["driver"], link["server"]
-    script = driver.execute_cdp_cmd(
-        "Page.addScriptToEvaluateOnNewDocument", {"source": SPEECH_DOUBLE}
-    )
-    try:
-        driver.get("about:blank")  # a fresh page, with the double in it
-        driver.get(f"{server.base}/?fps=5#token={link['token']}")
-        wait(driver, "window.seealoud && window.seealoud.state === 'live'")
+    driver = link["driver"]
+    with speech_double(link):
         driver.execute_script("speechSynthesis.cancel()")  # "Connected..." said
         driver.find_element(By.ID, "handsfree").click()
         wait(driver, "speechSynthesis.spoken.includes('Hands-free on: just ask.')")
@@ -327,10 +331,6 @@ def test_in_hands_free_the_pages_own_voice_is_not_sent_as_a_question(
         wait(driver, f"window.seealoud.audioChunksSent >= {sent + 10}")
         assert driver.execute_script("return window.seealoud.ownVoiceSilenced") == silenced
         driver.find_element(By.ID, "handsfree").click()
-    finally:
-        driver.execute_cdp_cmd(
-            "Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]}
-        )
 
 
 def _set_language(server: Any, code: str) -> None:

@@ -21,6 +21,7 @@ import math
 import struct
 import types
 import typing
+from collections import Counter
 from collections.abc import Iterator
 from functools import cache
 from typing import Any, TypeVar, Union
@@ -148,8 +149,7 @@ def _one_of_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     ``type`` of ``ping`` then ``bye`` was a ``bye`` here: an attacker pass)."""
     out = dict(pairs)
     if len(out) != len(pairs):
-        seen: set[str] = set()
-        twice = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        twice = next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
         raise MalformedMessage(f"key {twice[:40]!r} appears twice")
     return out
 

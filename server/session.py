@@ -81,16 +81,19 @@ class BaseSession:
         """Whether this client may send one more ``kind`` now (``frames``, ``audio``,
         ``questions``, ``settings``); if not, the message is dropped, counted, and the
         client told (at most once a second per kind)."""
-        now = time.monotonic()
-        if self.limits.allow(kind, now, cost):
+        if self.limits.allow(kind, time.monotonic(), cost):
             return True
+        await self.limited(kind, f"too many {kind} at once; some were dropped", ref=ref)
+        return False
+
+    async def limited(self, kind: str, message: str, *, ref: str | None = None) -> None:
+        """A message refused by the ``kind`` limit: counted, and the client told
+        ``rate-limited`` with ``message``, at most once a second per kind."""
+        now = time.monotonic()
         self.ctx.metrics.rate_limited_by(kind)
         if now - self._limit_reported.get(kind, 0.0) >= 1.0:
             self._limit_reported[kind] = now
-            await self.send_error(
-                ErrorCode.RATE_LIMITED, f"too many {kind} at once; some were dropped", ref=ref
-            )
-        return False
+            await self.send_error(ErrorCode.RATE_LIMITED, message, ref=ref)
 
     def later(self, action: Deferred) -> None:
         """Have the control task run ``action`` (used by callbacks that must not block)."""

@@ -216,19 +216,15 @@ class UserSession(BaseSession):
         second. Checked after ``frame_problem``: the size is the JPEG's own."""
         payload = frame.payload
         cost = frame_cost(frame.width, frame.height, scans=jpeg_scans(payload), size=len(payload))
-        now = time.monotonic()
-        if self._frame_budget.allow(now, cost):
+        if self._frame_budget.allow(time.monotonic(), cost):
             return True
-        self.ctx.metrics.rate_limited_by("frame-cost")
-        if now - self._limit_reported.get("frame-cost", 0.0) >= 1.0:
-            self._limit_reported["frame-cost"] = now
-            rate = self._frame_budget.rate_per_s
-            await self.send_error(
-                ErrorCode.RATE_LIMITED,
-                f"this account's frames cost more to decode than {rate:g} 640x480 frames a "
-                f"second (this one counts as {cost:.1f}); some were dropped: send 640x480",
-                ref=frame.id,
-            )
+        rate = self._frame_budget.rate_per_s
+        await self.limited(
+            "frame-cost",
+            f"this account's frames cost more to decode than {rate:g} 640x480 frames a "
+            f"second (this one counts as {cost:.1f}); some were dropped: send 640x480",
+            ref=frame.id,
+        )
         return False
 
     def _user_talks(self) -> None:

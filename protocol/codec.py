@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import re
 import struct
 import types
 import typing
@@ -154,14 +155,42 @@ def _one_of_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+"""A JSON escape of a UTF-16 surrogate: a pair is one character, a lone one is none."""
+
+
 def _loads(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_one_of_each)
+        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_one_of_each)
     except MalformedMessage:
         raise
-    except (ValueError, RecursionError) as exc:
-        # ValueError covers JSONDecodeError and over-long integer literals.
+    except RecursionError as exc:
+        raise MalformedMessage("invalid JSON: nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError and over-long integer literals
         raise MalformedMessage(f"invalid JSON: {str(exc)[:80]}") from exc
+    if _SURROGATE_ESCAPE.search(text) and not _all_unicode(value):
+        # json reads "\ud800" alone as a string no UTF-8 can hold: echoed back (an id,
+        # a question), it broke the encoder and the connection (an attacker pass).
+        raise MalformedMessage("a string holds a lone UTF-16 surrogate: not Unicode text")
+    return value
+
+
+def _all_unicode(value: Any) -> bool:
+    """Every string in ``value`` (keys too) can be written as UTF-8."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
 
 
 def _message_class(wire_type: object) -> type[Message]:

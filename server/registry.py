@@ -70,6 +70,9 @@ class Registry:
         # In parallel and bounded: a client that stopped reading delays nobody.
         mine = [s for s in self.sessions.values() if s.account.name == name]
         await asyncio.gather(*(end(s) for s in mine), return_exceptions=True)
+        for session in mine:  # whatever its handler is doing, the slot is free now
+            self.closed(session)
+        self.resumable.forget_user(name)  # closing them put their state up for resuming
 
     async def watch_accounts(self, every_s: float = 1.0) -> None:
         """Close the live sessions of an account removed or given a new token (by the CLI,
@@ -204,7 +207,15 @@ class Registry:
             peer,
             " (resumed)" if resumed else "",
         )
-        await session.send(ready)
+        try:
+            await session.send(ready)
+        except BaseException:
+            # The client left before ``ready`` reached it: its handler never gets the
+            # session to close, so it is closed here. An attacker pass (and a phone on
+            # bad Wi-Fi) left a slot counted for ever per hello-then-hang-up, and three
+            # locked the account out until a restart.
+            self.closed(session)
+            raise
         if isinstance(session, UserSession):
             session.opened()
         return session

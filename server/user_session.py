@@ -235,10 +235,15 @@ class UserSession(BaseSession):
     def _stop(self) -> None:
         """Stop (the button, or a lone "stop"): silence, and never mind the questions
         asked: the answer to one already with the model is not spoken when it comes
-        (its warnings are: they are not the question's)."""
+        (its warnings are: they are not the question's). A "read this" still with the
+        reader is dropped too: a blind-user pass pressed Stop after "Reading." and 14 s
+        later heard the page read aloud."""
         self._user_talks()
         self.narrator.hush(time.monotonic())
         self.media.stop_questions()
+        if self._reading_task is not None:
+            self._reading_task.cancel()
+            self._reading_task = None
 
     # --- control -----------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import pytest
 from PIL import Image
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 import protocol as p
 from protocol import ErrorCode, HazardInfo, ObservationMsg, encode
@@ -111,6 +112,24 @@ async def test_a_client_that_stops_reading_is_dropped_and_nobody_waits(
     stuck.transport.abort()
 
 
+async def test_a_lone_surrogate_is_a_bad_message_and_the_session_goes_on(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    """Found by an attacker pass: ``"\\ud800"`` as a ping's id was echoed into the pong,
+    which no UTF-8 can hold: the encoder raised and the connection was dropped with no
+    close frame (in a hello's id it also left the session counted)."""
+    server = await make_server()
+    ws, _ = await open_session(ws_url(server), accounts.user_token)
+    await ws.send('{"type":"ping","id":"\\ud800","data":{"t":1}}')
+    error = await recv(ws)
+    assert isinstance(error, p.Error) and error.code == ErrorCode.BAD_MESSAGE, error
+    assert not error.fatal and error.ref is None
+    await ws.send(encode(p.Ping(t=2, id="after")))
+    pong = await recv(ws)
+    assert isinstance(pong, p.Pong) and pong.id == "after"
+    await ws.close()
+
+
 async def test_sessions_per_account_are_capped(
     make_server: ServerFactory, accounts: Accounts
 ) -> None:
@@ -177,6 +196,44 @@ async def test_sessions_whose_ready_is_slow_to_go_out_do_not_count_twice(
     assert len(server.sessions) == 3
     for ws in (first, second, third):
         await ws.close()
+
+
+async def test_a_client_gone_before_its_ready_leaves_no_session_behind(
+    make_server: ServerFactory, accounts: Accounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an attacker pass: hello, then hang up before ``ready`` arrives. The
+    failed send of ``ready`` left the session counted for ever (its handler never got
+    it to close): three such hellos locked the account out until a restart, and a
+    new token did not help. Here ``ready`` is held (the double) until the client has
+    gone; the slot is free again and the phone logs in."""
+    server = await make_server(max_sessions_per_account=1)
+    gate, held, sent = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    real_send = BaseSession.send
+
+    async def held_send(self: BaseSession, message: p.Message) -> None:
+        if not isinstance(message, p.Ready) or sent.is_set():
+            await real_send(self, message)
+            return
+        held.set()
+        await gate.wait()
+        try:
+            await real_send(self, message)
+        finally:
+            sent.set()
+
+    monkeypatch.setattr(BaseSession, "send", held_send)
+    gone = await connect(ws_url(server))
+    await gone.send(encode(p.Hello(protocol=1, token=accounts.user_token)))
+    await asyncio.wait_for(held.wait(), 5)
+    gone.transport.abort()
+    with pytest.raises(ConnectionClosed):
+        await gone.recv()
+    gate.set()
+    await asyncio.wait_for(sent.wait(), 5)
+    phone, ready = await open_session(ws_url(server), accounts.user_token)
+    assert isinstance(ready, p.Ready)
+    assert len(server.sessions) == 1
+    await phone.close()
 
 
 async def test_shutdown_with_a_client_that_stopped_reading_is_quick_and_clean(

@@ -159,6 +159,10 @@ def test_repr_never_shows_payload_or_token() -> None:
         # a key twice: JSON readers disagree on which counts (an attacker pass)
         ('{"type":"ping","type":"bye","data":{"t":1}}', MalformedMessage, ErrorCode.BAD_MESSAGE),
         ('{"type":"ping","data":{"t":1,"t":2}}', MalformedMessage, ErrorCode.BAD_MESSAGE),
+        # a lone UTF-16 surrogate is no text: echoed back, it broke the encoder (an attacker pass)
+        ('{"type":"ping","id":"\\ud800","data":{}}', MalformedMessage, ErrorCode.BAD_MESSAGE),
+        ('{"type":"question","data":{"text":"a\\udfff"}}', MalformedMessage, ErrorCode.BAD_MESSAGE),
+        ('{"type":"ping","data":{"\\udbff":1}}', MalformedMessage, ErrorCode.BAD_MESSAGE),
         (
             b"\x00\x2f" + b'{"type":"camera-frame","type":"ping","data":{}}',
             MalformedMessage,
@@ -171,6 +175,11 @@ def test_decode_errors(raw: str | bytes, error: type[ProtocolError], code: Error
         decode(raw)
     assert info.value.code == code
     assert str(info.value).startswith(code.value)
+
+
+def test_a_surrogate_pair_is_one_character_and_kept() -> None:
+    msg = decode('{"type":"question","data":{"text":"hi \\ud83d\\ude00"}}')
+    assert isinstance(msg, p.Question) and msg.text == "hi \U0001f600"
 
 
 def test_size_limit() -> None:

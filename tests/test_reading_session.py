@@ -306,3 +306,32 @@ async def test_one_reading_at_a_time_per_account_and_nobody_elses_is_refused(
     assert not bob.of(p.Error)
     for phone in (first, second, bob):
         await phone.close()
+
+
+async def test_stop_while_the_page_is_being_read_means_never_mind(
+    make_server: ServerFactory, accounts: Accounts, text_reader: Any
+) -> None:
+    """Found by a blind-user pass: Stop after "Reading." silenced the cue, and 14 s later
+    the page was read aloud anyway. The reading still with the reader is dropped at
+    Stop: the account's one reading at a time is free again at once, so its other
+    phone's "read this" is read, where it was told busy while the dropped one ran."""
+    reader = GatedTextReaderDouble(text_reader)
+    server = await make_server(ScriptedAnalyzerDouble([(None, 0.0)]), text=reader)
+    phone = await Phone.open(ws_url(server), accounts.user_token)
+    other = await Phone.open(ws_url(server), accounts.user_token)
+    for each in (phone, other):
+        await each.jpeg(jpeg(page_scene()), 640, 480)
+    await phone.send(p.Question(text="read", intent="read", id="r1"))
+    cue = await phone.wait_for(lambda m: isinstance(m, p.SpeechStart))
+    assert cue.text == "Reading."  # type: ignore[attr-defined]
+    await phone.send(p.Interrupt(reason="tap"))
+    await phone.wait_for(lambda m: isinstance(m, p.Interrupt))
+    await other.send(p.Question(text="read", intent="read", id="r2"))
+    told = await other.wait_for(lambda m: isinstance(m, p.SpeechStart))
+    assert told.text != "I'm busy; ask again in a moment.", told  # type: ignore[attr-defined]
+    reader.go.set()
+    text = await other.wait_for(lambda m: isinstance(m, p.SpeechStart) and m.priority == "reading")
+    assert text.text.startswith("Take one tablet")  # type: ignore[attr-defined]
+    assert not other.of(p.Error)
+    for each in (phone, other):
+        await each.close()

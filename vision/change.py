@@ -108,8 +108,7 @@ class ChangeOptions:
             new content can fire again (hysteresis).
         approach_threshold: Score against the keyframe (the frame the model
             last saw, at most ``key_refresh_s`` old) on two frames in a row:
-            slow change, such as something approaching. 6 (was 7): with the
-            lower noise factor, the same events.
+            slow change, such as something approaching.
         entry_threshold: Score against the keyframe on two frames in a row that
             fires as new content when it also stands far above the keyframe's own
             noise (``entry_noise_factor`` times): something walking in from an
@@ -175,7 +174,7 @@ class ChangeOptions:
     noise_factor: float = 1.4
     noise_window: int = 50
     rearm_threshold: float = 2.0
-    approach_threshold: float = 6.0
+    approach_threshold: float = 7.0
     entry_threshold: float = 5.0
     entry_noise_factor: float = 5.0
     key_refresh_s: float = 1.0

@@ -92,18 +92,20 @@ def world(
     server.wait_until(live, timeout=180, what="ready with vision and speech")
     driver = chromium(tmp, y4m, f"--use-file-for-fake-audio-capture={wav}%noloop")
     phone_size(driver)
+    state = {
+        "driver": driver,
+        "base": server.base,
+        "server": server,
+        "user": user,
+        "carer": carer,
+        "wav_ms": (len(pcm) + 80_000) / 32,
+        "model": tiny_vlm,
+    }
     try:
-        yield {
-            "driver": driver,
-            "base": server.base,
-            "server": server,
-            "user": user,
-            "carer": carer,
-            "wav_ms": (len(pcm) + 80_000) / 32,
-        }
+        yield state
     finally:
         driver.quit()
-        server.stop()
+        state["server"].stop()  # a test may have restarted it
 
 
 def chromium(tmp: Path, camera: Path, *flags: str) -> Any:
@@ -321,3 +323,39 @@ def test_caregiver_page_changes_a_live_setting(world: dict[str, Any]) -> None:
     announced = driver.execute_script("return window.seealoud.announced")
     assert announced.count(summary) == 1, announced
     assert "Your settings were updated." not in announced
+
+
+def test_after_a_restart_vision_loading_again_is_said_ready_when_it_is(
+    world: dict[str, Any],
+) -> None:
+    """Found by a blind-user pass: after a restart the page said "Connected. Vision is
+    still loading." and, when the model was loaded, changed the status line without a
+    word: the user never heard that vision was back."""
+    driver, server = world["driver"], world["server"]
+    driver.get("about:blank")
+    driver.get(f"{world['base']}/?fps=5#token={world['user']}")
+    wait(driver, "window.seealoud && window.seealoud.state === 'live'")
+    wait(driver, "document.getElementById('status').textContent.includes('Watching')")
+    voiced = driver.execute_script("return window.seealoud.voiced.length")
+    server.stop()
+    wait(driver, "window.seealoud.state === 'down'", timeout=20)
+    again = ServeProcess(
+        server.db,
+        "--model",
+        str(world["model"]),
+        "--device",
+        "cpu",
+        log=server.log.with_suffix(".2.log"),
+        port=server.port,
+    )
+    world["server"] = again  # the fixture stops this one
+    wait(driver, "window.seealoud.state === 'live'", timeout=60)
+    loading = "Connected. Vision is still loading."  # the model loads again
+    wait(driver, f"window.seealoud.voiced.slice({voiced}).includes({loading!r})", timeout=10)
+    again.wait_until(
+        lambda: bool(again.get_json("/readyz")["capabilities"]["vision"]),
+        timeout=180,
+        what="vision loaded again",
+    )
+    wait(driver, "window.seealoud.announced.includes('Vision is ready.')", timeout=20)
+    shot(driver, "phone-vision-back.png")

@@ -81,6 +81,56 @@ def test_a_hung_server_is_noticed_said_and_reconnected(link: dict[str, Any]) -> 
     print(f"\nhung server noticed after {noticed:.1f} s")
 
 
+QUESTION_LOST = "Your question was not answered: ask again."
+
+
+def test_a_question_sent_into_a_hung_link_is_said_unanswered_when_it_is_back(
+    link: dict[str, Any],
+) -> None:
+    """Found by a blind-user pass: a question typed while the server hung (before the
+    page noticed) went into the dead socket, was listed as asked, and was never answered
+    or mentioned. Once the page is live again it says the question was not answered."""
+    from selenium.webdriver.common.by import By
+
+    driver, server = link["driver"], link["server"]
+    driver.get("about:blank")
+    driver.get(f"{server.base}/?fps=5#token={link['token']}")
+    wait(driver, "window.seealoud && window.seealoud.state === 'live'")
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        driver.find_element(By.ID, "question").send_keys("Is there a door?")
+        driver.find_element(By.CSS_SELECTOR, "#ask button[type=submit]").click()
+        wait(driver, "window.seealoud.state === 'down'", timeout=20)
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    wait(driver, "window.seealoud.state === 'live'", timeout=40)
+    wait(driver, f"window.seealoud.announced.includes({QUESTION_LOST!r})", timeout=10)
+    assert driver.execute_script("return window.seealoud.questionsLost") == 1
+    shot(driver, "phone-question-lost.png")
+
+
+def test_a_page_reloaded_with_hands_free_on_says_the_microphone_is_open(
+    link: dict[str, Any],
+) -> None:
+    """Found by a blind-user pass: hands-free is kept across a reload, and the reloaded
+    page opened the microphone again with only "Connected. Watching." said."""
+    from selenium.webdriver.common.by import By
+
+    driver, server = link["driver"], link["server"]
+    driver.get("about:blank")
+    driver.get(f"{server.base}/?fps=5#token={link['token']}")
+    wait(driver, "window.seealoud && window.seealoud.state === 'live'")
+    driver.find_element(By.ID, "handsfree").click()
+    wait(driver, "window.seealoud.announced.includes('Hands-free on: just ask.')")
+    driver.get("about:blank")
+    driver.get(f"{server.base}/?fps=5#token={link['token']}")
+    wait(driver, "window.seealoud && window.seealoud.state === 'live'")
+    wait(driver, "window.seealoud.announced.includes('Hands-free on: just ask.')", timeout=10)
+    assert driver.find_element(By.ID, "handsfree").get_attribute("aria-pressed") == "true"
+    driver.find_element(By.ID, "handsfree").click()
+    wait(driver, "window.seealoud.announced.includes('Hands-free off: tap Talk to ask.')")
+
+
 def test_a_restarted_server_says_only_what_changed(link: dict[str, Any]) -> None:
     """What each capability is was said on the first connect. A restarted server loads its
     models again ("still loading", then "ready"): a reconnect says only that it is

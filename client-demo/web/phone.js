@@ -24,7 +24,7 @@ const stats = (window.seealoud = {
   framesSent: 0, chunksReceived: 0, buffersScheduled: 0, flushes: 0,
   transcripts: [], utterances: [], state: "idle", playing: 0, audioChunksSent: 0,
   ownVoiceSilenced: 0,
-  settings: null, announced: [], stops: {}, interrupts: [],
+  settings: null, announced: [], stops: {}, interrupts: [], questionsLost: 0,
   summaries: [], voiced: [], voiceCut: [], linkDropped: 0,
   // ?test=1 only: what reached the speaker, per utterance (samples sent vs heard).
   ear: {},
@@ -272,6 +272,9 @@ function onMessage(msg) {
       // "unavailable" once it has loaded would be said a second time (a blind-user pass).
       const vision = capabilityState(caps, "vision");
       if (first || vision !== "loading") told.vision = vision;
+      // A restarted server loading again after "ready": the status line says "still
+      // loading", so "ready" is news again when it comes (a blind-user pass was never told).
+      else if (told.vision === "ready") told.vision = "loading";
       // Short sentences, said once: on the first connect, or when they changed from what
       // the user was last told (a restarted server loads its models again: "ready" once
       // more is not news, "unavailable" after "still loading" is).
@@ -292,6 +295,9 @@ function onMessage(msg) {
       if (handsFree || msg.data.listening === "hands-free") {
         handsFree = true;
         showHandsFree();
+        // A page reloaded with hands-free on has its microphone open again: said, so
+        // nobody is listened to unawares (a blind-user pass). A reconnect goes on as before.
+        if (first) announce(tr("hands_free_on"));
         // Listening goes on after a reconnect; a warning waiting to be said is not cut.
         startMic("hands-free", { silence: false })
           .catch((err) => announce(tr("mic_unavailable", { why: err.message })));
@@ -299,8 +305,18 @@ function onMessage(msg) {
       startFrames();
       requestWakeLock();
       send(textMessage("settings-get", {})); // the language the page speaks in
+      // A question sent into a link that had died unnoticed got no answer and no word (a
+      // blind-user pass froze the server): the user is told to ask again.
+      if (!first && unanswered.size) {
+        stats.questionsLost += unanswered.size;
+        announce(tr("question_lost"));
+      }
+      unanswered.clear();
       break;
     }
+    case "observation":
+      if (msg.id) unanswered.delete(msg.id);
+      break;
     case "capabilities": {
       caps = msg.data;
       announceCapabilityChanges(caps);
@@ -340,6 +356,7 @@ function onMessage(msg) {
       if (msg.data.text) say(tr("you_asked", { text: msg.data.text }), "transcript");
       break;
     case "error":
+      if (msg.data.ref) unanswered.delete(msg.data.ref);
       if (msg.data.code === "auth-failed") tokenRefused = true;
       if (msg.data.fatal) setStatus(msg.data.message, "down");
       else if (msg.data.code === "capability-unavailable") {
@@ -760,9 +777,18 @@ function ask(text, extra = {}, { needsCamera = true } = {}) {
     announce(tr("camera_off_ask"));
     return false;
   }
-  send(textMessage("question", { text, ...extra }));
+  if (extra.intent) {
+    send(textMessage("question", { text, ...extra })); // read and go on: answered by speech
+  } else {
+    const id = `q${++questionCount}`;
+    unanswered.set(id, text);
+    send(textMessage("question", { text, ...extra }, id)); // answered by an observation
+  }
   return true;
 }
+// Questions sent and not yet answered (by the observation or error with their id).
+const unanswered = new Map();
+let questionCount = 0;
 // A question, typed or spoken, while the connection is down went nowhere, and nothing was
 // said (a blind-user pass): the page says at once that it was not sent.
 function connected() {

@@ -296,8 +296,12 @@ def test_caregiver_page_changes_a_live_setting(world: dict[str, Any]) -> None:
     words.clear()
     words.send_keys("2")
     driver.find_element(By.ID, "save").click()
-    assert driver.find_element(By.ID, "result").text.startswith("Not saved: a value is out of")
+    # Which field, by its name, and marked for a screen reader ("the highlighted field"
+    # was only seen: a blind-user pass).
+    result = driver.find_element(By.ID, "result").text
+    assert result == 'Not saved: "Longest thing said, in words" is out of range (3 to 60).'
     assert driver.switch_to.active_element == words  # the field to fix has the focus
+    assert words.get_attribute("aria-invalid") == "true"
     words.clear()
     words.send_keys(kept or "20")
     # A language this server cannot hear (tiny.en) is refused, and with it the whole
@@ -308,6 +312,7 @@ def test_caregiver_page_changes_a_live_setting(world: dict[str, Any]) -> None:
     driver.find_element(By.ID, "save").click()
     wait(driver, "document.getElementById('result').textContent.startsWith('Not saved')")
     assert driver.find_element(By.ID, "result").text.endswith("None of the changes were saved.")
+    assert words.get_attribute("aria-invalid") is None  # fixed: no longer marked
     language.select_by_value(was)
     shot(driver, "caregiver.png")
     driver.switch_to.window(phone)

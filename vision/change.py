@@ -101,7 +101,7 @@ class ChangeOptions:
             1.8, a small grey object appearing on a shaky walk (2.8 against a
             threshold of 3.4) was looked at only as it grew, after 550 ms to 2 s:
             four of 280 events over the benchmark's ten seeds. At 1.4 all four
-            are on time, for more needless looks on walks (1.5 a minute against
+            are on time, for more needless looks on walks (1.1 a minute against
             0.55): a late obstacle costs more than a look.
         noise_window: Frames of recent scores the noise level is taken from.
         rearm_threshold: After firing, the score must fall below this before

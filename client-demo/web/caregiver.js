@@ -242,8 +242,16 @@ for (const box of document.querySelectorAll("input[name=cat]")) {
 }
 $("settings").addEventListener("submit", (e) => {
   e.preventDefault();
+  for (const field of $("settings").querySelectorAll("[aria-invalid]")) field.removeAttribute("aria-invalid");
   if (!$("settings").reportValidity()) {
-    result("Not saved: a value is out of range (see the highlighted field).");
+    // Said by name, and marked for the screen reader: "the highlighted field" is only
+    // seen (a blind-user pass). The browser's validity bubble has moved the focus there.
+    const bad = $("settings").querySelector(":invalid");
+    bad.setAttribute("aria-invalid", "true");
+    const label = document.querySelector(`label[for="${bad.id}"]`);
+    const name = label ? label.textContent.split(":")[0].trim() : bad.name;
+    const range = bad.min !== "" && bad.max !== "" ? ` (${bad.min} to ${bad.max})` : "";
+    result(`Not saved: "${name}" is out of range${range}.`);
     return;
   }
   const values = readForm();

@@ -323,6 +323,8 @@ function onMessage(msg) {
       break;
     }
     case "speech-start":
+      // A typed "read this" or "go on" is answered in speech, not by an observation.
+      if (ANSWERING.has(msg.data.priority)) unanswered.clear();
       speechStarts += 1;
       openUtterances.add(msg.data.utterance);
       flushedUtterances.delete(msg.data.utterance);
@@ -348,6 +350,7 @@ function onMessage(msg) {
       }
       break;
     case "interrupt":
+      if (msg.id) unanswered.delete(msg.id); // a typed "stop"
       flush();
       stats.interrupts.push({ reason: msg.data.reason || "", at: stats.flushedAt });
       break;
@@ -786,8 +789,10 @@ function ask(text, extra = {}, { needsCamera = true } = {}) {
   }
   return true;
 }
-// Questions sent and not yet answered (by the observation or error with their id).
+// Questions sent and not yet answered (by the observation or error with their id, or
+// by speech that answers: a reading, a notice such as "Reading.").
 const unanswered = new Map();
+const ANSWERING = new Set(["answer", "reading", "notice"]);
 let questionCount = 0;
 // A question, typed or spoken, while the connection is down went nowhere, and nothing was
 // said (a blind-user pass): the page says at once that it was not sent.

@@ -70,7 +70,9 @@ def decode(raw: str | bytes, *, max_bytes: int | None = None) -> Message:
         envelope = _loads(raw)
         if not isinstance(envelope, dict):
             raise MalformedMessage("a text message must be a JSON object")
-        with _about(envelope.get("id")):
+        msg_id = envelope.get("id")
+        with _about(msg_id if _all_unicode(msg_id) else None):
+            _unicode_only(raw, envelope)
             return _text_message(envelope)
     if isinstance(raw, (bytes, bytearray, memoryview)):
         raw = bytes(raw)
@@ -91,6 +93,7 @@ def decode(raw: str | bytes, *, max_bytes: int | None = None) -> Message:
         header = _loads(head_text)
         if not isinstance(header, dict):
             raise MalformedMessage("binary header must be a JSON object")
+        _unicode_only(head_text, header)
         cls = _message_class(header.pop("type", None))
         if not cls._BINARY:
             raise MalformedMessage(f"{cls.wire_type()} must be sent as a text message")
@@ -168,11 +171,14 @@ def _loads(text: str) -> Any:
         raise MalformedMessage("invalid JSON: nested too deeply") from exc
     except ValueError as exc:  # JSONDecodeError and over-long integer literals
         raise MalformedMessage(f"invalid JSON: {str(exc)[:80]}") from exc
-    if _SURROGATE_ESCAPE.search(text) and not _all_unicode(value):
-        # json reads "\ud800" alone as a string no UTF-8 can hold: echoed back (an id,
-        # a question), it broke the encoder and the connection (an attacker pass).
-        raise MalformedMessage("a string holds a lone UTF-16 surrogate: not Unicode text")
     return value
+
+
+def _unicode_only(text: str, value: Any) -> None:
+    """json reads "\ud800" alone as a string no UTF-8 can hold: echoed back (an id, a
+    question), it broke the encoder and the connection (an attacker pass)."""
+    if _SURROGATE_ESCAPE.search(text) and not _all_unicode(value):
+        raise MalformedMessage("a string holds a lone UTF-16 surrogate: not Unicode text")
 
 
 def _all_unicode(value: Any) -> bool:

@@ -177,6 +177,14 @@ def test_decode_errors(raw: str | bytes, error: type[ProtocolError], code: Error
     assert str(info.value).startswith(code.value)
 
 
+def test_a_lone_surrogate_in_a_message_with_an_id_is_refused_about_that_id() -> None:
+    """Found by a verification pass: the error had no ``ref``, so the phone could not
+    tell which question it was about."""
+    with pytest.raises(MalformedMessage) as info:
+        decode('{"type":"question","id":"q10","data":{"text":"\\ud800"}}')
+    assert info.value.ref == "q10"
+
+
 def test_a_surrogate_pair_is_one_character_and_kept() -> None:
     msg = decode('{"type":"question","data":{"text":"hi \\ud83d\\ude00"}}')
     assert isinstance(msg, p.Question) and msg.text == "hi \U0001f600"

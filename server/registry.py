@@ -51,6 +51,12 @@ class Registry:
     async def end_account(self, name: str, why: str) -> None:
         """The account was removed or its token replaced: its sessions end now."""
         self.resumable.forget_user(name)
+        await self._end([s for s in self.sessions.values() if s.account.name == name], why)
+        self.resumable.forget_user(name)  # closing them put their state up for resuming
+
+    async def _end(self, sessions: list[BaseSession], why: str) -> None:
+        """Refuse these sessions' token and drop them, in parallel and bounded (a client
+        that stopped reading delays nobody); their slots are free on return."""
 
         async def end(session: BaseSession) -> None:
             log.info("session %s closed: account %s", session.id, why)
@@ -67,12 +73,9 @@ class Registry:
             if session.link.ws.state.name != "CLOSED":
                 session.link.abort(f"account {why}")
 
-        # In parallel and bounded: a client that stopped reading delays nobody.
-        mine = [s for s in self.sessions.values() if s.account.name == name]
-        await asyncio.gather(*(end(s) for s in mine), return_exceptions=True)
-        for session in mine:  # whatever its handler is doing, the slot is free now
+        await asyncio.gather(*(end(s) for s in sessions), return_exceptions=True)
+        for session in sessions:  # whatever its handler is doing, the slot is free now
             self.closed(session)
-        self.resumable.forget_user(name)  # closing them put their state up for resuming
 
     async def watch_accounts(self, every_s: float = 1.0) -> None:
         """Close the live sessions of an account removed or given a new token (by the CLI,
@@ -104,6 +107,16 @@ class Registry:
         cfg = self.ctx.config
         if hello.resume:
             await self._take_over(hello.resume, account.name)
+        # Sessions on the account's replaced token end before the new token is counted
+        # against them: the account watcher polls once a second, and a verification pass
+        # logging in at once with a fresh token was refused for the old token's sessions.
+        stale = [
+            s
+            for s in self.sessions.values()
+            if s.account.name == account.name and s.account.token_id != account.token_id
+        ]
+        if stale:
+            await self._end(stale, "token-reset")
         mine = sum(1 for s in self.sessions.values() if s.account.name == account.name)
         mine += self._opening_by_account[account.name]
         if mine >= cfg.max_sessions_per_account:

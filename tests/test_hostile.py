@@ -236,6 +236,24 @@ async def test_a_client_gone_before_its_ready_leaves_no_session_behind(
     await phone.close()
 
 
+async def test_a_fresh_token_logs_in_at_once_in_place_of_the_old_tokens_sessions(
+    make_server: ServerFactory, accounts: Accounts
+) -> None:
+    """Found by a verification pass: right after ``reset-token`` the new token was refused
+    with too-many-sessions, for the old token's sessions the account watcher had not
+    closed yet (it polls once a second). The old sessions end as the new one opens."""
+    server = await make_server(max_sessions_per_account=1)
+    old, _ = await open_session(ws_url(server), accounts.user_token)
+    new_token = accounts.store.reset_token("alice")
+    phone, ready = await open_session(ws_url(server), new_token)
+    assert isinstance(ready, p.Ready)
+    refused = await recv(old)
+    assert isinstance(refused, p.Error) and refused.code == ErrorCode.AUTH_FAILED, refused
+    assert await closed_code(old) == 4001
+    assert len(server.sessions) == 1
+    await phone.close()
+
+
 async def test_shutdown_with_a_client_that_stopped_reading_is_quick_and_clean(
     make_server: ServerFactory, accounts: Accounts
 ) -> None:

@@ -414,7 +414,7 @@ def test_a_french_users_page_speaks_and_shows_french(link: dict[str, Any]) -> No
         assert driver.find_element(By.ID, "talk").text == "Parler"
         assert driver.find_element(By.ID, "read").text == "Lire le texte"
         assert driver.find_element(By.ID, "stop").get_attribute("aria-label") == (
-            "Arrêter de parler maintenant"
+            "Stop : arrêter de parler maintenant"
         )
         camera = driver.find_element(By.ID, "camera")
         camera.click()

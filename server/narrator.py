@@ -248,6 +248,9 @@ class Narrator:
         self.stats = NarratorStats()
         self.on_stale: Callable[[Utterance], None] | None = None
         """Told of each utterance dropped as stale (the session counts them by lane)."""
+        self.wake: Callable[[], None] | None = None
+        """Wakes the speaker of the session that has this narrator now (a resumed one
+        takes it over): told when ``dropped`` puts something back to say."""
         self._queue: list[Utterance] = []
         self._memory: dict[str, _Memory] = {}
         self._ids = itertools.count(1)
@@ -513,6 +516,11 @@ class Narrator:
             for q in self._queue:
                 if q.key == u.key:
                     q.expires = now + ANSWER_RESAY_S
+        # The old session's speaker gets here as it is torn down, which on a loaded
+        # machine can be after the resumed session started and found nothing to say:
+        # the warning waited, unsaid, for the next thing to wake its speaker.
+        if self.wake is not None:
+            self.wake()
 
     def is_stale(self, u: Utterance, now: float) -> bool:
         if u.expires is not None and now > u.expires:

@@ -59,6 +59,7 @@ class Speaker:
         hold: Callable[[], bool] | None = None,
     ) -> None:
         self.narrator = narrator
+        narrator.wake = self.wake  # the newest session's speaker (a resume takes it over)
         self._send = send
         self.tts = tts
         self._voice = voice

@@ -297,14 +297,19 @@ def _benchmark_walk(kind: str):  # -> benchmarks.sequences.Sequence
     if not (img / "building.jpg").exists() or not (video / "vtest.avi").exists():
         pytest.skip(f"benchmark data not present at {SHARED_DATA} (only in the project's checkout)")
     plan = [(4.35, "appear"), (10.65, "sign"), (16.25, "approach"), (23.75, "scene-cut")]
-    if kind == "grey-on-grey":
+    walks = {  # name, photo, seed, the photo cut to
+        "grey-on-grey": ("walk-home-events", "home.jpg", 222, "stuff.jpg"),
+        "approach": ("walk-building-events", "building.jpg", 821, "home.jpg"),
+    }
+    if kind in walks:
+        name, photo, seed, cut_to = walks[kind]
         return sequences.walking_sequence(
-            "walk-home-events",
-            img / "home.jpg",
+            name,
+            img / photo,
             seconds=30.0,
-            seed=222,
+            seed=seed,
             events=plan,
-            cut_to=img / "stuff.jpg",
+            cut_to=img / cut_to,
             props=img / "stuff.jpg",
         )
     if kind == "still-square":
@@ -315,16 +320,6 @@ def _benchmark_walk(kind: str):  # -> benchmarks.sequences.Sequence
             seed=907,
             events=[(5.45, "sign"), (12.15, "appear"), (18.55, "approach"), (25.85, "scene-cut")],
             cut_to=video / "tree.avi",
-            props=img / "stuff.jpg",
-        )
-    if kind == "approach":
-        return sequences.walking_sequence(
-            "walk-building-events",
-            img / "building.jpg",
-            seconds=30.0,
-            seed=821,
-            events=plan,
-            cut_to=img / "home.jpg",
             props=img / "stuff.jpg",
         )
     return sequences.walking_entry_sequence(

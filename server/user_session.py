@@ -241,6 +241,10 @@ class UserSession(BaseSession):
         self._user_talks()
         self.narrator.hush(time.monotonic())
         self.media.stop_questions()
+        self._drop_reading()
+
+    def _drop_reading(self) -> None:
+        """The text reading asked for last is not wanted any more (Stop, or a new one)."""
         if self._reading_task is not None:
             self._reading_task.cancel()
             self._reading_task = None
@@ -304,8 +308,7 @@ class UserSession(BaseSession):
             intent = is_read_request(text)
         if intent in ("read", "continue"):
             # OCR takes up to a second: it runs beside the control task, newest request wins.
-            if self._reading_task is not None:
-                self._reading_task.cancel()
+            self._drop_reading()
             self._reading_task = self.spawn(self.reading.request(intent, ref), "reading")
             return
         if not text:

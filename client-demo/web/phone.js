@@ -780,18 +780,15 @@ function ask(text, extra = {}, { needsCamera = true } = {}) {
     announce(tr("camera_off_ask"));
     return false;
   }
-  if (extra.intent) {
-    send(textMessage("question", { text, ...extra })); // read and go on: answered by speech
-  } else {
-    const id = `q${++questionCount}`;
-    unanswered.set(id, text);
-    send(textMessage("question", { text, ...extra }, id)); // answered by an observation
-  }
+  // read and go on are answered by speech; a question by the observation with its id
+  const id = extra.intent ? undefined : `q${++questionCount}`;
+  if (id) unanswered.add(id);
+  send(textMessage("question", { text, ...extra }, id));
   return true;
 }
 // Questions sent and not yet answered (by the observation or error with their id, or
 // by speech that answers: a reading, a notice such as "Reading.").
-const unanswered = new Map();
+const unanswered = new Set();
 const ANSWERING = new Set(["answer", "reading", "notice"]);
 let questionCount = 0;
 // A question, typed or spoken, while the connection is down went nowhere, and nothing was
